@@ -1,0 +1,71 @@
+"""Command line: check the config, or serve it over HTTP with uvicorn."""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from app import __version__
+from app.config import load_config
+from app.errors import ConfigError
+from app.web import DEFAULT_MAX_WORKERS, create_app
+
+log = logging.getLogger("sqlprobe")
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:9104`` for IPv6) into its parts."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT, e.g. 0.0.0.0:9104")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The sqlprobe argument parser."""
+    parser = argparse.ArgumentParser(prog="sqlprobe", description="Prometheus exporter probing SQL servers.")
+    parser.add_argument("--targets", type=Path, default=Path("targets.yml"), help="targets file (default: %(default)s)")
+    parser.add_argument("--queries", type=Path, default=Path("queries.yml"), help="queries file (default: %(default)s)")
+    parser.add_argument("--bind", type=parse_bind, default=("0.0.0.0", 9104), help="HOST:PORT to listen on (default: 0.0.0.0:9104)")
+    parser.add_argument("--check-config", action="store_true", help="validate both files, print any problem, and exit")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="(default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-threads",
+        type=int,
+        default=DEFAULT_MAX_WORKERS,
+        help="threads running database work, shared by all probes (default: %(default)s)",
+    )
+    parser.add_argument("--version", action="version", version=f"sqlprobe {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run sqlprobe; the exit status is 1 for an invalid config."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.targets, args.queries)
+    except ConfigError as error:
+        print(f"sqlprobe: the configuration has {len(error.problems)} problem(s):", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    if args.check_config:
+        print(f"sqlprobe: configuration OK: {len(config.targets)} targets, {len(config.query_sets)} query sets")
+        return 0
+    host, port = args.bind
+    log.info("sqlprobe %s serving %d targets on %s:%d", __version__, len(config.targets), host, port)
+    uvicorn.run(
+        create_app(config, max_workers=args.max_threads),
+        host=host,
+        port=port,
+        log_config=None,
+        log_level=args.log_level,
+        access_log=args.log_level == "debug",
+    )
+    return 0

@@ -1,0 +1,287 @@
+"""Load targets.yml and queries.yml into one frozen Config, with every cross-file check in one place."""
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from app.errors import ConfigError, ConfigProblem
+from app.schema import MetricSpec, QueriesFile, TargetDefaults, TargetsFile, TargetSpec
+from app.yamlfile import KeyPath, YamlDocument, load_yaml
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+# Families every probe answer carries besides the user's metrics.
+BUILTIN_FAMILIES = frozenset(
+    {"probe_success", "probe_duration_seconds", "sqlprobe_query_success", "sqlprobe_query_duration_seconds"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One user metric, resolved: full exposed name and the columns it reads."""
+
+    key: str
+    name: str
+    sql: str
+    kind: Literal["gauge", "counter"]
+    documentation: str
+    labels: tuple[str, ...]
+    value: str
+    query_set: str
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One SQL text to run and every metric it feeds."""
+
+    sql: str
+    metrics: tuple[Metric, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One probe target with its engine settings and its de-duplicated queries."""
+
+    name: str
+    url: URL
+    query_sets: tuple[str, ...]
+    labels: Mapping[str, str]
+    timeout: float
+    queries: tuple[Query, ...]
+    metrics: tuple[Metric, ...]
+
+    @property
+    def display_dsn(self) -> str:
+        """The DSN with its password masked, safe to show anywhere."""
+        return self.url.render_as_string(hide_password=True)
+
+    def queries_for(self, query_sets: frozenset[str] | None) -> tuple[Query, ...]:
+        """The queries to run for a probe restricted to ``query_sets`` (all when None)."""
+        if query_sets is None:
+            return self.queries
+        selected = []
+        for query in self.queries:
+            metrics = tuple(metric for metric in query.metrics if metric.query_set in query_sets)
+            if metrics:
+                selected.append(Query(query.sql, metrics))
+        return tuple(selected)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything sqlprobe serves, loaded and checked."""
+
+    targets: Mapping[str, Target]
+    namespace: str
+    query_sets: Mapping[str, tuple[Metric, ...]]
+    targets_file: str
+    queries_file: str
+
+
+def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and compile both files; raise ConfigError listing every problem found."""
+    environ = os.environ if environ is None else environ
+    problems: list[ConfigProblem] = []
+    query_sets: dict[str, tuple[Metric, ...]] | None = None
+    namespace = ""
+    try:
+        queries_doc = load_yaml(queries_path)
+        queries_file = _validate(QueriesFile, queries_doc, (), problems)
+        if queries_file is not None:
+            namespace = queries_file.namespace
+            query_sets = _compile_query_sets(queries_file, queries_doc, problems)
+    except ConfigError as error:
+        problems.extend(error.problems)
+    targets: dict[str, Target] = {}
+    try:
+        targets_doc = load_yaml(targets_path)
+        targets = _compile_targets(targets_doc, query_sets, queries_path, environ, problems)
+    except ConfigError as error:
+        problems.extend(error.problems)
+    if problems:
+        raise ConfigError(problems)
+    assert query_sets is not None
+    return Config(
+        targets=MappingProxyType(targets),
+        namespace=namespace,
+        query_sets=MappingProxyType(query_sets),
+        targets_file=str(targets_path),
+        queries_file=str(queries_path),
+    )
+
+
+def _validate(
+    model: type[_Model], doc: YamlDocument, path: KeyPath, problems: list[ConfigProblem], data: object = None
+) -> _Model | None:
+    """Validate ``data`` (the document's data by default) located at ``path``; collect errors."""
+    try:
+        return model.model_validate(doc.data if data is None else data)
+    except ValidationError as error:
+        for detail in error.errors():
+            location = (*path, *detail["loc"])
+            problems.append(doc.problem(location, _explain(detail["type"], detail["msg"])))
+        return None
+
+
+def _explain(kind: str, message: str) -> str:
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "string_pattern_mismatch":
+        return f"invalid name: {message.lower()}"
+    return message.removeprefix("Value error, ")
+
+
+def _compile_query_sets(
+    queries: QueriesFile, doc: YamlDocument, problems: list[ConfigProblem]
+) -> dict[str, tuple[Metric, ...]]:
+    compiled: dict[str, tuple[Metric, ...]] = {}
+    for set_name, metric_specs in queries.query_sets.items():
+        if not metric_specs:
+            problems.append(doc.problem(("query_sets", set_name), "query set has no metrics"))
+        metrics: list[Metric] = []
+        owners: dict[str, str] = {}
+        for key, spec in metric_specs.items():
+            metric = _compile_metric(queries.namespace, set_name, key, spec)
+            for sample_name in _sample_names(metric):
+                if sample_name in BUILTIN_FAMILIES:
+                    problems.append(
+                        doc.problem(("query_sets", set_name, key), f"metric name {sample_name!r} is reserved by sqlprobe")
+                    )
+                elif sample_name in owners:
+                    message = f"metric name {sample_name!r} is also produced by metric {owners[sample_name]!r}"
+                    problems.append(doc.problem(("query_sets", set_name, key), message))
+                owners.setdefault(sample_name, key)
+            metrics.append(metric)
+        compiled[set_name] = tuple(metrics)
+    return compiled
+
+
+def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -> Metric:
+    name = f"{namespace}_{key}" if namespace else key
+    if spec.type == "counter":
+        # The family is named without _total; its sample carries it (as prometheus-client does).
+        name = name.removesuffix("_total")
+    return Metric(
+        key=key,
+        name=name,
+        sql=spec.query.strip(),
+        kind=spec.type,
+        documentation=spec.description,
+        labels=spec.labels,
+        value=spec.value,
+        query_set=set_name,
+    )
+
+
+def _compile_targets(
+    doc: YamlDocument,
+    query_sets: Mapping[str, tuple[Metric, ...]] | None,
+    queries_path: Path,
+    environ: Mapping[str, str],
+    problems: list[ConfigProblem],
+) -> dict[str, Target]:
+    targets_file = _validate(TargetsFile, doc, (), problems)
+    if targets_file is None:
+        return {}
+    defaults = targets_file.defaults.model_dump(exclude_none=True)
+    targets = {}
+    for name, raw in targets_file.targets.items():
+        path: KeyPath = ("targets", name)
+        spec = _validate(TargetSpec, doc, path, problems, {**defaults, **raw})
+        if spec is None:
+            continue
+        url = _resolve_dsn(spec.dsn, doc, (*path, "dsn"), environ, problems)
+        metrics = _target_metrics(spec, doc, path, query_sets, queries_path, problems)
+        if url is not None and metrics is not None:
+            targets[name] = Target(
+                name=name,
+                url=url,
+                query_sets=spec.query_sets,
+                labels=MappingProxyType(dict(spec.labels)),
+                timeout=spec.timeout,
+                queries=_group_by_sql(metrics),
+                metrics=metrics,
+            )
+    return targets
+
+
+def _resolve_dsn(
+    dsn: str, doc: YamlDocument, path: KeyPath, environ: Mapping[str, str], problems: list[ConfigProblem]
+) -> URL | None:
+    missing = [name for name in _ENV_REFERENCE.findall(dsn) if name not in environ]
+    if missing:
+        names = ", ".join(dict.fromkeys(missing))
+        problems.append(doc.problem(path, f"environment variable {names} is not set"))
+        return None
+    try:
+        url = make_url(_ENV_REFERENCE.sub(lambda match: environ[match.group(1)], dsn))
+        url.get_dialect()
+    except NoSuchModuleError as error:
+        # The message names only the dialect/driver, never the credentials.
+        problems.append(doc.problem(path, f"unsupported database driver: {error}"))
+        return None
+    except (ArgumentError, ValueError):
+        # Never quote the DSN: it may hold a password.
+        problems.append(doc.problem(path, "not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)"))
+        return None
+    return url
+
+
+def _target_metrics(
+    spec: TargetSpec,
+    doc: YamlDocument,
+    path: KeyPath,
+    query_sets: Mapping[str, tuple[Metric, ...]] | None,
+    queries_path: Path,
+    problems: list[ConfigProblem],
+) -> tuple[Metric, ...] | None:
+    if query_sets is None:
+        return None  # queries.yml is broken; its own errors are already reported
+    metrics: list[Metric] = []
+    owners: dict[str, str] = {}
+    ok = True
+    for index, set_name in enumerate(spec.query_sets):
+        where = (*path, "query_sets", index)
+        if set_name in spec.query_sets[:index]:
+            problems.append(doc.problem(where, f"query set {set_name!r} is listed twice"))
+            ok = False
+            continue
+        if set_name not in query_sets:
+            problems.append(doc.problem(where, f"unknown query set {set_name!r} (not defined in {queries_path})"))
+            ok = False
+            continue
+        for metric in query_sets[set_name]:
+            for sample_name in _sample_names(metric):
+                other = owners.setdefault(sample_name, set_name)
+                if other != set_name:
+                    problems.append(
+                        doc.problem(where, f"metric {sample_name!r} of query set {set_name!r} is also defined by {other!r}")
+                    )
+                    ok = False
+            metrics.append(metric)
+    return tuple(metrics) if ok else None
+
+
+def _sample_names(metric: Metric) -> tuple[str, ...]:
+    """Every name the metric puts into the exposition (family and sample names)."""
+    return (metric.name, f"{metric.name}_total") if metric.kind == "counter" else (metric.name,)
+
+
+def _group_by_sql(metrics: tuple[Metric, ...]) -> tuple[Query, ...]:
+    """One Query per distinct SQL text, so a probe runs each text once."""
+    grouped: dict[str, list[Metric]] = {}
+    for metric in metrics:
+        grouped.setdefault(metric.sql, []).append(metric)
+    return tuple(Query(sql, tuple(members)) for sql, members in grouped.items())

@@ -1,0 +1,278 @@
+"""Probe one target: run its queries within a deadline and turn rows into samples. Knows no HTTP."""
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, ResourceClosedError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from app.config import Metric, Query, Target
+from app.engines import EngineCache, Interrupt, interrupter_for
+from app.errors import ColumnMissing, ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed
+
+log = logging.getLogger(__name__)
+
+LabelValues = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    """The samples one metric got from its query, the rows it skipped, or why it failed."""
+
+    metric: Metric
+    samples: tuple[tuple[LabelValues, float], ...] = ()
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    error: ProbeError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """One SQL text's run: rows returned, time taken, and what its metrics made of the rows."""
+
+    query: Query
+    duration: float
+    rows: int | None
+    error: ProbeError | None
+    metrics: tuple[MetricResult, ...]
+
+    @property
+    def success(self) -> bool:
+        """True when the query ran and every metric it feeds could read its columns."""
+        return self.error is None and all(result.error is None for result in self.metrics)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """Everything one probe found, in the order the queries ran."""
+
+    target: Target
+    budget: float
+    duration: float
+    queries: tuple[QueryResult, ...]
+
+    @property
+    def success(self) -> bool:
+        """True only if the connection and every query succeeded."""
+        return all(query.success for query in self.queries)
+
+    def metric_results(self) -> Iterator[tuple[MetricResult, QueryResult]]:
+        """Each metric's result with the query result that fed it."""
+        for query in self.queries:
+            for metric in query.metrics:
+                yield metric, query
+
+
+def failed_query(query: Query, error: ProbeError, duration: float = 0.0) -> QueryResult:
+    """A query that did not run (or did not finish): every metric it feeds fails with ``error``."""
+    return QueryResult(query, duration, None, error, tuple(MetricResult(m, error=error) for m in query.metrics))
+
+
+class Prober:
+    """Runs probes on a bounded pool of threads so the event loop never blocks on a database."""
+
+    def __init__(self, engines: EngineCache, max_workers: int) -> None:
+        self._engines = engines
+        self._workers = ThreadPoolExecutor(max_workers, thread_name_prefix="sqlprobe-db")
+        self._cancellers = ThreadPoolExecutor(4, thread_name_prefix="sqlprobe-cancel")
+
+    async def probe(self, target: Target, query_sets: frozenset[str] | None, budget: float) -> ProbeResult:
+        """Probe ``target``; the answer is back within ``budget`` seconds whatever the server does."""
+        started = time.monotonic()
+        run = _Run(target, target.queries_for(query_sets), self._engines, started + budget)
+        future = asyncio.wrap_future(self._workers.submit(run.execute))
+        try:
+            await asyncio.wait_for(future, budget)
+        except TimeoutError:
+            pass  # what finished is reported below; the rest counts as failed
+        finally:
+            if not future.done():
+                # Timed out, or the client went away: stop the work, on the server too.
+                interrupt = run.abandon()
+                if interrupt is not None:
+                    self._cancellers.submit(interrupt)
+        return run.result(budget, time.monotonic() - started)
+
+    def close(self) -> None:
+        """Stop accepting probes; running ones end by their own timeouts."""
+        self._workers.shutdown(wait=False, cancel_futures=True)
+        self._cancellers.shutdown(wait=False, cancel_futures=True)
+
+
+class _Run:
+    """One probe's blocking work, shared between its worker thread and the waiting coroutine."""
+
+    def __init__(self, target: Target, queries: tuple[Query, ...], engines: EngineCache, deadline: float) -> None:
+        self._target = target
+        self._queries = queries
+        self._engines = engines
+        self._deadline = deadline
+        self._lock = threading.Lock()
+        self._finished: list[QueryResult] = []
+        self._abandoned = False
+        self._running: tuple[float, Interrupt | None] | None = None
+
+    def execute(self) -> None:
+        """Run every query on one connection; called in a worker thread."""
+        if self._abandoned:
+            return
+        try:
+            engine = self._engines.get(self._target)
+            connection = _connect(engine.connect, self._target)
+        except ProbeError as error:
+            with self._lock:
+                if not self._abandoned:
+                    self._finished.extend(failed_query(query, error) for query in self._queries)
+            return
+        try:
+            for index, query in enumerate(self._queries):
+                try:
+                    connection, result = self._run_query(connection, query, retry_stale=index == 0)
+                except _Abandoned:
+                    return
+                except ConnectFailed as error:  # reconnecting after a stale connection failed
+                    with self._lock:
+                        self._running = None
+                        if not self._abandoned:
+                            self._finished.extend(failed_query(rest, error) for rest in self._queries[index:])
+                    return
+                with self._lock:
+                    self._running = None
+                    if self._abandoned:
+                        # Its statement may have been killed half-way: never hand this connection back.
+                        connection.invalidate()
+                        return
+                    self._finished.append(result)
+        finally:
+            connection.close()
+
+    def _run_query(self, connection: Connection, query: Query, retry_stale: bool) -> tuple[Connection, QueryResult]:
+        with self._lock:
+            if self._abandoned:
+                raise _Abandoned
+            started = time.monotonic()
+            dbapi_connection = connection.connection.dbapi_connection
+            self._running = (started, interrupter_for(connection.engine, dbapi_connection))
+        try:
+            cursor = connection.exec_driver_sql(query.sql)
+            if not cursor.returns_rows:
+                raise QueryFailed("the statement returned no result set")
+            columns = tuple(cursor.keys())
+            rows = cursor.fetchall()
+        except DBAPIError as error:
+            if retry_stale and error.connection_invalidated and not self._abandoned:
+                # A pooled connection went stale (server restarted, wait_timeout): use a fresh one.
+                connection.close()
+                connection = _connect(connection.engine.connect, self._target)
+                return self._run_query(connection, query, retry_stale=False)
+            return connection, failed_query(query, _query_failed(error, self._target), time.monotonic() - started)
+        except (ResourceClosedError, SQLAlchemyError) as error:
+            return connection, failed_query(query, QueryFailed(_scrub(str(error), self._target)), time.monotonic() - started)
+        except ProbeError as error:
+            return connection, failed_query(query, error, time.monotonic() - started)
+        duration = time.monotonic() - started
+        metrics = tuple(_metric_result(metric, columns, rows) for metric in query.metrics)
+        return connection, QueryResult(query, duration, len(rows), None, metrics)
+
+    def abandon(self) -> Interrupt | None:
+        """Mark the run as past its deadline; return how to stop the statement still running, if any."""
+        with self._lock:
+            self._abandoned = True
+            return self._running[1] if self._running is not None else None
+
+    def result(self, budget: float, duration: float) -> ProbeResult:
+        """What finished so far; queries that did not finish fail with the deadline."""
+        with self._lock:
+            finished = list(self._finished)
+            running = self._running
+        unfinished = self._queries[len(finished) :]
+        if unfinished:
+            error = DeadlineExceeded(budget)
+            in_flight = time.monotonic() - running[0] if running is not None else 0.0
+            finished.append(failed_query(unfinished[0], error, in_flight))
+            finished.extend(failed_query(query, error) for query in unfinished[1:])
+        return ProbeResult(self._target, budget, duration, tuple(finished))
+
+
+class _Abandoned(Exception):
+    """Raised inside the worker when the probe was given up before the next statement."""
+
+
+def _connect(connect: Any, target: Target) -> Connection:
+    try:
+        connection: Connection = connect().execution_options(no_parameters=True)
+    except DBAPIError as error:
+        raise ConnectFailed(_scrub(str(error.orig), target)) from None
+    except PoolTimeoutError:
+        raise ConnectFailed("no free connection in the target's pool (too many probes of it at once)") from None
+    except SQLAlchemyError as error:
+        raise ConnectFailed(_scrub(str(error), target)) from None
+    return connection
+
+
+def _query_failed(error: DBAPIError, target: Target) -> QueryFailed:
+    return QueryFailed(_scrub(str(error.orig), target))
+
+
+def _scrub(message: str, target: Target) -> str:
+    """Driver messages never hold the password; this makes sure of it."""
+    password = target.url.password
+    return message.replace(password, "***") if password else message
+
+
+def _metric_result(metric: Metric, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> MetricResult:
+    positions = {name.lower(): index for index, name in enumerate(columns)}
+    value_at = positions.get(metric.value.lower())
+    if value_at is None:
+        return MetricResult(metric, error=ColumnMissing("value", metric.value, tuple(columns)))
+    label_at = []
+    for label in metric.labels:
+        position = positions.get(label.lower())
+        if position is None:
+            return MetricResult(metric, error=ColumnMissing("label", label, tuple(columns)))
+        label_at.append(position)
+    samples: dict[LabelValues, float] = {}
+    skipped: Counter[str] = Counter()
+    for row in rows:
+        value = _number(row[value_at])
+        if isinstance(value, str):
+            skipped[value] += 1
+            continue
+        labels = tuple(_label(row[position]) for position in label_at)
+        if labels in samples:
+            skipped["duplicate_labels"] += 1
+            continue
+        samples[labels] = value
+    return MetricResult(metric, tuple(samples.items()), dict(skipped))
+
+
+def _number(raw: object) -> float | str:
+    """The sample value of a cell, or the reason it has none."""
+    if raw is None:
+        return "null_value"
+    if isinstance(raw, int | float | Decimal):
+        return float(raw)
+    if isinstance(raw, bytes | bytearray):
+        raw = raw.decode("utf-8", "replace")
+    if isinstance(raw, str):
+        try:
+            return float(raw)
+        except ValueError:
+            return "non_numeric_value"
+    return "non_numeric_value"
+
+
+def _label(raw: object) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes | bytearray):
+        return raw.decode("utf-8", "replace")
+    return str(raw)

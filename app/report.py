@@ -1,0 +1,33 @@
+"""The ``debug=true`` page: a plain-text account of one probe for the person reading it."""
+
+from app.prober import ProbeResult
+
+
+def debug_report(result: ProbeResult, exposition: str) -> str:
+    """Target, each SQL with rows, duration and error, then the metrics as Prometheus sees them."""
+    target = result.target
+    lines = [
+        f"target: {target.name}",
+        f"dsn: {target.display_dsn}",
+        f"query sets: {', '.join(target.query_sets)}",
+        f"deadline: {result.budget:.3f}s",
+        f"probe_success: {int(result.success)} in {result.duration:.3f}s",
+        "",
+    ]
+    for number, query in enumerate(result.queries, start=1):
+        lines.append(f"query {number}: metrics {', '.join(metric.key for metric in query.query.metrics)}")
+        lines.extend(f"    {line}" for line in query.query.sql.splitlines())
+        rows = "-" if query.rows is None else str(query.rows)
+        lines.append(f"  rows: {rows}  duration: {query.duration:.4f}s")
+        if query.error is not None:
+            lines.append(f"  error ({query.error.reason}): {query.error}")
+        for metric in query.metrics:
+            status = f"{len(metric.samples)} samples"
+            if metric.skipped:
+                status += ", skipped rows: " + ", ".join(f"{reason}={count}" for reason, count in metric.skipped.items())
+            if metric.error is not None and metric.error is not query.error:
+                status = f"failed ({metric.error.reason}): {metric.error}"
+            lines.append(f"  metric {metric.metric.name}: {status}")
+        lines.append("")
+    lines += ["metrics:", exposition]
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""Pydantic models of targets.yml and queries.yml: strict, frozen, unknown keys rejected."""
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _parse_duration(value: object) -> object:
+    """Accept Prometheus-style durations (``500ms``, ``10s``, ``1m``) or plain seconds."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration such as 500ms, 10s or 1m")
+        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return value
+
+
+def _reject_reserved_label(name: str) -> str:
+    if name.startswith("__"):
+        raise ValueError(f"label name {name!r} is reserved (names starting with __ belong to Prometheus)")
+    return name
+
+
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")]
+MetricName = Annotated[str, Field(pattern=METRIC_NAME_PATTERN)]
+LabelName = Annotated[str, Field(pattern=LABEL_NAME_PATTERN), BeforeValidator(_reject_reserved_label)]
+Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, le=3600)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class MetricSpec(_Strict):
+    """One metric of a query set: the SQL that feeds it and how its rows become samples."""
+
+    query: Annotated[str, Field(min_length=1)]
+    type: Literal["gauge", "counter"]
+    description: Annotated[str, Field(min_length=1)]
+    labels: tuple[LabelName, ...] = ()
+    value: Annotated[str, Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _columns_are_distinct(self) -> "MetricSpec":
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels: a label is listed twice")
+        if self.value in self.labels:
+            raise ValueError(f"value: column {self.value!r} is also listed as a label")
+        if not self.query.strip():
+            raise ValueError("query: is empty")
+        return self
+
+
+class QueriesFile(_Strict):
+    """The whole of queries.yml."""
+
+    namespace: Annotated[str, Field(pattern=r"^([a-zA-Z_:][a-zA-Z0-9_:]*)?$")] = "query_exporter"
+    query_sets: dict[Name, dict[MetricName, MetricSpec]]
+
+
+class TargetDefaults(_Strict):
+    """Keys applied to every target that does not set them itself."""
+
+    dsn: Annotated[str, Field(min_length=1)] | None = None
+    query_sets: tuple[Name, ...] | None = None
+    labels: dict[LabelName, str] | None = None
+    timeout: Seconds | None = None
+
+
+class TargetSpec(_Strict):
+    """One target of targets.yml, after its defaults were applied."""
+
+    dsn: Annotated[str, Field(min_length=1)]
+    query_sets: Annotated[tuple[Name, ...], Field(min_length=1)]
+    labels: dict[LabelName, str] = {}
+    timeout: Seconds = 10.0
+
+
+class TargetsFile(_Strict):
+    """The whole of targets.yml, before defaults are merged into each target."""
+
+    defaults: TargetDefaults = TargetDefaults()
+    targets: dict[Name, dict[str, object]]

@@ -1,0 +1,54 @@
+"""The exporter's own metrics, served on /metrics from a registry that belongs to one app."""
+
+import platform
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from app import __version__
+from app.prober import ProbeResult
+
+PROBE_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Telemetry:
+    """Counts probes, their durations and per-metric errors."""
+
+    def __init__(self, engine_count: Callable[[], int]) -> None:
+        # *_created series double the exporter's series count and tell Prometheus nothing it needs here.
+        disable_created_metrics()
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        build = Gauge(
+            "sqlprobe_build_info", "sqlprobe's version, always 1.", ["version", "python_version"], registry=self.registry
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        engines = Gauge("sqlprobe_engines", "SQLAlchemy engines cached, one per probed target.", registry=self.registry)
+        engines.set_function(lambda: float(engine_count()))
+        self._probes = Counter("sqlprobe_probes", "Probes by target and result.", ["target", "result"], registry=self.registry)
+        self._duration = Histogram(
+            "sqlprobe_probe_duration_seconds", "Probe durations, in seconds.", buckets=PROBE_DURATION_BUCKETS, registry=self.registry
+        )
+        self._query_errors = Counter(
+            "sqlprobe_query_errors",
+            "Metric failures and skipped rows, by target, metric and reason.",
+            ["target", "metric", "reason"],
+            registry=self.registry,
+        )
+
+    def observe(self, result: ProbeResult) -> None:
+        """Account for one finished probe."""
+        target = result.target.name
+        self._probes.labels(target, "success" if result.success else "failure").inc()
+        self._duration.observe(result.duration)
+        for metric_result, _ in result.metric_results():
+            key = metric_result.metric.key
+            if metric_result.error is not None:
+                self._query_errors.labels(target, key, metric_result.error.reason).inc()
+            for reason, count in metric_result.skipped.items():
+                self._query_errors.labels(target, key, reason).inc(count)

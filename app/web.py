@@ -1,0 +1,205 @@
+"""The HTTP face of sqlprobe: thin handlers over the prober, the config and the telemetry."""
+
+import html
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+
+from app import __version__
+from app.config import Config, Target
+from app.engines import EngineCache
+from app.exposition import encode, probe_registry
+from app.prober import Prober, ProbeResult
+from app.report import debug_report
+from app.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+# Seconds kept back from Prometheus's scrape timeout, so our answer arrives before it gives up.
+SCRAPE_TIMEOUT_OFFSET = 0.5
+DEFAULT_MAX_WORKERS = 32
+
+
+@dataclass(slots=True)
+class Exporter:
+    """What the handlers share: the loaded config, the prober and the exporter's own metrics."""
+
+    config: Config
+    engines: EngineCache
+    prober: Prober
+    telemetry: Telemetry
+
+
+def get_exporter(request: Request) -> Exporter:
+    """The Exporter of the app serving ``request``."""
+    exporter: Exporter = request.app.state.exporter
+    return exporter
+
+
+ExporterDep = Annotated[Exporter, Depends(get_exporter)]
+
+
+class BadRequest(Exception):
+    """A request sqlprobe cannot serve; its message is the answer's body."""
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def create_app(config: Config, *, max_workers: int = DEFAULT_MAX_WORKERS) -> FastAPI:
+    """Build the FastAPI app that serves ``config``."""
+    engines = EngineCache()
+    exporter = Exporter(config, engines, Prober(engines, max_workers), Telemetry(engines.__len__))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        exporter.prober.close()
+        exporter.engines.dispose_all()
+
+    app = FastAPI(title="sqlprobe", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.exporter = exporter
+    app.add_exception_handler(BadRequest, _bad_request)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid_parameters)  # type: ignore[arg-type]
+    app.include_router(router)
+    return app
+
+
+router = APIRouter()
+
+
+@router.get("/probe", response_class=PlainTextResponse)
+async def probe(
+    request: Request,
+    exporter: ExporterDep,
+    target: Annotated[str | None, Query(description="Name of a target in targets.yml.")] = None,
+    query_set: Annotated[list[str] | None, Query(description="Restrict the probe to these query sets.")] = None,
+    debug: Annotated[bool, Query(description="Answer with a plain-text account of the probe.")] = False,
+    x_prometheus_scrape_timeout_seconds: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Probe one target and answer with its metrics; a failed probe is probe_success 0, not an error."""
+    config = exporter.config
+    if not target:
+        raise BadRequest("the 'target' parameter is required, e.g. /probe?target=NAME")
+    found = config.targets.get(target)
+    if found is None:
+        raise BadRequest(f"unknown target {target!r}: it is not in {config.targets_file}", 404)
+    selected = _query_sets(found, query_set)
+    budget = _budget(found, x_prometheus_scrape_timeout_seconds)
+    result = await exporter.prober.probe(found, selected, budget)
+    exporter.telemetry.observe(result)
+    _log_failure(result)
+    if debug:
+        text, _ = encode(probe_registry(result), None)
+        return PlainTextResponse(debug_report(result, text.decode()))
+    body, content_type = encode(probe_registry(result), request.headers.get("accept"))
+    return Response(body, media_type=content_type)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def own_metrics(request: Request, exporter: ExporterDep) -> Response:
+    """The exporter's own metrics (not the targets')."""
+    body, content_type = encode(exporter.telemetry.registry, request.headers.get("accept"))
+    return Response(body, media_type=content_type)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def landing_page(exporter: ExporterDep) -> HTMLResponse:
+    """A page listing every target with links to probe it."""
+    rows = []
+    for target in exporter.config.targets.values():
+        probe_url = "/probe?" + urlencode({"target": target.name})
+        rows.append(
+            "<tr><td>{name}</td><td>{sets}</td><td>{dsn}</td>"
+            '<td><a href="{probe}">probe</a> <a href="{probe}&amp;debug=true">debug</a></td></tr>'.format(
+                name=html.escape(target.name),
+                sets=html.escape(", ".join(target.query_sets)),
+                dsn=html.escape(target.display_dsn),
+                probe=html.escape(probe_url),
+            )
+        )
+    return HTMLResponse(
+        _LANDING_PAGE.format(version=html.escape(__version__), count=len(rows), rows="\n".join(rows))
+    )
+
+
+@router.get("/-/healthy", response_class=PlainTextResponse)
+async def healthy() -> str:
+    """Liveness: the process serves HTTP."""
+    return "OK"
+
+
+@router.get("/-/ready", response_class=PlainTextResponse)
+async def ready() -> str:
+    """Readiness: the config is loaded, so probes can be served."""
+    return "OK"
+
+
+_LANDING_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>sqlprobe</title></head>
+<body>
+<h1>sqlprobe {version}</h1>
+<p>Prometheus exporter that runs your SQL against a fleet of databases.
+Own metrics: <a href="/metrics">/metrics</a>.</p>
+<h2>Targets ({count})</h2>
+<table>
+<tr><th>target</th><th>query sets</th><th>DSN</th><th></th></tr>
+{rows}
+</table>
+</body></html>
+"""
+
+
+def _query_sets(target: Target, requested: list[str] | None) -> frozenset[str] | None:
+    if not requested:
+        return None
+    unknown = [name for name in requested if name not in target.query_sets]
+    if unknown:
+        raise BadRequest(
+            f"query set {unknown[0]!r} is not assigned to target {target.name!r} "
+            f"(its query sets: {', '.join(target.query_sets)})"
+        )
+    return frozenset(requested)
+
+
+def _budget(target: Target, scrape_timeout: str | None) -> float:
+    """Seconds the probe may take: the scrape timeout less an offset, capped by the target's timeout."""
+    if scrape_timeout is None:
+        return target.timeout
+    try:
+        seconds = float(scrape_timeout)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise BadRequest(f"X-Prometheus-Scrape-Timeout-Seconds must be a positive number, not {scrape_timeout!r}")
+    if seconds > SCRAPE_TIMEOUT_OFFSET * 2:
+        seconds -= SCRAPE_TIMEOUT_OFFSET
+    return min(seconds, target.timeout)
+
+
+def _log_failure(result: ProbeResult) -> None:
+    if result.success:
+        return
+    by_error: dict[str, list[str]] = {}
+    for metric, _ in result.metric_results():
+        if metric.error is not None:
+            by_error.setdefault(f"{metric.error.reason}: {metric.error}", []).append(metric.metric.key)
+    details = "; ".join(f"{error} (metrics: {', '.join(keys)})" for error, keys in by_error.items())
+    log.info("probe of target %s failed: %s", result.target.name, details)
+
+
+async def _bad_request(_: Request, error: BadRequest) -> PlainTextResponse:
+    return PlainTextResponse(f"{error}\n", status_code=error.status_code)
+
+
+async def _invalid_parameters(_: Request, error: RequestValidationError) -> PlainTextResponse:
+    problems = [f"{detail['loc'][-1]}: {detail['msg']}" for detail in error.errors()]
+    return PlainTextResponse(f"invalid request: {'; '.join(problems)}\n", status_code=400)

@@ -1,0 +1,91 @@
+"""Read a YAML file into plain data plus the line of every key path, for error messages."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from app.errors import ConfigError, ConfigProblem
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class YamlDocument:
+    """A parsed YAML file: its data and the 1-based line where each key path starts."""
+
+    file: str
+    data: object
+    lines: dict[KeyPath, int]
+
+    def problem(self, path: KeyPath, message: str) -> ConfigProblem:
+        """A problem at ``path``, with the nearest known line."""
+        for depth in range(len(path), -1, -1):
+            line = self.lines.get(path[:depth])
+            if line is not None:
+                return ConfigProblem(self.file, format_path(path), message, line)
+        return ConfigProblem(self.file, format_path(path), message)
+
+
+def format_path(path: KeyPath) -> str:
+    """Render a key path as ``targets.db-1.query_sets[0]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def load_yaml(path: Path) -> YamlDocument:
+    """Parse ``path``; every failure becomes a ConfigError that names the file (and line)."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([ConfigProblem(name, "", f"cannot read file: {error}")]) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[KeyPath, int] = {}
+        problems: list[ConfigProblem] = []
+        data = None if node is None else _to_data(loader, node, (), lines, problems, name)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError([ConfigProblem(name, "", f"invalid YAML: {problem}", line)]) from None
+    finally:
+        loader.dispose()
+    if problems:
+        raise ConfigError(problems)
+    return YamlDocument(name, data, lines)
+
+
+def _to_data(
+    loader: yaml.SafeLoader,
+    node: yaml.Node,
+    path: KeyPath,
+    lines: dict[KeyPath, int],
+    problems: list[ConfigProblem],
+    file: str,
+) -> object:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        mapping: dict[str, object] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):
+                problems.append(ConfigProblem(file, format_path(path), "keys must be plain scalars", key_node.start_mark.line + 1))
+                continue
+            key = str(key)
+            if key in mapping:
+                problems.append(
+                    ConfigProblem(file, format_path((*path, key)), "duplicate key", key_node.start_mark.line + 1)
+                )
+                continue
+            mapping[key] = _to_data(loader, value_node, (*path, key), lines, problems, file)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+        return mapping
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_data(loader, item, (*path, index), lines, problems, file) for index, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
