@@ -1,0 +1,40 @@
+"""Fixtures: real MariaDB servers (session-wide), dead endpoints, and apps built from written configs."""
+
+import os
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from tests.servers import MariaDB, free_port, mariadb_binaries, mariadb_fleet, silent_listener
+
+
+@pytest.fixture(scope="session")
+def mariadb_paths() -> tuple[str, str]:
+    """mariadbd and mariadb-install-db; without them the MariaDB tests fail under CI and skip elsewhere."""
+    binaries = mariadb_binaries()
+    if binaries is None:
+        reason = "MariaDB is not installed (no mariadbd / mariadb-install-db): apt-get install mariadb-server"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(f"SKIPPING MARIADB INTEGRATION TESTS: {reason}")
+    return binaries
+
+
+@pytest.fixture(scope="session")
+def fleet(mariadb_paths: tuple[str, str]) -> Iterator[Sequence[MariaDB]]:
+    """Two throwaway MariaDB servers with the test schema, data differing between them."""
+    with mariadb_fleet(2, mariadb_paths) as servers:
+        yield servers
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port where connections are refused."""
+    return free_port()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts TCP and never answers."""
+    with silent_listener() as port:
+        yield port

@@ -1,0 +1,80 @@
+"""Small helpers the tests share: writing configs, building apps, reading exposition text."""
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.config import Config, load_config
+from app.web import create_app
+
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+# A query set over the test schema (tests/servers.py: setup_schema).
+ITEMS_SET: dict[str, Any] = {
+    "qty_by_kind": {
+        "query": "select kind, sum(qty) as qty from items group by kind",
+        "type": "gauge",
+        "description": "items in stock by kind",
+        "labels": ["kind"],
+        "value": "qty",
+    },
+    "price": {
+        "query": "select kind, color, price from items",
+        "type": "gauge",
+        "description": "price of an item by kind and color",
+        "labels": ["kind", "color"],
+        "value": "price",
+    },
+    "items_created": {
+        "query": "select count(*) as n from items",
+        "type": "counter",
+        "description": "items ever created",
+        "value": "n",
+    },
+}
+
+
+def write_config(
+    directory: Path,
+    targets: Mapping[str, Any],
+    query_sets: Mapping[str, Any],
+    namespace: str = "query_exporter",
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Write targets.yml and queries.yml into ``directory`` and load them."""
+    targets_path = directory / "targets.yml"
+    queries_path = directory / "queries.yml"
+    targets_path.write_text(yaml.safe_dump({"targets": dict(targets)}, sort_keys=False))
+    queries_path.write_text(yaml.safe_dump({"namespace": namespace, "query_sets": dict(query_sets)}, sort_keys=False))
+    return load_config(targets_path, queries_path, environ=environ or {})
+
+
+def target(dsn: str, *query_sets: str, timeout: str = "10s") -> dict[str, Any]:
+    """A targets.yml entry."""
+    return {"dsn": dsn, "query_sets": list(query_sets), "timeout": timeout}
+
+
+@contextmanager
+def client_for(config: Config) -> Iterator[TestClient]:
+    """A TestClient on a fresh app serving ``config``, with its lifespan running."""
+    with TestClient(create_app(config), raise_server_exceptions=True) as client:
+        yield client
+
+
+def parse_samples(text: str) -> Samples:
+    """Samples of exposition text by sample name, then by sorted label pairs; fails on invalid text."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The one sample ``name{labels}``."""
+    return samples[name][tuple(sorted(labels.items()))]

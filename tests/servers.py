@@ -1,0 +1,231 @@
+"""Real servers for the tests: throwaway MariaDB instances, a closed port, a socket that never answers."""
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+EXPORTER_USER = "exporter"
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def mariadb_binaries() -> tuple[str, str] | None:
+    """Paths of mariadbd and mariadb-install-db, or None when MariaDB is not installed."""
+    server = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin:/usr/local/sbin")
+    installer = shutil.which("mariadb-install-db")
+    return (server, installer) if server and installer else None
+
+
+@dataclass
+class MariaDB:
+    """One throwaway MariaDB server on a free loopback port with its own data directory."""
+
+    name: str
+    root: Path
+    port: int = field(default_factory=free_port)
+    password: str = field(default_factory=lambda: "pw-" + secrets.token_hex(12))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        """The exporter user's SQLAlchemy URL (holds the password)."""
+        return f"mysql+pymysql://{EXPORTER_USER}:{self.password}@127.0.0.1:{self.port}/probe"
+
+    def install(self, installer: str) -> None:
+        """Create the data directory."""
+        self.root.mkdir(parents=True)
+        subprocess.run(
+            [
+                installer,
+                "--no-defaults",
+                f"--datadir={self.root / 'data'}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+                *self._user_option(),
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self, server: str) -> None:
+        """Start mariadbd and wait until it accepts connections."""
+        self.process = subprocess.Popen(
+            [
+                server,
+                "--no-defaults",
+                f"--datadir={self.root / 'data'}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.root / 'mysql.sock'}",
+                f"--pid-file={self.root / 'mysql.pid'}",
+                f"--log-error={self.root / 'error.log'}",
+                "--skip-name-resolve",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=16M",
+                "--innodb-log-file-size=8M",
+                "--performance-schema=OFF",
+                *self._user_option(),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.root_connection().close()
+                return
+            except pymysql.err.OperationalError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    log = (self.root / "error.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"mariadbd {self.name} did not start:\n{log}") from None
+                time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server (SIGKILL to simulate a crash) and wait for it to exit."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(60)
+        self.process = None
+
+    def root_connection(self) -> Any:
+        """A root connection over TCP (root has no password on these throwaway servers)."""
+        return pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="", autocommit=True)
+
+    def exporter_connection(self) -> Any:
+        """A connection as the exporter user, to compute expected values with the same SQL."""
+        return pymysql.connect(
+            host="127.0.0.1", port=self.port, user=EXPORTER_USER, password=self.password, database="probe", autocommit=True
+        )
+
+    def execute(self, *statements: str) -> None:
+        """Run statements as root."""
+        connection = self.root_connection()
+        try:
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        finally:
+            connection.close()
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` run directly as the exporter user."""
+        connection = self.exporter_connection()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+                return list(cursor.fetchall())
+        finally:
+            connection.close()
+
+    def root_query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` run as root."""
+        connection = self.root_connection()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+                return list(cursor.fetchall())
+        finally:
+            connection.close()
+
+    def exporter_sessions(self) -> list[tuple[int, str, str | None]]:
+        """(id, command, info) of every session of the exporter user on this server."""
+        return [
+            (int(row[0]), str(row[1]), row[2])
+            for row in self.root_query(
+                f"select id, command, info from information_schema.processlist where user = '{EXPORTER_USER}'"
+            )
+        ]
+
+    @staticmethod
+    def _user_option() -> list[str]:
+        # mariadbd refuses to run as root unless told to; CI machines run the tests as root.
+        return ["--user=root"] if os.geteuid() == 0 else []
+
+
+def setup_schema(server: MariaDB, scale: int) -> None:
+    """The exporter user, its grants, and a small table whose contents differ per server."""
+    server.execute(
+        f"create user '{EXPORTER_USER}'@'127.0.0.1' identified by '{server.password}'",
+        f"grant select, process on *.* to '{EXPORTER_USER}'@'127.0.0.1'",
+        "create database probe",
+        "create table probe.items (kind varchar(20), color varchar(20), qty int, price decimal(10,2), note varchar(20))",
+        "insert into probe.items values "
+        + ", ".join(
+            f"('{kind}', '{color}', {qty * scale}, {price * scale}, '{note}')"
+            for kind, color, qty, price, note in [
+                ("bolt", "red", 3, 1.25, "a"),
+                ("bolt", "blue", 5, 0.75, "b"),
+                ("nut", "red", 7, 0.10, "c"),
+                ("washer", "grey", 11, 0.05, "d"),
+            ]
+        ),
+    )
+
+
+@contextmanager
+def mariadb_fleet(count: int, binaries: tuple[str, str]) -> Iterator[Sequence[MariaDB]]:
+    """Start ``count`` MariaDB servers with the test schema; stop them and remove their data after."""
+    server_binary, installer = binaries
+    with tempfile.TemporaryDirectory(prefix="sqlprobe-mariadb-") as tmp:
+        servers = [MariaDB(f"db{index}", Path(tmp) / f"db{index}") for index in range(count)]
+        try:
+            for index, server in enumerate(servers):
+                server.install(installer)
+                server.start(server_binary)
+                setup_schema(server, scale=index + 1)
+            yield servers
+        finally:
+            for server in servers:
+                server.stop()
+
+
+@contextmanager
+def silent_listener() -> Iterator[int]:
+    """A port that accepts TCP connections and never sends a byte; yields the port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+                held.append(connection)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()
