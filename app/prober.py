@@ -88,13 +88,14 @@ class Prober:
         """Probe ``target``; the answer is back within ``budget`` seconds whatever the server does."""
         started = time.monotonic()
         run = _Run(target, target.queries_for(query_sets), self._engines, started + budget)
-        future = asyncio.wrap_future(self._workers.submit(run.execute))
+        work = self._workers.submit(run.execute)
         try:
-            await asyncio.wait_for(future, budget)
+            # On timeout this cancels the work if no thread has picked it up yet.
+            await asyncio.wait_for(asyncio.wrap_future(work), budget)
         except TimeoutError:
             pass  # what finished is reported below; the rest counts as failed
         finally:
-            if not future.done():
+            if not work.done():
                 # Timed out, or the client went away: stop the work, on the server too.
                 interrupt = run.abandon()
                 if interrupt is not None:
