@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -128,19 +129,31 @@ def _validate(
         return model.model_validate(doc.data if data is None else data)
     except ValidationError as error:
         for detail in error.errors():
-            location = (*path, *detail["loc"])
-            problems.append(doc.problem(location, _explain(detail["type"], detail["msg"])))
+            location = tuple(part for part in (*path, *detail["loc"]) if part != "[key]")
+            problems.append(doc.problem(location, _explain(detail)))
         return None
 
 
-def _explain(kind: str, message: str) -> str:
+def _explain(detail: ErrorDetails) -> str:
+    """A sentence for one pydantic error, in the words of the config file rather than of Python."""
+    kind, given = detail["type"], detail.get("input")
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
     if kind == "string_pattern_mismatch":
-        return f"invalid name: {message.lower()}"
-    return message.removeprefix("Value error, ")
+        return f"invalid name {given!r}: must match {detail.get('ctx', {}).get('pattern')}"
+    if kind in {"model_type", "dict_type", "model_attributes_type"}:
+        return f"expected a mapping (key: value), got {_yaml_type(given)}"
+    if kind in {"tuple_type", "list_type"}:
+        return f"expected a list, got {_yaml_type(given)}"
+    return detail["msg"].removeprefix("Value error, ")
+
+
+def _yaml_type(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
 
 
 def _compile_query_sets(

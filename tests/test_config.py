@@ -1,0 +1,162 @@
+"""Loading targets.yml and queries.yml: what a valid pair gives, and the exact error for each bad one."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import load_config
+from app.errors import ConfigError
+
+CONFIGS = Path(__file__).parent / "configs"
+BAD = CONFIGS / "bad"
+ROOT = Path(__file__).parent.parent
+ENV = {"TEST_PASSWORD": "s3cret-for-config-test"}
+
+
+def test_valid_config_applies_defaults_and_reads_the_password_from_the_environment() -> None:
+    config = load_config(CONFIGS / "targets.yml", CONFIGS / "queries.yml", environ=ENV)
+    one, two = config.targets["one"], config.targets["two"]
+    assert one.query_sets == ("basic",)
+    assert one.timeout == 10.0
+    assert two.timeout == 2.5
+    assert dict(two.labels) == {"region": "eu", "rack": "7"}
+    assert two.url.password == ENV["TEST_PASSWORD"]
+    assert two.display_dsn == "mysql+pymysql://user:***@127.0.0.1:3306/"
+
+
+def test_metrics_sharing_sql_are_grouped_into_one_query_and_counters_lose_total_in_the_family() -> None:
+    config = load_config(CONFIGS / "targets.yml", CONFIGS / "queries.yml", environ=ENV)
+    queries = config.targets["two"].queries
+    assert [(query.sql, [metric.key for metric in query.metrics]) for query in queries] == [
+        ("select 1 as up", ["up", "up_again"]),
+        ("select 2 as n", ["rows"]),
+    ]
+    assert [metric.name for metric in config.query_sets["extra"]] == ["test_rows", "test_up_again"]
+    assert [[m.key for m in q.metrics] for q in config.targets["two"].queries_for(frozenset({"extra"}))] == [
+        ["up_again"],
+        ["rows"],
+    ]
+
+
+# Each bad file replaces the valid file of its kind; the expected lines are the exact errors, in order.
+BAD_CASES = {
+    "unknown_metric_key.queries.yml": [
+        "3: query_sets.basic.up.description: required key is missing",
+        "6: query_sets.basic.up.descripton: unknown key",
+    ],
+    "unknown_type.queries.yml": ["5: query_sets.basic.up.type: Input should be 'gauge' or 'counter'"],
+    "bad_metric_name.queries.yml": [
+        "3: query_sets.basic.bad-name: invalid name 'bad-name': must match ^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+    ],
+    "bad_label_name.queries.yml": [
+        "7: query_sets.basic.up.labels[0]: invalid name '1host': must match ^[a-zA-Z_][a-zA-Z0-9_]*$"
+    ],
+    "reserved_label.queries.yml": [
+        "7: query_sets.basic.up.labels[0]: label name '__name__' is reserved (names starting with __ belong to Prometheus)"
+    ],
+    "reserved_metric.queries.yml": ["4: query_sets.basic.probe_success: metric name 'probe_success' is reserved by sqlprobe"],
+    "clashing_names.queries.yml": [
+        "8: query_sets.basic.requests_total: metric name 'query_exporter_requests_total' is also produced by metric 'requests'"
+    ],
+    "value_is_label.queries.yml": ["3: query_sets.basic.up: value: column 'up' is also listed as a label"],
+    "invalid_yaml.queries.yml": ["5: invalid YAML: expected <block end>, but found '<block mapping start>'"],
+    "duplicate_key.queries.yml": ["8: query_sets.basic.up: duplicate key"],
+    "unknown_query_set.targets.yml": [
+        f"4: targets.one.query_sets[1]: unknown query set 'nonexistent' (not defined in {CONFIGS / 'queries.yml'})"
+    ],
+    "unknown_target_key.targets.yml": [
+        "2: targets.one.query_sets: required key is missing",
+        "4: targets.one.query_set: unknown key",
+    ],
+    "unset_variable.targets.yml": ["3: targets.one.dsn: environment variable SQLPROBE_TEST_UNSET is not set"],
+    "bad_timeout.targets.yml": ["5: targets.one.timeout: '10 seconds' is not a duration such as 500ms, 10s or 1m"],
+    "bad_default.targets.yml": ["2: defaults.timeout: '-1s' is not a duration such as 500ms, 10s or 1m"],
+    "missing_dsn.targets.yml": ["2: targets.one.dsn: required key is missing"],
+    "unknown_driver.targets.yml": [
+        "3: targets.one.dsn: unsupported database driver: Can't load plugin: sqlalchemy.dialects:nosuchdb.nosuchdriver"
+    ],
+    "not_a_url.targets.yml": [
+        "3: targets.one.dsn: not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)"
+    ],
+    "listed_twice.targets.yml": ["4: targets.one.query_sets[1]: query set 'basic' is listed twice"],
+    "not_a_mapping.targets.yml": ["1: expected a mapping (key: value), got a list"],
+    "clash_across_sets.targets.yml": [
+        "4: targets.one.query_sets[1]: metric 'query_exporter_up' of query set 'basic_copy' is also defined by 'basic'"
+    ],
+}
+
+
+def _files_for(case: str) -> tuple[Path, Path]:
+    name, kind, _ = case.split(".")
+    if kind == "queries":
+        return CONFIGS / "basic_targets.yml", BAD / case
+    companion = BAD / f"{name}.queries.yml"
+    return BAD / case, companion if companion.exists() else CONFIGS / "queries.yml"
+
+
+def test_every_bad_config_file_has_a_case() -> None:
+    on_disk = {path.name for path in BAD.iterdir()} - {"clash_across_sets.queries.yml"}
+    assert on_disk == set(BAD_CASES)
+
+
+@pytest.mark.parametrize(("case", "expected"), BAD_CASES.items(), ids=list(BAD_CASES))
+def test_bad_config_is_rejected_with_file_line_key_path_and_reason(case: str, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(*_files_for(case), environ=ENV)
+    assert [str(problem) for problem in raised.value.problems] == [f"{BAD / case}:{line}" for line in expected]
+
+
+def test_errors_never_quote_a_dsn_password() -> None:
+    for case in ("unknown_driver.targets.yml", "not_a_url.targets.yml"):
+        with pytest.raises(ConfigError) as raised:
+            load_config(*_files_for(case), environ=ENV)
+        assert "hunter2secret" not in str(raised.value)
+
+
+def test_problems_in_both_files_are_all_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(BAD / "missing_dsn.targets.yml", BAD / "unknown_type.queries.yml", environ=ENV)
+    assert {problem.file for problem in raised.value.problems} == {
+        str(BAD / "missing_dsn.targets.yml"),
+        str(BAD / "unknown_type.queries.yml"),
+    }
+
+
+def test_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nowhere.yml: cannot read file"):
+        load_config(tmp_path / "nowhere.yml", CONFIGS / "queries.yml", environ=ENV)
+
+
+def test_empty_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "targets.yml").write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="expected a mapping \\(key: value\\), got nothing"):
+        load_config(tmp_path / "targets.yml", CONFIGS / "queries.yml", environ=ENV)
+
+
+def _check_config(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", "--check-config", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        check=False,
+    )
+
+
+def test_check_config_accepts_the_shipped_files() -> None:
+    result = _check_config(env={"MYSQL_EXPORTER_PASSWORD": ""})
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK: 2 targets" in result.stdout
+
+
+def test_check_config_prints_every_problem_and_exits_1() -> None:
+    result = _check_config("--targets", str(BAD / "unknown_target_key.targets.yml"), "--queries", str(BAD / "unknown_type.queries.yml"))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == "sqlprobe: the configuration has 3 problem(s):"
+    assert f"  {BAD / 'unknown_type.queries.yml'}:5: query_sets.basic.up.type: Input should be 'gauge' or 'counter'" in lines
+    assert f"  {BAD / 'unknown_target_key.targets.yml'}:4: targets.one.query_set: unknown key" in lines
+    assert "Traceback" not in result.stderr
