@@ -1,0 +1,104 @@
+"""Rows that cannot become samples are skipped and counted; the rest of the scrape stays intact."""
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import client_for, parse_samples, target, value, write_config
+from tests.servers import MariaDB
+
+READINGS_SQL = "select sensor, reading from readings order by id"
+
+
+@pytest.fixture
+def readings(fleet: Sequence[MariaDB]) -> Iterator[MariaDB]:
+    """A table of readings with a NULL, a non-number, a numeric string and a repeated sensor."""
+    server = fleet[0]
+    server.execute(
+        "create table probe.readings (id int primary key, sensor varchar(20), reading varchar(20))",
+        "insert into probe.readings values "
+        "(1, 'a', '1.5'), (2, 'b', null), (3, 'c', 'broken'), (4, 'a', '9'), (5, 'd', '42'), (6, 'e', '-3e2')",
+    )
+    yield server
+    server.execute("drop table probe.readings")
+
+
+def _expected(rows: list[tuple[str, str | None]]) -> dict[str, float]:
+    """What a user expects from these rows: numeric readings, the first one per sensor."""
+    expected: dict[str, float] = {}
+    for sensor, reading in rows:
+        try:
+            number = float(reading) if reading is not None else None
+        except ValueError:
+            number = None
+        if number is not None:
+            expected.setdefault(sensor, number)
+    return expected
+
+
+def test_null_non_numeric_and_duplicate_rows_are_skipped_and_counted(tmp_path: Path, readings: MariaDB) -> None:
+    query_sets = {
+        "sensors": {
+            "reading": {"query": READINGS_SQL, "type": "gauge", "description": "d", "labels": ["sensor"], "value": "reading"}
+        }
+    }
+    config = write_config(tmp_path, {"db": target(readings.dsn, "sensors")}, query_sets, namespace="")
+    with client_for(config) as client:
+        samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
+        debug = client.get("/probe", params={"target": "db", "debug": "true"}).text
+        own = parse_samples(client.get("/metrics").text)
+    rows = readings.query(READINGS_SQL)
+    assert {labels[0][1]: number for labels, number in samples["reading"].items()} == _expected(rows)
+    # The metric itself succeeded: bad rows are the data's problem, not the query's.
+    assert value(samples, "sqlprobe_query_success", metric="reading") == 1.0
+    assert value(samples, "probe_success") == 1.0
+    assert "skipped rows: null_value=1, non_numeric_value=1, duplicate_labels=1" in debug
+    for reason in ("null_value", "non_numeric_value", "duplicate_labels"):
+        assert value(own, "sqlprobe_query_errors_total", target="db", metric="reading", reason=reason) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("labels", "value_column", "message"),
+    [
+        (["sensor"], "nope", "value column 'nope' is not in the result (columns: sensor, reading)"),
+        (["missing_label"], "reading", "label column 'missing_label' is not in the result (columns: sensor, reading)"),
+    ],
+)
+def test_missing_column_fails_that_metric_with_an_error_naming_it(
+    tmp_path: Path, readings: MariaDB, labels: list[str], value_column: str, message: str
+) -> None:
+    query_sets = {
+        "sensors": {
+            "broken": {"query": READINGS_SQL, "type": "gauge", "description": "d", "labels": labels, "value": value_column},
+            "fine": {"query": READINGS_SQL, "type": "gauge", "description": "d", "labels": ["sensor"], "value": "reading"},
+        }
+    }
+    config = write_config(tmp_path, {"db": target(readings.dsn, "sensors")}, query_sets, namespace="")
+    with client_for(config) as client:
+        samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
+        debug = client.get("/probe", params={"target": "db", "debug": "true"}).text
+        own = parse_samples(client.get("/metrics").text)
+    assert value(samples, "sqlprobe_query_success", metric="broken") == 0.0
+    assert value(samples, "sqlprobe_query_success", metric="fine") == 1.0
+    assert "broken" not in samples
+    assert len(samples["fine"]) == len(_expected(readings.query(READINGS_SQL)))
+    assert value(samples, "probe_success") == 0.0
+    assert f"failed (missing_column): {message}" in debug
+    assert value(own, "sqlprobe_query_errors_total", target="db", metric="broken", reason="missing_column") == 2.0
+
+
+def test_label_values_with_quotes_newlines_and_unicode_give_valid_exposition(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    sql = (
+        "select 'say \"hi\"' as name, 1 as n union all select 'back\\\\slash', 2 "
+        "union all select 'two\\nlines', 3 union all select 'café ✓', 4 union all select null, 5"
+    )
+    query_sets = {"odd": {"odd_labels": {"query": sql, "type": "gauge", "description": "d", "labels": ["name"], "value": "n"}}}
+    config = write_config(tmp_path, {"db": target(server.dsn, "odd")}, query_sets, namespace="")
+    with client_for(config) as client:
+        text = client.get("/probe", params={"target": "db"}).text
+    expected = {("" if name is None else name): float(number) for name, number in server.query(sql)}
+    assert {labels[0][1]: number for labels, number in parse_samples(text)["odd_labels"].items()} == expected
