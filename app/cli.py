@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     host, port = args.bind
     log.info("sqlprobe %s serving %d targets on %s:%d", __version__, len(config.targets), host, port)
+    # uvicorn stops gracefully on SIGTERM, then re-raises it to the handler it found: a no-op one
+    # makes that stop exit 0, as a service manager expects.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         create_app(config, max_workers=args.max_threads),
         host=host,
