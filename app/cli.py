@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sqlprobe", description="Prometheus exporter probing SQL servers.")
     parser.add_argument("--targets", type=Path, default=Path("targets.yml"), help="targets file (default: %(default)s)")
     parser.add_argument("--queries", type=Path, default=Path("queries.yml"), help="queries file (default: %(default)s)")
-    parser.add_argument("--bind", type=parse_bind, default=("0.0.0.0", 9104), help="HOST:PORT to listen on (default: 0.0.0.0:9104)")
+    parser.add_argument(
+        "--bind", type=parse_bind, default=("0.0.0.0", 9104), help="HOST:PORT to listen on (default: 0.0.0.0:9104)"
+    )
     parser.add_argument("--check-config", action="store_true", help="validate both files, print any problem, and exit")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="(default: %(default)s)"

@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from app.errors import ConfigError, ConfigProblem
-from app.schema import MetricSpec, QueriesFile, TargetDefaults, TargetsFile, TargetSpec
+from app.schema import MetricSpec, QueriesFile, TargetsFile, TargetSpec
 from app.yamlfile import KeyPath, YamlDocument, load_yaml
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -170,7 +170,9 @@ def _compile_query_sets(
             for sample_name in _sample_names(metric):
                 if sample_name in BUILTIN_FAMILIES:
                     problems.append(
-                        doc.problem(("query_sets", set_name, key), f"metric name {sample_name!r} is reserved by sqlprobe")
+                        doc.problem(
+                            ("query_sets", set_name, key), f"metric name {sample_name!r} is reserved by sqlprobe"
+                        )
                     )
                 elif sample_name in owners:
                     message = f"metric name {sample_name!r} is also produced by metric {owners[sample_name]!r}"
@@ -247,7 +249,9 @@ def _resolve_dsn(
         return None
     except (ArgumentError, ValueError):
         # Never quote the DSN: it may hold a password.
-        problems.append(doc.problem(path, "not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)"))
+        problems.append(
+            doc.problem(path, "not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)")
+        )
         return None
     return url
 
@@ -276,13 +280,13 @@ def _target_metrics(
             ok = False
             continue
         for metric in query_sets[set_name]:
-            for sample_name in _sample_names(metric):
-                other = owners.setdefault(sample_name, set_name)
-                if other != set_name:
-                    problems.append(
-                        doc.problem(where, f"metric {sample_name!r} of query set {set_name!r} is also defined by {other!r}")
-                    )
-                    ok = False
+            clash = next(
+                (name for name in _sample_names(metric) if owners.setdefault(name, set_name) != set_name), None
+            )
+            if clash is not None:
+                message = f"metric {clash!r} of query set {set_name!r} is also defined by {owners[clash]!r}"
+                problems.append(doc.problem(where, message))
+                ok = False
             metrics.append(metric)
     return tuple(metrics) if ok else None
 

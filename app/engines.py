@@ -57,12 +57,10 @@ def interrupter_for(engine: Engine, dbapi_connection: Any) -> Interrupt | None:
 def _kill_mysql_query(engine: Engine, session_id: int) -> None:
     # A separate, unpooled connection: the target's pool may be exhausted by the very query we stop.
     cargs, cparams = engine.dialect.create_connect_args(engine.url)
-    cparams |= _mysql_timeouts(CANCEL_TIMEOUT)
     try:
-        connection = engine.dialect.connect(*cargs, **cparams)
+        connection = engine.dialect.connect(*cargs, **{**cparams, **_mysql_timeouts(CANCEL_TIMEOUT)})
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(f"KILL QUERY {int(session_id)}")
+            connection.cursor().execute(f"KILL QUERY {int(session_id)}")
         finally:
             connection.close()
     except Exception as error:  # noqa: BLE001 - best effort; the probe has already answered

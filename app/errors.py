@@ -59,6 +59,4 @@ class ColumnMissing(ProbeError):
     reason = "missing_column"
 
     def __init__(self, role: str, column: str, available: tuple[str, ...]) -> None:
-        super().__init__(
-            f"{role} column {column!r} is not in the result (columns: {', '.join(available) or 'none'})"
-        )
+        super().__init__(f"{role} column {column!r} is not in the result (columns: {', '.join(available) or 'none'})")

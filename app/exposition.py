@@ -19,7 +19,9 @@ class ProbeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """The families of one probe, user metrics first."""
         success = GaugeMetricFamily(
-            "sqlprobe_query_success", "Whether the metric's query ran and its columns were found (1) or not (0).", labels=["metric"]
+            "sqlprobe_query_success",
+            "Whether the metric's query ran and its columns were found (1) or not (0).",
+            labels=["metric"],
         )
         duration = GaugeMetricFamily(
             "sqlprobe_query_duration_seconds", "Time the metric's query took, in seconds.", labels=["metric"]
@@ -36,9 +38,13 @@ class ProbeCollector(Collector):
         yield success
         yield duration
         yield GaugeMetricFamily(
-            "probe_success", "Whether the connection and every query succeeded (1) or not (0).", value=float(self._result.success)
+            "probe_success",
+            "Whether the connection and every query succeeded (1) or not (0).",
+            value=float(self._result.success),
         )
-        yield GaugeMetricFamily("probe_duration_seconds", "How long the probe took, in seconds.", value=self._result.duration)
+        yield GaugeMetricFamily(
+            "probe_duration_seconds", "How long the probe took, in seconds.", value=self._result.duration
+        )
 
 
 def probe_registry(result: ProbeResult) -> CollectorRegistry:

@@ -176,7 +176,9 @@ class _Run:
                 return self._run_query(connection, query, retry_stale=False)
             return connection, failed_query(query, _query_failed(error, self._target), time.monotonic() - started)
         except (ResourceClosedError, SQLAlchemyError) as error:
-            return connection, failed_query(query, QueryFailed(_scrub(str(error), self._target)), time.monotonic() - started)
+            return connection, failed_query(
+                query, QueryFailed(_scrub(str(error), self._target)), time.monotonic() - started
+            )
         except ProbeError as error:
             return connection, failed_query(query, error, time.monotonic() - started)
         duration = time.monotonic() - started

@@ -24,7 +24,9 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
         for metric in query.metrics:
             status = f"{len(metric.samples)} samples"
             if metric.skipped:
-                status += ", skipped rows: " + ", ".join(f"{reason}={count}" for reason, count in metric.skipped.items())
+                status += ", skipped rows: " + ", ".join(
+                    f"{reason}={count}" for reason, count in metric.skipped.items()
+                )
             if metric.error is not None and metric.error is not query.error:
                 status = f"failed ({metric.error.reason}): {metric.error}"
             lines.append(f"  metric {metric.metric.name}: {status}")

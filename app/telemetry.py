@@ -19,20 +19,28 @@ class Telemetry:
 
     def __init__(self, engine_count: Callable[[], int]) -> None:
         # *_created series double the exporter's series count and tell Prometheus nothing it needs here.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         build = Gauge(
-            "sqlprobe_build_info", "sqlprobe's version, always 1.", ["version", "python_version"], registry=self.registry
+            "sqlprobe_build_info",
+            "sqlprobe's version, always 1.",
+            ["version", "python_version"],
+            registry=self.registry,
         )
         build.labels(__version__, platform.python_version()).set(1)
         engines = Gauge("sqlprobe_engines", "SQLAlchemy engines cached, one per probed target.", registry=self.registry)
         engines.set_function(lambda: float(engine_count()))
-        self._probes = Counter("sqlprobe_probes", "Probes by target and result.", ["target", "result"], registry=self.registry)
+        self._probes = Counter(
+            "sqlprobe_probes", "Probes by target and result.", ["target", "result"], registry=self.registry
+        )
         self._duration = Histogram(
-            "sqlprobe_probe_duration_seconds", "Probe durations, in seconds.", buckets=PROBE_DURATION_BUCKETS, registry=self.registry
+            "sqlprobe_probe_duration_seconds",
+            "Probe durations, in seconds.",
+            buckets=PROBE_DURATION_BUCKETS,
+            registry=self.registry,
         )
         self._query_errors = Counter(
             "sqlprobe_query_errors",

@@ -126,9 +126,7 @@ async def landing_page(exporter: ExporterDep) -> HTMLResponse:
                 probe=html.escape(probe_url),
             )
         )
-    return HTMLResponse(
-        _LANDING_PAGE.format(version=html.escape(__version__), count=len(rows), rows="\n".join(rows))
-    )
+    return HTMLResponse(_LANDING_PAGE.format(version=html.escape(__version__), count=len(rows), rows="\n".join(rows)))
 
 
 @router.get("/-/healthy", response_class=PlainTextResponse)

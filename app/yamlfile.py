@@ -75,7 +75,9 @@ def _to_data(
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool):
-                problems.append(ConfigProblem(file, format_path(path), "keys must be plain scalars", key_node.start_mark.line + 1))
+                problems.append(
+                    ConfigProblem(file, format_path(path), "keys must be plain scalars", key_node.start_mark.line + 1)
+                )
                 continue
             key = str(key)
             if key in mapping:

@@ -114,7 +114,12 @@ class MariaDB:
     def exporter_connection(self) -> Any:
         """A connection as the exporter user, to compute expected values with the same SQL."""
         return pymysql.connect(
-            host="127.0.0.1", port=self.port, user=EXPORTER_USER, password=self.password, database="probe", autocommit=True
+            host="127.0.0.1",
+            port=self.port,
+            user=EXPORTER_USER,
+            password=self.password,
+            database="probe",
+            autocommit=True,
         )
 
     def execute(self, *statements: str) -> None:

@@ -40,7 +40,13 @@ def _expected(rows: list[tuple[str, str | None]]) -> dict[str, float]:
 def test_null_non_numeric_and_duplicate_rows_are_skipped_and_counted(tmp_path: Path, readings: MariaDB) -> None:
     query_sets = {
         "sensors": {
-            "reading": {"query": READINGS_SQL, "type": "gauge", "description": "d", "labels": ["sensor"], "value": "reading"}
+            "reading": {
+                "query": READINGS_SQL,
+                "type": "gauge",
+                "description": "d",
+                "labels": ["sensor"],
+                "value": "reading",
+            }
         }
     }
     config = write_config(tmp_path, {"db": target(readings.dsn, "sensors")}, query_sets, namespace="")
@@ -70,8 +76,20 @@ def test_missing_column_fails_that_metric_with_an_error_naming_it(
 ) -> None:
     query_sets = {
         "sensors": {
-            "broken": {"query": READINGS_SQL, "type": "gauge", "description": "d", "labels": labels, "value": value_column},
-            "fine": {"query": READINGS_SQL, "type": "gauge", "description": "d", "labels": ["sensor"], "value": "reading"},
+            "broken": {
+                "query": READINGS_SQL,
+                "type": "gauge",
+                "description": "d",
+                "labels": labels,
+                "value": value_column,
+            },
+            "fine": {
+                "query": READINGS_SQL,
+                "type": "gauge",
+                "description": "d",
+                "labels": ["sensor"],
+                "value": "reading",
+            },
         }
     }
     config = write_config(tmp_path, {"db": target(readings.dsn, "sensors")}, query_sets, namespace="")
@@ -96,7 +114,9 @@ def test_label_values_with_quotes_newlines_and_unicode_give_valid_exposition(
         "select 'say \"hi\"' as name, 1 as n union all select 'back\\\\slash', 2 "
         "union all select 'two\\nlines', 3 union all select 'café ✓', 4 union all select null, 5"
     )
-    query_sets = {"odd": {"odd_labels": {"query": sql, "type": "gauge", "description": "d", "labels": ["name"], "value": "n"}}}
+    query_sets = {
+        "odd": {"odd_labels": {"query": sql, "type": "gauge", "description": "d", "labels": ["name"], "value": "n"}}
+    }
     config = write_config(tmp_path, {"db": target(server.dsn, "odd")}, query_sets, namespace="")
     with client_for(config) as client:
         text = client.get("/probe", params={"target": "db"}).text

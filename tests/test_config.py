@@ -56,7 +56,9 @@ BAD_CASES = {
     "reserved_label.queries.yml": [
         "7: query_sets.basic.up.labels[0]: label name '__name__' is reserved (names starting with __ belong to Prometheus)"
     ],
-    "reserved_metric.queries.yml": ["4: query_sets.basic.probe_success: metric name 'probe_success' is reserved by sqlprobe"],
+    "reserved_metric.queries.yml": [
+        "4: query_sets.basic.probe_success: metric name 'probe_success' is reserved by sqlprobe"
+    ],
     "clashing_names.queries.yml": [
         "8: query_sets.basic.requests_total: metric name 'query_exporter_requests_total' is also produced by metric 'requests'"
     ],
@@ -125,7 +127,7 @@ def test_problems_in_both_files_are_all_reported_at_once() -> None:
 
 
 def test_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nowhere.yml: cannot read file"):
+    with pytest.raises(ConfigError, match=r"nowhere\.yml: cannot read file"):
         load_config(tmp_path / "nowhere.yml", CONFIGS / "queries.yml", environ=ENV)
 
 
@@ -153,10 +155,15 @@ def test_check_config_accepts_the_shipped_files() -> None:
 
 
 def test_check_config_prints_every_problem_and_exits_1() -> None:
-    result = _check_config("--targets", str(BAD / "unknown_target_key.targets.yml"), "--queries", str(BAD / "unknown_type.queries.yml"))
+    result = _check_config(
+        "--targets", str(BAD / "unknown_target_key.targets.yml"), "--queries", str(BAD / "unknown_type.queries.yml")
+    )
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert lines[0] == "sqlprobe: the configuration has 3 problem(s):"
-    assert f"  {BAD / 'unknown_type.queries.yml'}:5: query_sets.basic.up.type: Input should be 'gauge' or 'counter'" in lines
+    assert (
+        f"  {BAD / 'unknown_type.queries.yml'}:5: query_sets.basic.up.type: Input should be 'gauge' or 'counter'"
+        in lines
+    )
     assert f"  {BAD / 'unknown_target_key.targets.yml'}:4: targets.one.query_set: unknown key" in lines
     assert "Traceback" not in result.stderr

@@ -11,9 +11,24 @@ from tests.helpers import ITEMS_SET, client_for, parse_samples, target, value, w
 from tests.servers import EXPORTER_USER, MariaDB, mariadb_binaries
 
 SLOW_SET = {
-    "before": {"query": "select 1 as one", "type": "gauge", "description": "runs before the slow query", "value": "one"},
-    "slow": {"query": "select sleep(30) as slept", "type": "gauge", "description": "never finishes in time", "value": "slept"},
-    "after": {"query": "select 2 as two", "type": "gauge", "description": "queued behind the slow query", "value": "two"},
+    "before": {
+        "query": "select 1 as one",
+        "type": "gauge",
+        "description": "runs before the slow query",
+        "value": "one",
+    },
+    "slow": {
+        "query": "select sleep(30) as slept",
+        "type": "gauge",
+        "description": "never finishes in time",
+        "value": "slept",
+    },
+    "after": {
+        "query": "select 2 as two",
+        "type": "gauge",
+        "description": "queued behind the slow query",
+        "value": "two",
+    },
 }
 
 
@@ -117,7 +132,9 @@ def test_slow_query_is_abandoned_at_the_deadline_killed_on_the_server_and_not_po
         assert "error (timeout): deadline of 1.5s exceeded" in again.text
 
 
-def test_sql_error_fails_only_its_metric_and_the_scrape_keeps_the_rest(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
+def test_sql_error_fails_only_its_metric_and_the_scrape_keeps_the_rest(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
     server = fleet[0]
     query_sets = {
         "mixed": {

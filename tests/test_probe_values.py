@@ -30,7 +30,11 @@ def test_servers_with_different_data_give_different_values(tmp_path: Path, fleet
     config = write_config(tmp_path, {s.name: target(s.dsn, "items") for s in fleet}, {"items": ITEMS_SET})
     with client_for(config) as client:
         totals = [
-            sum(parse_samples(client.get("/probe", params={"target": s.name}).text)["query_exporter_qty_by_kind"].values())
+            sum(
+                parse_samples(client.get("/probe", params={"target": s.name}).text)[
+                    "query_exporter_qty_by_kind"
+                ].values()
+            )
             for s in fleet
         ]
     assert totals[0] != totals[1]
@@ -66,7 +70,12 @@ def test_metrics_with_the_same_sql_share_one_execution(tmp_path: Path, fleet: Se
             "first": {"query": counting_sql, "type": "gauge", "description": "d", "value": "runs"},
             "second": {"query": counting_sql, "type": "gauge", "description": "d", "value": "runs"},
             "other": {"query": counting_sql + " ", "type": "gauge", "description": "d", "value": "runs"},
-            "different": {"query": counting_sql.replace("1 as", "1 as  "), "type": "gauge", "description": "d", "value": "runs"},
+            "different": {
+                "query": counting_sql.replace("1 as", "1 as  "),
+                "type": "gauge",
+                "description": "d",
+                "value": "runs",
+            },
         }
     }
     config = write_config(tmp_path, {"db": target(fleet[0].dsn, "counting")}, query_sets, namespace="")

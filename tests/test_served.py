@@ -20,7 +20,14 @@ SLEEP_SECONDS = 1.0
 PARALLEL_PROBES = 8
 SETS = {
     "items": ITEMS_SET,
-    "sleepy": {"nap": {"query": f"select sleep({SLEEP_SECONDS}) as slept", "type": "gauge", "description": "d", "value": "slept"}},
+    "sleepy": {
+        "nap": {
+            "query": f"select sleep({SLEEP_SECONDS}) as slept",
+            "type": "gauge",
+            "description": "d",
+            "value": "slept",
+        }
+    },
 }
 
 
@@ -99,7 +106,7 @@ def test_parallel_probes_neither_block_the_event_loop_nor_each_other(served: Ser
     targets = [fleet[index % len(fleet)].name for index in range(PARALLEL_PROBES)]
     results, elapsed, health = asyncio.run(_probe_many(served.url, targets))
     assert results == [1.0] * PARALLEL_PROBES
-    # Run one after another they would take PARALLEL_PROBES × SLEEP_SECONDS; together about one SLEEP_SECONDS.
+    # Run one after another they would take PARALLEL_PROBES * SLEEP_SECONDS; together about one SLEEP_SECONDS.
     assert elapsed < PARALLEL_PROBES * SLEEP_SECONDS / 2
     # The loop kept serving while every probe waited on its database.
     assert health < SLEEP_SECONDS / 2
@@ -127,7 +134,9 @@ def test_hung_target_does_not_delay_probes_of_healthy_ones(served: Served, fleet
             hung = asyncio.ensure_future(client.get("/probe", params={"target": "hung"}, headers=headers))
             await asyncio.sleep(0.2)
             started = time.monotonic()
-            healthy = await client.get("/probe", params={"target": fleet[0].name, "query_set": "items"}, headers=headers)
+            healthy = await client.get(
+                "/probe", params={"target": fleet[0].name, "query_set": "items"}, headers=headers
+            )
             healthy_elapsed = time.monotonic() - started
             assert value(parse_samples(healthy.text), "probe_success") == 1.0
             hung_response = await hung
