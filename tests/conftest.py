@@ -1,6 +1,7 @@
 """Fixtures: real MariaDB servers (session-wide), dead endpoints, and apps built from written configs."""
 
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -38,3 +39,15 @@ def silent_port() -> Iterator[int]:
     """A loopback port that accepts TCP and never answers."""
     with silent_listener() as port:
         yield port
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Prometheus's promtool; without it the lint tests fail under CI and skip elsewhere."""
+    path = shutil.which("promtool")
+    if path is None:
+        reason = "promtool is not installed: apt-get install prometheus"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(f"SKIPPING PROMTOOL TESTS: {reason}")
+    return path
