@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run sqlprobe; the exit status is 1 for an invalid config."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SQLAlchemy at debug logs every statement and row; sqlprobe's own debug lines are what helps here.
+    logging.getLogger("sqlalchemy").setLevel(max(logging.WARNING, logging.root.level))
     try:
         config = load_config(args.targets, args.queries)
     except ConfigError as error:

@@ -4,15 +4,17 @@ import asyncio
 import logging
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, ResourceClosedError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.config import Metric, Query, Target
@@ -87,7 +89,7 @@ class Prober:
     async def probe(self, target: Target, query_sets: frozenset[str] | None, budget: float) -> ProbeResult:
         """Probe ``target``; the answer is back within ``budget`` seconds whatever the server does."""
         started = time.monotonic()
-        run = _Run(target, target.queries_for(query_sets), self._engines, started + budget)
+        run = _Run(target, target.queries_for(query_sets), self._engines)
         work = self._workers.submit(run.execute)
         try:
             # On timeout this cancels the work if no thread has picked it up yet.
@@ -111,40 +113,41 @@ class Prober:
 class _Run:
     """One probe's blocking work, shared between its worker thread and the waiting coroutine."""
 
-    def __init__(self, target: Target, queries: tuple[Query, ...], engines: EngineCache, deadline: float) -> None:
+    def __init__(self, target: Target, queries: tuple[Query, ...], engines: EngineCache) -> None:
         self._target = target
         self._queries = queries
         self._engines = engines
-        self._deadline = deadline
         self._lock = threading.Lock()
         self._finished: list[QueryResult] = []
         self._abandoned = False
         self._running: tuple[float, Interrupt | None] | None = None
 
     def execute(self) -> None:
-        """Run every query on one connection; called in a worker thread."""
+        """Run every query on one connection; called in a worker thread, never raises."""
+        try:
+            self._execute()
+        except ProbeError as error:
+            self._fail_rest(error)
+        except Exception as error:  # noqa: BLE001 - a bug must cost one probe, not the scrape or the worker
+            where = traceback.extract_tb(error.__traceback__)[-1]
+            # Only the type and place: an exception's text is not known to be free of secrets.
+            log.error(
+                "probe of target %s failed unexpectedly: %s at %s:%s",
+                self._target.name,
+                type(error).__name__,
+                where.filename,
+                where.lineno,
+            )
+            self._fail_rest(ProbeError(f"internal error ({type(error).__name__}), see sqlprobe's log"))
+
+    def _execute(self) -> None:
         if self._abandoned:
             return
-        try:
-            engine = self._engines.get(self._target)
-            connection = _connect(engine.connect, self._target)
-        except ProbeError as error:
-            with self._lock:
-                if not self._abandoned:
-                    self._finished.extend(failed_query(query, error) for query in self._queries)
-            return
+        connection = _connect(self._engines.get(self._target).connect, self._target)
         try:
             for index, query in enumerate(self._queries):
-                try:
-                    connection, result = self._run_query(connection, query, retry_stale=index == 0)
-                except _Abandoned:
-                    return
-                except ConnectFailed as error:  # reconnecting after a stale connection failed
-                    with self._lock:
-                        self._running = None
-                        if not self._abandoned:
-                            self._finished.extend(failed_query(rest, error) for rest in self._queries[index:])
-                    return
+                # Only the first statement of a checkout may meet a connection that went stale in the pool.
+                connection, result = self._run_query(connection, query, retry_stale=index == 0)
                 with self._lock:
                     self._running = None
                     if self._abandoned:
@@ -152,6 +155,8 @@ class _Run:
                         connection.invalidate()
                         return
                     self._finished.append(result)
+        except _Abandoned:
+            return
         finally:
             connection.close()
 
@@ -175,15 +180,21 @@ class _Run:
                 connection = _connect(connection.engine.connect, self._target)
                 return self._run_query(connection, query, retry_stale=False)
             return connection, failed_query(query, _query_failed(error, self._target), time.monotonic() - started)
-        except (ResourceClosedError, SQLAlchemyError) as error:
-            return connection, failed_query(
-                query, QueryFailed(_scrub(str(error), self._target)), time.monotonic() - started
-            )
-        except ProbeError as error:
+        except SQLAlchemyError as error:
+            failure = QueryFailed(_scrub(str(error), self._target))
+            return connection, failed_query(query, failure, time.monotonic() - started)
+        except QueryFailed as error:
             return connection, failed_query(query, error, time.monotonic() - started)
         duration = time.monotonic() - started
         metrics = tuple(_metric_result(metric, columns, rows) for metric in query.metrics)
         return connection, QueryResult(query, duration, len(rows), None, metrics)
+
+    def _fail_rest(self, error: ProbeError) -> None:
+        """Every query that has no result yet fails with ``error`` (unless the probe was given up)."""
+        with self._lock:
+            self._running = None
+            if not self._abandoned:
+                self._finished.extend(failed_query(query, error) for query in self._queries[len(self._finished) :])
 
     def abandon(self) -> Interrupt | None:
         """Mark the run as past its deadline; return how to stop the statement still running, if any."""
@@ -263,6 +274,8 @@ def _number(raw: object) -> float | str:
         return "null_value"
     if isinstance(raw, int | float | Decimal):
         return float(raw)
+    if isinstance(raw, timedelta):  # MySQL TIME columns, e.g. the age of the oldest query
+        return raw.total_seconds()
     if isinstance(raw, bytes | bytearray):
         raw = raw.decode("utf-8", "replace")
     if isinstance(raw, str):

@@ -1,5 +1,6 @@
 """The ``debug=true`` page: a plain-text account of one probe for the person reading it."""
 
+from app.errors import ConnectFailed
 from app.prober import ProbeResult
 
 
@@ -12,14 +13,19 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
         f"query sets: {', '.join(target.query_sets)}",
         f"deadline: {result.budget:.3f}s",
         f"probe_success: {int(result.success)} in {result.duration:.3f}s",
-        "",
     ]
+    connect_error = _shared_connect_error(result)
+    if connect_error is not None:
+        lines.append(f"connection failed ({connect_error.reason}): {connect_error}")
+    lines.append("")
     for number, query in enumerate(result.queries, start=1):
         lines.append(f"query {number}: metrics {', '.join(metric.key for metric in query.query.metrics)}")
         lines.extend(f"    {line}" for line in query.query.sql.splitlines())
         rows = "-" if query.rows is None else str(query.rows)
         lines.append(f"  rows: {rows}  duration: {query.duration:.4f}s")
-        if query.error is not None:
+        if query.error is connect_error:
+            lines.append("  not run: no connection")
+        elif query.error is not None:
             lines.append(f"  error ({query.error.reason}): {query.error}")
         for metric in query.metrics:
             status = f"{len(metric.samples)} samples"
@@ -33,3 +39,13 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
         lines.append("")
     lines += ["metrics:", exposition]
     return "\n".join(lines)
+
+
+def _shared_connect_error(result: ProbeResult) -> ConnectFailed | None:
+    """The connection error every query failed with, if the probe never got a connection."""
+    errors = {id(query.error): query.error for query in result.queries}
+    if len(errors) == 1:
+        (error,) = errors.values()
+        if isinstance(error, ConnectFailed):
+            return error
+    return None

@@ -60,9 +60,9 @@ def target(dsn: str, *query_sets: str, timeout: str = "10s") -> dict[str, Any]:
 
 
 @contextmanager
-def client_for(config: Config) -> Iterator[TestClient]:
-    """A TestClient on a fresh app serving ``config``, with its lifespan running."""
-    with TestClient(create_app(config), raise_server_exceptions=True) as client:
+def client_for(config: Config, **options: Any) -> Iterator[TestClient]:
+    """A TestClient on a fresh app serving ``config`` (``options`` go to create_app), lifespan running."""
+    with TestClient(create_app(config, **options), raise_server_exceptions=True) as client:
         yield client
 
 

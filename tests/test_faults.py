@@ -54,7 +54,8 @@ def test_refused_connection_gives_probe_success_0_with_http_200(tmp_path: Path, 
     assert value(samples, "probe_success") == 0.0
     assert set(samples["sqlprobe_query_success"].values()) == {0.0}
     assert "query_exporter_qty_by_kind" not in samples
-    assert "error (connect)" in debug
+    assert "connection failed (connect): (2003, \"Can't connect to MySQL server on '127.0.0.1'" in debug
+    assert debug.count("  not run: no connection") == len(ITEMS_SET)
     assert "Can't connect" in debug
 
 
@@ -204,3 +205,21 @@ def test_first_probe_after_a_server_restart_succeeds(tmp_path: Path, fleet: Sequ
 def test_exporter_user_is_the_one_probing(fleet: Sequence[MariaDB]) -> None:
     # Guards the fixtures the tests above rely on: sessions are looked up by this user name.
     assert fleet[0].query("select substring_index(current_user(), '@', 1)")[0][0] == EXPORTER_USER
+
+
+def test_endless_sqlite_query_is_interrupted_and_frees_its_worker(tmp_path: Path) -> None:
+    endless = "with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) as n from c"
+    query_sets = {
+        "endless": {"endless": {"query": endless, "type": "gauge", "description": "d", "value": "n"}},
+        "quick": {"quick": {"query": "select 7 as n", "type": "gauge", "description": "d", "value": "n"}},
+    }
+    config = write_config(
+        tmp_path, {"lite": target(f"sqlite:///{tmp_path}/lite.db", "endless", "quick", timeout="60s")}, query_sets
+    )
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": "2"}
+    # One worker thread: if the endless query kept running, the next probe could never start.
+    with client_for(config, max_workers=1) as client:
+        first = parse_samples(client.get("/probe", params={"target": "lite"}, headers=headers).text)
+        assert value(first, "sqlprobe_query_success", metric="endless") == 0.0
+        second = client.get("/probe", params={"target": "lite", "query_set": "quick"}, headers=headers)
+    assert value(parse_samples(second.text), "query_exporter_quick") == 7.0

@@ -123,3 +123,14 @@ def test_numeric_strings_from_show_status_become_values(tmp_path: Path, fleet: S
     with client_for(config) as client:
         samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
     assert value(samples, "max_conn") == float(server.query(sql)[0][1])
+
+
+def test_time_values_become_seconds(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
+    server = fleet[0]
+    sql = "select sec_to_time(5400 + 2.5) as age"
+    query_sets = {"ages": {"age": {"query": sql, "type": "gauge", "description": "d", "value": "age"}}}
+    config = write_config(tmp_path, {"db": target(server.dsn, "ages")}, query_sets, namespace="")
+    with client_for(config) as client:
+        samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
+    (seconds,) = server.query("select time_to_sec(sec_to_time(5400 + 2.5))")[0]
+    assert value(samples, "age") == float(seconds)
