@@ -3,6 +3,7 @@
 import os
 import shutil
 from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 import pytest
 
@@ -14,10 +15,7 @@ def mariadb_paths() -> tuple[str, str]:
     """mariadbd and mariadb-install-db; without them the MariaDB tests fail under CI and skip elsewhere."""
     binaries = mariadb_binaries()
     if binaries is None:
-        reason = "MariaDB is not installed (no mariadbd / mariadb-install-db): apt-get install mariadb-server"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(f"SKIPPING MARIADB INTEGRATION TESTS: {reason}")
+        missing("MariaDB is not installed (no mariadbd / mariadb-install-db): apt-get install mariadb-server")
     return binaries
 
 
@@ -46,8 +44,12 @@ def promtool() -> str:
     """Prometheus's promtool; without it the lint tests fail under CI and skip elsewhere."""
     path = shutil.which("promtool")
     if path is None:
-        reason = "promtool is not installed: apt-get install prometheus"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(f"SKIPPING PROMTOOL TESTS: {reason}")
+        missing("promtool is not installed: apt-get install prometheus")
     return path
+
+
+def missing(reason: str) -> NoReturn:
+    """A tool the tests need is absent: fail under CI, skip loudly elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(f"SKIPPED, NOT PASSED: {reason}")

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,27 @@ def write_config(
     targets_path.write_text(yaml.safe_dump({"targets": dict(targets)}, sort_keys=False))
     queries_path.write_text(yaml.safe_dump({"namespace": namespace, "query_sets": dict(query_sets)}, sort_keys=False))
     return load_config(targets_path, queries_path, environ=environ or {})
+
+
+def metric(query: str, value: str, *labels: str, kind: str = "gauge") -> dict[str, Any]:
+    """A queries.yml metric block."""
+    return {"query": query, "type": kind, "description": "test metric", "labels": list(labels), "value": value}
+
+
+@dataclass(frozen=True)
+class ProbeViews:
+    """One target seen three ways: its probe's samples, its debug page, and sqlprobe's own metrics after."""
+
+    samples: Samples
+    debug: str
+    own: Samples
+
+
+def probe_views(client: TestClient, name: str) -> ProbeViews:
+    """Probe ``name``, then its debug page, then read /metrics."""
+    samples = parse_samples(client.get("/probe", params={"target": name}).text)
+    debug = client.get("/probe", params={"target": name, "debug": "true"}).text
+    return ProbeViews(samples, debug, parse_samples(client.get("/metrics").text))
 
 
 def target(dsn: str, *query_sets: str, timeout: str = "10s") -> dict[str, Any]:

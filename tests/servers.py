@@ -124,33 +124,16 @@ class MariaDB:
 
     def execute(self, *statements: str) -> None:
         """Run statements as root."""
-        connection = self.root_connection()
-        try:
-            with connection.cursor() as cursor:
-                for statement in statements:
-                    cursor.execute(statement)
-        finally:
-            connection.close()
+        for statement in statements:
+            _rows(self.root_connection(), statement)
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         """Rows of ``sql`` run directly as the exporter user."""
-        connection = self.exporter_connection()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-                return list(cursor.fetchall())
-        finally:
-            connection.close()
+        return _rows(self.exporter_connection(), sql)
 
     def root_query(self, sql: str) -> list[tuple[Any, ...]]:
         """Rows of ``sql`` run as root."""
-        connection = self.root_connection()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-                return list(cursor.fetchall())
-        finally:
-            connection.close()
+        return _rows(self.root_connection(), sql)
 
     def exporter_sessions(self) -> list[tuple[int, str, str | None]]:
         """(id, command, info) of every session of the exporter user on this server."""
@@ -165,6 +148,16 @@ class MariaDB:
     def _user_option() -> list[str]:
         # mariadbd refuses to run as root unless told to; CI machines run the tests as root.
         return ["--user=root"] if os.geteuid() == 0 else []
+
+
+def _rows(connection: Any, sql: str) -> list[tuple[Any, ...]]:
+    """Run ``sql`` on ``connection``, close it, and return the rows."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+    finally:
+        connection.close()
 
 
 def setup_schema(server: MariaDB, scale: int) -> None:

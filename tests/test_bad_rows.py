@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import client_for, parse_samples, target, value, write_config
+from tests.helpers import client_for, metric, parse_samples, probe_views, target, value, write_config
 from tests.servers import MariaDB
 
 READINGS_SQL = "select sensor, reading from readings order by id"
@@ -38,30 +38,18 @@ def _expected(rows: list[tuple[str, str | None]]) -> dict[str, float]:
 
 
 def test_null_non_numeric_and_duplicate_rows_are_skipped_and_counted(tmp_path: Path, readings: MariaDB) -> None:
-    query_sets = {
-        "sensors": {
-            "reading": {
-                "query": READINGS_SQL,
-                "type": "gauge",
-                "description": "d",
-                "labels": ["sensor"],
-                "value": "reading",
-            }
-        }
-    }
+    query_sets = {"sensors": {"reading": metric(READINGS_SQL, "reading", "sensor")}}
     config = write_config(tmp_path, {"db": target(readings.dsn, "sensors")}, query_sets, namespace="")
     with client_for(config) as client:
-        samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
-        debug = client.get("/probe", params={"target": "db", "debug": "true"}).text
-        own = parse_samples(client.get("/metrics").text)
+        views = probe_views(client, "db")
     rows = readings.query(READINGS_SQL)
-    assert {labels[0][1]: number for labels, number in samples["reading"].items()} == _expected(rows)
+    assert {labels[0][1]: number for labels, number in views.samples["reading"].items()} == _expected(rows)
     # The metric itself succeeded: bad rows are the data's problem, not the query's.
-    assert value(samples, "sqlprobe_query_success", metric="reading") == 1.0
-    assert value(samples, "probe_success") == 1.0
-    assert "skipped rows: null_value=1, non_numeric_value=1, duplicate_labels=1" in debug
+    assert value(views.samples, "sqlprobe_query_success", metric="reading") == 1.0
+    assert value(views.samples, "probe_success") == 1.0
+    assert "skipped rows: null_value=1, non_numeric_value=1, duplicate_labels=1" in views.debug
     for reason in ("null_value", "non_numeric_value", "duplicate_labels"):
-        assert value(own, "sqlprobe_query_errors_total", target="db", metric="reading", reason=reason) == 2.0
+        assert value(views.own, "sqlprobe_query_errors_total", target="db", metric="reading", reason=reason) == 2.0
 
 
 @pytest.mark.parametrize(
@@ -76,34 +64,20 @@ def test_missing_column_fails_that_metric_with_an_error_naming_it(
 ) -> None:
     query_sets = {
         "sensors": {
-            "broken": {
-                "query": READINGS_SQL,
-                "type": "gauge",
-                "description": "d",
-                "labels": labels,
-                "value": value_column,
-            },
-            "fine": {
-                "query": READINGS_SQL,
-                "type": "gauge",
-                "description": "d",
-                "labels": ["sensor"],
-                "value": "reading",
-            },
+            "broken": metric(READINGS_SQL, value_column, *labels),
+            "fine": metric(READINGS_SQL, "reading", "sensor"),
         }
     }
     config = write_config(tmp_path, {"db": target(readings.dsn, "sensors")}, query_sets, namespace="")
     with client_for(config) as client:
-        samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
-        debug = client.get("/probe", params={"target": "db", "debug": "true"}).text
-        own = parse_samples(client.get("/metrics").text)
-    assert value(samples, "sqlprobe_query_success", metric="broken") == 0.0
-    assert value(samples, "sqlprobe_query_success", metric="fine") == 1.0
-    assert "broken" not in samples
-    assert len(samples["fine"]) == len(_expected(readings.query(READINGS_SQL)))
-    assert value(samples, "probe_success") == 0.0
-    assert f"failed (missing_column): {message}" in debug
-    assert value(own, "sqlprobe_query_errors_total", target="db", metric="broken", reason="missing_column") == 2.0
+        views = probe_views(client, "db")
+    assert value(views.samples, "sqlprobe_query_success", metric="broken") == 0.0
+    assert value(views.samples, "sqlprobe_query_success", metric="fine") == 1.0
+    assert "broken" not in views.samples
+    assert len(views.samples["fine"]) == len(_expected(readings.query(READINGS_SQL)))
+    assert value(views.samples, "probe_success") == 0.0
+    assert f"failed (missing_column): {message}" in views.debug
+    assert value(views.own, "sqlprobe_query_errors_total", target="db", metric="broken", reason="missing_column") == 2.0
 
 
 def test_label_values_with_quotes_newlines_and_unicode_give_valid_exposition(
