@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The shipped targets.yml reads the local MySQL target's password from here; empty is fine for a first look.
 export MYSQL_EXPORTER_PASSWORD ?=
 
-.PHONY: install run test check bench clean
+.PHONY: install run test check clean
 
 $(BIN)/sqlprobe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.config import Metric, Query, Target
-from app.engines import EngineCache, Interrupt, interrupter_for
+from app.engines import EngineCache, Interrupt, bound_reads, connect_deadline, interrupter_for
 from app.errors import ColumnMissing, ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class Prober:
     async def probe(self, target: Target, query_sets: frozenset[str] | None, budget: float) -> ProbeResult:
         """Probe ``target``; the answer is back within ``budget`` seconds whatever the server does."""
         started = time.monotonic()
-        run = _Run(target, target.queries_for(query_sets), self._engines)
+        run = _Run(target, target.queries_for(query_sets), self._engines, started + budget)
         work = self._workers.submit(run.execute)
         try:
             # On timeout this cancels the work if no thread has picked it up yet.
@@ -105,7 +105,7 @@ class Prober:
         return run.result(budget, time.monotonic() - started)
 
     def close(self) -> None:
-        """Stop accepting probes; running ones end by their own timeouts."""
+        """Stop accepting probes; running ones end by their own deadlines."""
         self._workers.shutdown(wait=False, cancel_futures=True)
         self._cancellers.shutdown(wait=False, cancel_futures=True)
 
@@ -113,17 +113,18 @@ class Prober:
 class _Run:
     """One probe's blocking work, shared between its worker thread and the waiting coroutine."""
 
-    def __init__(self, target: Target, queries: tuple[Query, ...], engines: EngineCache) -> None:
+    def __init__(self, target: Target, queries: tuple[Query, ...], engines: EngineCache, deadline: float) -> None:
         self._target = target
         self._queries = queries
         self._engines = engines
+        self._deadline = deadline
         self._lock = threading.Lock()
         self._finished: list[QueryResult] = []
         self._abandoned = False
         self._running: tuple[float, Interrupt | None] | None = None
 
     def execute(self) -> None:
-        """Run every query on one connection; called in a worker thread, never raises."""
+        """Run every query, in order, on as few connections as possible; called in a worker thread, never raises."""
         try:
             self._execute()
         except ProbeError as error:
@@ -141,13 +142,26 @@ class _Run:
             self._fail_rest(ProbeError(f"internal error ({type(error).__name__}), see sqlprobe's log"))
 
     def _execute(self) -> None:
-        if self._abandoned:
-            return
-        connection = _connect(self._engines.get(self._target).connect, self._target)
+        connection: Connection | None = None
+        first_on_checkout = False
         try:
-            for index, query in enumerate(self._queries):
-                # Only the first statement of a checkout may meet a connection that went stale in the pool.
-                connection, result = self._run_query(connection, query, retry_stale=index == 0)
+            for query in self._queries:
+                # A connection is checked out when needed: first, and again after one was lost mid-probe.
+                if connection is None or connection.invalidated:
+                    if connection is not None:
+                        connection.close()
+                        connection = None
+                    connection = self._checkout()
+                    first_on_checkout = True
+                result = self._run_query(connection, query)
+                if first_on_checkout and connection.invalidated and not self._abandoned:
+                    # The pool handed out a connection that had gone stale (server restarted,
+                    # wait_timeout, session killed): the same statement on a fresh one answers for it.
+                    connection.close()
+                    connection = None
+                    connection = self._checkout()
+                    result = self._run_query(connection, query)
+                first_on_checkout = False
                 with self._lock:
                     self._running = None
                     if self._abandoned:
@@ -158,36 +172,49 @@ class _Run:
         except _Abandoned:
             return
         finally:
-            connection.close()
+            if connection is not None:
+                connection.close()
 
-    def _run_query(self, connection: Connection, query: Query, retry_stale: bool) -> tuple[Connection, QueryResult]:
-        with self._lock:
-            if self._abandoned:
-                raise _Abandoned
-            started = time.monotonic()
-            dbapi_connection = connection.connection.dbapi_connection
-            self._running = (started, interrupter_for(connection.engine, dbapi_connection))
+    def _checkout(self) -> Connection:
+        if self._abandoned:
+            raise _Abandoned
+        engine = self._engines.get(self._target)
         try:
+            with connect_deadline(self._deadline):
+                connection = engine.connect().execution_options(no_parameters=True)
+        except DBAPIError as error:
+            raise ConnectFailed(_scrub(str(error.orig), self._target)) from None
+        except PoolTimeoutError:
+            raise ConnectFailed("no free connection in the target's pool (too many probes of it at once)") from None
+        except SQLAlchemyError as error:
+            raise ConnectFailed(_scrub(str(error), self._target)) from None
+        bound_reads(connection, self._deadline)
+        return connection
+
+    def _run_query(self, connection: Connection, query: Query) -> QueryResult:
+        started = time.monotonic()
+        try:
+            with self._lock:
+                if self._abandoned:
+                    raise _Abandoned
+                dbapi_connection = connection.connection.dbapi_connection
+                self._running = (started, interrupter_for(connection.engine, dbapi_connection))
             cursor = connection.exec_driver_sql(query.sql)
             if not cursor.returns_rows:
                 raise QueryFailed("the statement returned no result set")
             columns = tuple(cursor.keys())
             rows = cursor.fetchall()
         except DBAPIError as error:
-            if retry_stale and error.connection_invalidated and not self._abandoned:
-                # A pooled connection went stale (server restarted, wait_timeout): use a fresh one.
-                connection.close()
-                connection = _connect(connection.engine.connect, self._target)
-                return self._run_query(connection, query, retry_stale=False)
-            return connection, failed_query(query, _query_failed(error, self._target), time.monotonic() - started)
+            failure = QueryFailed(_scrub(str(error.orig), self._target))
+            return failed_query(query, failure, time.monotonic() - started)
         except SQLAlchemyError as error:
             failure = QueryFailed(_scrub(str(error), self._target))
-            return connection, failed_query(query, failure, time.monotonic() - started)
+            return failed_query(query, failure, time.monotonic() - started)
         except QueryFailed as error:
-            return connection, failed_query(query, error, time.monotonic() - started)
+            return failed_query(query, error, time.monotonic() - started)
         duration = time.monotonic() - started
         metrics = tuple(_metric_result(metric, columns, rows) for metric in query.metrics)
-        return connection, QueryResult(query, duration, len(rows), None, metrics)
+        return QueryResult(query, duration, len(rows), None, metrics)
 
     def _fail_rest(self, error: ProbeError) -> None:
         """Every query that has no result yet fails with ``error`` (unless the probe was given up)."""
@@ -218,22 +245,6 @@ class _Run:
 
 class _Abandoned(Exception):
     """Raised inside the worker when the probe was given up before the next statement."""
-
-
-def _connect(connect: Any, target: Target) -> Connection:
-    try:
-        connection: Connection = connect().execution_options(no_parameters=True)
-    except DBAPIError as error:
-        raise ConnectFailed(_scrub(str(error.orig), target)) from None
-    except PoolTimeoutError:
-        raise ConnectFailed("no free connection in the target's pool (too many probes of it at once)") from None
-    except SQLAlchemyError as error:
-        raise ConnectFailed(_scrub(str(error), target)) from None
-    return connection
-
-
-def _query_failed(error: DBAPIError, target: Target) -> QueryFailed:
-    return QueryFailed(_scrub(str(error.orig), target))
 
 
 def _scrub(message: str, target: Target) -> str:
