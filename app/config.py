@@ -2,11 +2,12 @@
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeVar
+from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -97,7 +98,7 @@ def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, st
     namespace = ""
     try:
         queries_doc = load_yaml(queries_path)
-        queries_file = _validate(QueriesFile, queries_doc, (), problems)
+        queries_file = _validate(QueriesFile, queries_doc, _at_root, problems)
         if queries_file is not None:
             namespace = queries_file.namespace
             query_sets = _compile_query_sets(queries_file, queries_doc, problems)
@@ -110,7 +111,8 @@ def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, st
     except ConfigError as error:
         problems.extend(error.problems)
     if problems:
-        raise ConfigError(problems)
+        # A mistake in defaults shows up once per target; report it once.
+        raise ConfigError(list(dict.fromkeys(problems)))
     assert query_sets is not None
     return Config(
         targets=MappingProxyType(targets),
@@ -122,16 +124,24 @@ def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, st
 
 
 def _validate(
-    model: type[_Model], doc: YamlDocument, path: KeyPath, problems: list[ConfigProblem], data: object = None
+    model: type[_Model],
+    doc: YamlDocument,
+    locate: Callable[[KeyPath], KeyPath],
+    problems: list[ConfigProblem],
+    data: object = None,
 ) -> _Model | None:
-    """Validate ``data`` (the document's data by default) located at ``path``; collect errors."""
+    """Validate ``data`` (the document's data by default); ``locate`` maps a key path in it to one in the file."""
     try:
         return model.model_validate(doc.data if data is None else data)
     except ValidationError as error:
         for detail in error.errors():
-            location = tuple(part for part in (*path, *detail["loc"]) if part != "[key]")
+            location = locate(tuple(part for part in detail["loc"] if part != "[key]"))
             problems.append(doc.problem(location, _explain(detail)))
         return None
+
+
+def _at_root(path: KeyPath) -> KeyPath:
+    return path
 
 
 def _explain(detail: ErrorDetails) -> str:
@@ -207,18 +217,24 @@ def _compile_targets(
     environ: Mapping[str, str],
     problems: list[ConfigProblem],
 ) -> dict[str, Target]:
-    targets_file = _validate(TargetsFile, doc, (), problems)
+    targets_file = _validate(TargetsFile, doc, _at_root, problems)
     if targets_file is None:
         return {}
     defaults = targets_file.defaults.model_dump(exclude_none=True)
     targets = {}
     for name, raw in targets_file.targets.items():
-        path: KeyPath = ("targets", name)
-        spec = _validate(TargetSpec, doc, path, problems, {**defaults, **raw})
+
+        def locate(path: KeyPath, name: str = name, raw: Mapping[str, object] = raw) -> KeyPath:
+            """Where a key of this target was written: in the target, or in defaults."""
+            if path and path[0] not in raw and path[0] in defaults:
+                return ("defaults", *path)
+            return ("targets", name, *path)
+
+        spec = _validate(TargetSpec, doc, locate, problems, {**defaults, **raw})
         if spec is None:
             continue
-        url = _resolve_dsn(spec.dsn, doc, (*path, "dsn"), environ, problems)
-        metrics = _target_metrics(spec, doc, path, query_sets, queries_path, problems)
+        url = _resolve_dsn(spec.dsn, doc, locate(("dsn",)), environ, problems)
+        metrics = _target_metrics(spec, doc, locate, query_sets, queries_path, problems)
         if url is not None and metrics is not None:
             targets[name] = Target(
                 name=name,
@@ -241,11 +257,14 @@ def _resolve_dsn(
         problems.append(doc.problem(path, f"environment variable {names} is not set"))
         return None
     try:
-        url = make_url(_ENV_REFERENCE.sub(lambda match: environ[match.group(1)], dsn))
-        url.get_dialect()
+        url = make_url(_substitute(dsn, environ))
+        url.get_dialect().import_dbapi()
     except NoSuchModuleError as error:
         # The message names only the dialect/driver, never the credentials.
         problems.append(doc.problem(path, f"unsupported database driver: {error}"))
+        return None
+    except ImportError as error:
+        problems.append(doc.problem(path, f"the database driver is not installed (cannot import {error.name!r})"))
         return None
     except (ArgumentError, ValueError):
         # Never quote the DSN: it may hold a password.
@@ -256,10 +275,23 @@ def _resolve_dsn(
     return url
 
 
+def _substitute(dsn: str, environ: Mapping[str, str]) -> str:
+    """Replace each ${VAR}; a value in the user:password part is URL-escaped, so any password works as it is."""
+    scheme_end = dsn.find("://")
+    authority = re.match(r"[^/?#]*", dsn[scheme_end + 3 :]) if scheme_end >= 0 else None
+    userinfo_end = scheme_end + 3 + authority.group().rfind("@") if authority else -1
+
+    def value(match: re.Match[str]) -> str:
+        text = environ[match.group(1)]
+        return quote(text, safe="") if scheme_end < match.start() < userinfo_end else text
+
+    return _ENV_REFERENCE.sub(value, dsn)
+
+
 def _target_metrics(
     spec: TargetSpec,
     doc: YamlDocument,
-    path: KeyPath,
+    locate: Callable[[KeyPath], KeyPath],
     query_sets: Mapping[str, tuple[Metric, ...]] | None,
     queries_path: Path,
     problems: list[ConfigProblem],
@@ -270,7 +302,7 @@ def _target_metrics(
     owners: dict[str, str] = {}
     ok = True
     for index, set_name in enumerate(spec.query_sets):
-        where = (*path, "query_sets", index)
+        where = locate(("query_sets", index))
         if set_name in spec.query_sets[:index]:
             problems.append(doc.problem(where, f"query set {set_name!r} is listed twice"))
             ok = False

@@ -10,7 +10,7 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
     lines = [
         f"target: {target.name}",
         f"dsn: {target.display_dsn}",
-        f"query sets: {', '.join(target.query_sets)}",
+        f"query sets: {', '.join(_probed_sets(result))}",
         f"deadline: {result.budget:.3f}s",
         f"probe_success: {int(result.success)} in {result.duration:.3f}s",
     ]
@@ -23,7 +23,7 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
         lines.extend(f"    {line}" for line in query.query.sql.splitlines())
         rows = "-" if query.rows is None else str(query.rows)
         lines.append(f"  rows: {rows}  duration: {query.duration:.4f}s")
-        if query.error is connect_error:
+        if connect_error is not None:
             lines.append("  not run: no connection")
         elif query.error is not None:
             lines.append(f"  error ({query.error.reason}): {query.error}")
@@ -49,3 +49,9 @@ def _shared_connect_error(result: ProbeResult) -> ConnectFailed | None:
         if isinstance(error, ConnectFailed):
             return error
     return None
+
+
+def _probed_sets(result: ProbeResult) -> list[str]:
+    """The target's query sets this probe ran (all, unless the request named some)."""
+    probed = {metric.metric.query_set for metric, _ in result.metric_results()}
+    return [name for name in result.target.query_sets if name in probed]

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException
 
 from app import __version__
 from app.config import Config, Target
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # Seconds kept back from Prometheus's scrape timeout, so our answer arrives before it gives up.
 SCRAPE_TIMEOUT_OFFSET = 0.5
-DEFAULT_MAX_WORKERS = 32
+# Threads are cheap while they wait on a socket (about 16 KiB each); a hung target holds one until its deadline.
+DEFAULT_MAX_WORKERS = 128
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ def create_app(config: Config, *, max_workers: int = DEFAULT_MAX_WORKERS) -> Fas
     app.state.exporter = exporter
     app.add_exception_handler(BadRequest, _bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_parameters)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.include_router(router)
     return app
 
@@ -89,6 +92,8 @@ async def probe(
     config = exporter.config
     if not target:
         raise BadRequest("the 'target' parameter is required, e.g. /probe?target=NAME")
+    if len(request.query_params.getlist("target")) > 1:
+        raise BadRequest("give one 'target' parameter per probe")
     found = config.targets.get(target)
     if found is None:
         raise BadRequest(f"unknown target {target!r}: it is not in {config.targets_file}", 404)
@@ -178,9 +183,8 @@ def _budget(target: Target, scrape_timeout: str | None) -> float:
         seconds = -1.0
     if not seconds > 0:
         raise BadRequest(f"X-Prometheus-Scrape-Timeout-Seconds must be a positive number, not {scrape_timeout!r}")
-    if seconds > SCRAPE_TIMEOUT_OFFSET * 2:
-        seconds -= SCRAPE_TIMEOUT_OFFSET
-    return min(seconds, target.timeout)
+    # Below 1 s the offset would eat most of the scrape timeout: keep half of it instead.
+    return min(max(seconds - SCRAPE_TIMEOUT_OFFSET, seconds / 2), target.timeout)
 
 
 def _log_failure(result: ProbeResult) -> None:
@@ -196,6 +200,14 @@ def _log_failure(result: ProbeResult) -> None:
 
 async def _bad_request(_: Request, error: BadRequest) -> PlainTextResponse:
     return PlainTextResponse(f"{error}\n", status_code=error.status_code)
+
+
+async def _http_error(request: Request, error: HTTPException) -> PlainTextResponse:
+    # Unknown paths and methods get a sentence too, not JSON.
+    message = f"{error.detail}: {request.method} {request.url.path}"
+    if error.status_code == 404:
+        message += " (sqlprobe serves /probe, /metrics, / and /-/healthy, /-/ready)"
+    return PlainTextResponse(f"{message}\n", status_code=error.status_code, headers=error.headers)
 
 
 async def _invalid_parameters(_: Request, error: RequestValidationError) -> PlainTextResponse:

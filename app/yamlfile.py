@@ -67,8 +67,15 @@ def _to_data(
     lines: dict[KeyPath, int],
     problems: list[ConfigProblem],
     file: str,
+    ancestors: frozenset[int] = frozenset(),
 ) -> object:
-    lines[path] = node.start_mark.line + 1
+    lines.setdefault(path, node.start_mark.line + 1)
+    if id(node) in ancestors:
+        problems.append(
+            ConfigProblem(file, format_path(path), "an alias refers to a node that contains it", lines[path])
+        )
+        return None
+    ancestors |= {id(node)}
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
         mapping: dict[str, object] = {}
@@ -85,9 +92,12 @@ def _to_data(
                     ConfigProblem(file, format_path((*path, key)), "duplicate key", key_node.start_mark.line + 1)
                 )
                 continue
-            mapping[key] = _to_data(loader, value_node, (*path, key), lines, problems, file)
             lines[(*path, key)] = key_node.start_mark.line + 1
+            mapping[key] = _to_data(loader, value_node, (*path, key), lines, problems, file, ancestors)
         return mapping
     if isinstance(node, yaml.SequenceNode):
-        return [_to_data(loader, item, (*path, index), lines, problems, file) for index, item in enumerate(node.value)]
+        return [
+            _to_data(loader, item, (*path, index), lines, problems, file, ancestors)
+            for index, item in enumerate(node.value)
+        ]
     return loader.construct_object(node, deep=True)

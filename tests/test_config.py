@@ -26,6 +26,13 @@ def test_valid_config_applies_defaults_and_reads_the_password_from_the_environme
     assert two.display_dsn == "mysql+pymysql://user:***@127.0.0.1:3306/"
 
 
+def test_a_password_from_the_environment_may_hold_any_character() -> None:
+    password = "p@ss/w#rd%41:?&=+ x"
+    config = load_config(CONFIGS / "targets.yml", CONFIGS / "queries.yml", environ={"TEST_PASSWORD": password})
+    url = config.targets["two"].url
+    assert (url.username, url.password, url.host, url.port) == ("user", password, "127.0.0.1", 3306)
+
+
 def test_metrics_sharing_sql_are_grouped_into_one_query_and_counters_lose_total_in_the_family() -> None:
     config = load_config(CONFIGS / "targets.yml", CONFIGS / "queries.yml", environ=ENV)
     queries = config.targets["two"].queries
@@ -79,6 +86,13 @@ BAD_CASES = {
     "unknown_driver.targets.yml": [
         "3: targets.one.dsn: unsupported database driver: Can't load plugin: sqlalchemy.dialects:nosuchdb.nosuchdriver"
     ],
+    "driver_not_installed.targets.yml": [
+        "3: targets.one.dsn: the database driver is not installed (cannot import 'MySQLdb')"
+    ],
+    "unknown_default_query_set.targets.yml": [
+        f"2: defaults.query_sets[0]: unknown query set 'nonexistent' (not defined in {CONFIGS / 'queries.yml'})"
+    ],
+    "recursive_alias.targets.yml": ["2: targets.one: an alias refers to a node that contains it"],
     "not_a_url.targets.yml": [
         "3: targets.one.dsn: not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)"
     ],
@@ -111,7 +125,7 @@ def test_bad_config_is_rejected_with_file_line_key_path_and_reason(case: str, ex
 
 
 def test_errors_never_quote_a_dsn_password() -> None:
-    for case in ("unknown_driver.targets.yml", "not_a_url.targets.yml"):
+    for case in ("unknown_driver.targets.yml", "driver_not_installed.targets.yml", "not_a_url.targets.yml"):
         with pytest.raises(ConfigError) as raised:
             load_config(*_files_for(case), environ=ENV)
         assert "hunter2secret" not in str(raised.value)

@@ -1,14 +1,16 @@
 """Dead, hung and slow servers: the probe answers by its deadline with probe_success 0 and the rest intact."""
 
+import re
 import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ITEMS_SET, client_for, parse_samples, target, value, write_config
-from tests.servers import EXPORTER_USER, MariaDB, mariadb_binaries
+from tests.helpers import ITEMS_SET, client_for, metric, parse_samples, target, value, write_config
+from tests.servers import MariaDB, mariadb_binaries
 
 SLOW_SET = {
     "before": {
@@ -32,11 +34,11 @@ SLOW_SET = {
 }
 
 
-def wait_until(condition: object, seconds: float) -> bool:
-    """Poll ``condition`` (a callable) until it is true or ``seconds`` pass."""
+def wait_until(condition: Callable[[], object], seconds: float) -> bool:
+    """Poll ``condition`` until it is true or ``seconds`` pass."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return True
         time.sleep(0.1)
     return False
@@ -91,10 +93,11 @@ def test_target_timeout_bounds_the_probe_when_prometheus_allows_more(tmp_path: P
     with client_for(config) as client:
         started = time.monotonic()
         response = client.get(
-            "/probe", params={"target": "hung"}, headers={"X-Prometheus-Scrape-Timeout-Seconds": "30"}
+            "/probe", params={"target": "hung", "debug": "true"}, headers={"X-Prometheus-Scrape-Timeout-Seconds": "30"}
         )
         elapsed = time.monotonic() - started
-    assert value(parse_samples(response.text), "probe_success") == 0.0
+    assert "deadline: 1.000s" in response.text
+    assert "probe_success: 0" in response.text
     assert elapsed < 30 - 0.5
 
 
@@ -192,9 +195,9 @@ def test_first_probe_after_a_server_restart_succeeds(tmp_path: Path, fleet: Sequ
     config = write_config(tmp_path, {"db": target(server.dsn, "items")}, {"items": ITEMS_SET})
     with client_for(config) as client:
         assert value(parse_samples(client.get("/probe", params={"target": "db"}).text), "probe_success") == 1.0
+        assert server.exporter_sessions(), "the probe's connection should stay pooled"
+        # No probe while the server is down: the pool still holds the connection to the old server process.
         server.stop(signal.SIGKILL)
-        down = parse_samples(client.get("/probe", params={"target": "db"}).text)
-        assert value(down, "probe_success") == 0.0
         server.start(binaries[0])
         up = parse_samples(client.get("/probe", params={"target": "db"}).text)
         assert value(up, "probe_success") == 1.0
@@ -202,9 +205,38 @@ def test_first_probe_after_a_server_restart_succeeds(tmp_path: Path, fleet: Sequ
             assert value(up, "query_exporter_qty_by_kind", kind=kind) == float(qty)
 
 
-def test_exporter_user_is_the_one_probing(fleet: Sequence[MariaDB]) -> None:
-    # Guards the fixtures the tests above rely on: sessions are looked up by this user name.
-    assert fleet[0].query("select substring_index(current_user(), '@', 1)")[0][0] == EXPORTER_USER
+def test_connection_lost_mid_probe_fails_that_query_and_the_rest_run_on_a_new_connection(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    steps = {
+        "before": metric("select 1 as one", "one"),
+        "cut": metric("select sleep(20) as slept", "slept"),
+        "after": metric("select count(*) as n from items", "n"),
+    }
+    config = write_config(tmp_path, {"db": target(server.dsn, "steps", timeout="60s")}, {"steps": steps}, namespace="")
+
+    def sleeping() -> list[int]:
+        return [session for session, _, info in server.exporter_sessions() if info and "sleep(20)" in info]
+
+    def cut_the_connection() -> None:
+        if wait_until(sleeping, 10):
+            server.execute(*(f"kill connection {session}" for session in sleeping()))
+
+    cutter = threading.Thread(target=cut_the_connection)
+    cutter.start()
+    with client_for(config) as client:
+        text = client.get("/probe", params={"target": "db", "debug": "true"}).text
+    cutter.join()
+    report, metrics = text.split("\nmetrics:\n")
+    samples = parse_samples(metrics)
+    assert value(samples, "before") == 1.0
+    assert value(samples, "sqlprobe_query_success", metric="cut") == 0.0
+    # The server either says so (1927) or just closes the socket (2013), depending on timing.
+    assert re.search(r"query 2: metrics cut\n.*\n  rows: -  .*\n  error \(query\): \((1927|2013), ", report), report
+    assert value(samples, "after") == float(server.query(steps["after"]["query"])[0][0])
+    assert value(samples, "sqlprobe_query_success", metric="after") == 1.0
+    assert "internal error" not in report
 
 
 def test_endless_sqlite_query_is_interrupted_and_frees_its_worker(tmp_path: Path) -> None:

@@ -84,10 +84,11 @@ def test_probe_carries_probe_success_duration_and_per_metric_status(client: Test
             "query set 'other' is not assigned to target 'small' (its query sets: tables, version)",
         ),
         ({"target": "small", "debug": "maybe"}, 400, "invalid request: debug: Input should be a valid boolean"),
+        ({"target": ["small", "large"]}, 400, "give one 'target' parameter per probe"),
     ],
 )
 def test_bad_requests_get_a_sentence_not_a_traceback(
-    client: TestClient, params: dict[str, str], status: int, body: str
+    client: TestClient, params: dict[str, str | list[str]], status: int, body: str
 ) -> None:
     response = client.get("/probe", params=params)
     assert response.status_code == status
@@ -102,13 +103,20 @@ def test_unusable_scrape_timeout_header_is_a_bad_request(client: TestClient, hea
     assert "X-Prometheus-Scrape-Timeout-Seconds must be a positive number" in response.text
 
 
-def test_scrape_timeout_header_sets_the_deadline_less_half_a_second(client: TestClient) -> None:
+@pytest.mark.parametrize(
+    ("header", "deadline"),
+    [("4", "3.500s"), ("1.2", "0.700s"), ("1", "0.500s"), ("0.6", "0.300s"), ("60", "10.000s")],
+)
+def test_scrape_timeout_header_sets_the_deadline_less_half_a_second_capped_by_the_target_timeout(
+    client: TestClient, header: str, deadline: str
+) -> None:
+    # Under 1 s, half a second would leave (almost) nothing: the deadline is then half the scrape timeout.
     response = client.get(
         "/probe",
         params={"target": "small", "debug": "true"},
-        headers={"X-Prometheus-Scrape-Timeout-Seconds": "4"},
+        headers={"X-Prometheus-Scrape-Timeout-Seconds": header},
     )
-    assert "deadline: 3.500s" in response.text
+    assert f"deadline: {deadline}" in response.text
 
 
 def test_debug_page_accounts_for_each_query_then_the_metrics(client: TestClient, tmp_path: Path) -> None:
@@ -118,10 +126,29 @@ def test_debug_page_accounts_for_each_query_then_the_metrics(client: TestClient,
     assert text.startswith("target: large\n")
     assert f"dsn: sqlite:///{tmp_path}/large.db" in text
     assert "    select 'widgets' as tbl, count(*) as n from widgets" in text
+    assert "query sets: tables, version\n" in text
     assert "  rows: 1  duration: " in text
+    assert "not run" not in text
+    assert "  metric query_exporter_table_rows: 1 samples\n" in text
+    assert "  metric query_exporter_sqlite_info: 1 samples\n" in text
     report, metrics = text.split("\nmetrics:\n")
     assert "query_exporter_table_rows" in report
     assert value(parse_samples(metrics), "probe_success") == 1.0
+
+
+def test_debug_page_of_a_restricted_probe_names_only_the_sets_it_ran(client: TestClient) -> None:
+    text = client.get("/probe", params={"target": "large", "query_set": "version", "debug": "true"}).text
+    assert "query sets: version\n" in text
+    assert "sqlite_version()" in text
+    assert "from widgets" not in text
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/nowhere", 404), ("POST", "/probe", 405)])
+def test_unknown_paths_and_methods_get_a_sentence(client: TestClient, method: str, path: str, status: int) -> None:
+    response = client.request(method, path)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text.startswith(f"{response.reason_phrase}: {method} {path}")
 
 
 def test_openmetrics_is_served_when_asked_for(client: TestClient) -> None:
@@ -164,3 +191,11 @@ def test_landing_page_lists_targets_with_probe_and_debug_links(client: TestClien
 def test_health_endpoints_answer_200(client: TestClient, path: str) -> None:
     response = client.get(path)
     assert (response.status_code, response.text) == (200, "OK")
+
+
+def test_in_memory_sqlite_target_is_probed_like_any_other(tmp_path: Path) -> None:
+    query_sets = {"up": {"up": {"query": "select 1 as up", "type": "gauge", "description": "d", "value": "up"}}}
+    with client_for(write_config(tmp_path, {"memory": target("sqlite://", "up")}, query_sets)) as client:
+        samples = parse_samples(client.get("/probe", params={"target": "memory"}).text)
+    assert value(samples, "query_exporter_up") == 1.0
+    assert value(samples, "probe_success") == 1.0

@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -19,15 +20,22 @@ def test_passwords_never_appear_on_pages_metrics_or_logs(
     wrong = "wrong-" + server.password[::-1]
     unreachable = "closed-" + server.password[::-1]
     hung = "silent-" + server.password[::-1]
-    secrets = [server.password, wrong, unreachable, hung]
+    # A password with every character that means something in a URL, given through ${VAR}.
+    special = "p@ss/w#rd%41:?&=+ " + server.password[::-1]
+    server.execute(
+        f"create or replace user 'special'@'%' identified by '{special}'", "grant select on probe.* to 'special'@'%'"
+    )
+    secrets = [server.password, wrong, unreachable, hung, special, quote(special, safe=""), special[:8]]
     targets = {
+        "special": target(f"mysql+pymysql://special:${{SPECIAL_PASSWORD}}@127.0.0.1:{server.port}/probe", "items"),
+        "special_refused": target(f"mysql+pymysql://special:${{SPECIAL_PASSWORD}}@127.0.0.1:{closed_port}/", "items"),
         "good": target(server.dsn, "items"),
         "slow": target(server.dsn, "slow"),
         "wrong_password": target(server.dsn.replace(server.password, wrong), "items"),
         "refused": target(f"mysql+pymysql://exporter:{unreachable}@127.0.0.1:{closed_port}/", "items"),
         "hung": target(f"mysql+pymysql://exporter:{hung}@127.0.0.1:{silent_port}/", "items"),
     }
-    config = write_config(tmp_path, targets, {"items": ITEMS_SET, "slow": SLOW})
+    config = write_config(tmp_path, targets, {"items": ITEMS_SET, "slow": SLOW}, environ={"SPECIAL_PASSWORD": special})
     caplog.set_level(logging.DEBUG)
     for noisy in ("sqlalchemy.engine", "sqlalchemy.pool"):
         logging.getLogger(noisy).setLevel(logging.DEBUG)
@@ -43,6 +51,8 @@ def test_passwords_never_appear_on_pages_metrics_or_logs(
                     )
                     assert response.status_code == 200
                     shown.append(response.text)
+            # The special password reached the server intact.
+            assert "probe_success 1.0" in client.get("/probe", params={"target": "special"}).text
             shown += [client.get(path).text for path in ("/", "/metrics", "/openapi.json")]
     finally:
         for noisy in ("sqlalchemy.engine", "sqlalchemy.pool"):

@@ -6,8 +6,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -40,21 +42,20 @@ class Served:
     log: Path
 
 
-@pytest.fixture
-def served(tmp_path: Path, fleet: Sequence[MariaDB], silent_port: int) -> Iterator[Served]:
-    """`sqlprobe --targets … --queries … --bind …` on a free port, ready to serve."""
-    targets = {server.name: target(server.dsn, "items", "sleepy") for server in fleet}
-    targets["hung"] = target(f"mysql+pymysql://u:p@127.0.0.1:{silent_port}/", "items")
-    (tmp_path / "targets.yml").write_text(yaml.safe_dump({"targets": targets}))
-    (tmp_path / "queries.yml").write_text(yaml.safe_dump({"query_sets": SETS}))
+@contextmanager
+def serve(directory: Path, targets: dict[str, Any], *options: str) -> Iterator[Served]:
+    """`sqlprobe --targets … --queries … --bind … [options]` on a free port, ready to serve; killed after."""
+    (directory / "targets.yml").write_text(yaml.safe_dump({"targets": targets}))
+    (directory / "queries.yml").write_text(yaml.safe_dump({"query_sets": SETS}))
     port = free_port()
-    log = tmp_path / "sqlprobe.log"
+    log = directory / "sqlprobe.log"
     command = [
         str(Path(sys.executable).parent / "sqlprobe"),
-        "--targets", str(tmp_path / "targets.yml"),
-        "--queries", str(tmp_path / "queries.yml"),
+        "--targets", str(directory / "targets.yml"),
+        "--queries", str(directory / "queries.yml"),
         "--bind", f"127.0.0.1:{port}",
         "--log-level", "debug",
+        *options,
     ]  # fmt: skip
     with log.open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
@@ -70,10 +71,26 @@ def served(tmp_path: Path, fleet: Sequence[MariaDB], silent_port: int) -> Iterat
             process.kill()
             pytest.fail(f"sqlprobe did not start:\n{log.read_text()}")
         time.sleep(0.1)
-    yield Served(process, url, log)
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    try:
+        yield Served(process, url, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def fleet_targets(fleet: Sequence[MariaDB], silent_port: int, timeout: str = "10s") -> dict[str, Any]:
+    """Every fleet server, plus a "hung" target on a port that accepts TCP and never answers."""
+    targets = {server.name: target(server.dsn, "items", "sleepy") for server in fleet}
+    targets["hung"] = target(f"mysql+pymysql://u:p@127.0.0.1:{silent_port}/", "items", timeout=timeout)
+    return targets
+
+
+@pytest.fixture
+def served(tmp_path: Path, fleet: Sequence[MariaDB], silent_port: int) -> Iterator[Served]:
+    """sqlprobe serving the fleet and a hung target, as a user starts it."""
+    with serve(tmp_path, fleet_targets(fleet, silent_port)) as running:
+        yield running
 
 
 def test_served_process_probes_real_servers_over_http(served: Served, fleet: Sequence[MariaDB]) -> None:
@@ -146,3 +163,28 @@ def test_hung_target_does_not_delay_probes_of_healthy_ones(served: Served, fleet
     healthy_elapsed, total = asyncio.run(scenario())
     # The healthy probe came back while the hung one was still waiting for its deadline.
     assert healthy_elapsed < total / 2
+
+
+def test_hung_targets_hold_a_thread_only_until_their_deadline(
+    tmp_path: Path, fleet: Sequence[MariaDB], silent_port: int
+) -> None:
+    # Two threads and two hung probes at once: a hung host that kept its thread until the target's
+    # timeout (60 s here) would leave nothing for the healthy probe sent when they have answered.
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": "2"}
+
+    async def scenario(url: str) -> tuple[tuple[float, float], float]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+            async def probe_success(name: str, query_set: str) -> float:
+                response = await client.get("/probe", params={"target": name, "query_set": query_set}, headers=headers)
+                return value(parse_samples(response.text), "probe_success")
+
+            hung = await asyncio.gather(probe_success("hung", "items"), probe_success("hung", "items"))
+            return hung, await probe_success(fleet[0].name, "items")
+
+    with serve(tmp_path, fleet_targets(fleet, silent_port, timeout="60s"), "--max-threads", "2") as running:
+        hung, healthy = asyncio.run(scenario(running.url))
+        assert list(hung) == [0.0, 0.0]
+        assert healthy == 1.0
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(30) == 0
