@@ -39,8 +39,8 @@ class Exporter:
     telemetry: Telemetry
 
 
-def get_exporter(request: Request) -> Exporter:
-    """The Exporter of the app serving ``request``."""
+async def get_exporter(request: Request) -> Exporter:
+    """The Exporter of the app serving ``request`` (async: FastAPI would run a plain function on a thread)."""
     exporter: Exporter = request.app.state.exporter
     return exporter
 
