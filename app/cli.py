@@ -12,6 +12,7 @@ import uvicorn
 from app import __version__
 from app.config import load_config
 from app.errors import ConfigError
+from app.logs import LOG_FORMATS, configure_logging
 from app.web import DEFAULT_MAX_WORKERS, create_app
 
 log = logging.getLogger("sqlprobe")
@@ -38,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="(default: %(default)s)"
     )
     parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object per line for log pipelines (default: %(default)s)",
+    )
+    parser.add_argument(
         "--max-threads",
         type=int,
         default=DEFAULT_MAX_WORKERS,
@@ -50,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run sqlprobe; the exit status is 1 for an invalid config."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # SQLAlchemy at debug logs every statement and row; sqlprobe's own debug lines are what helps here.
-    logging.getLogger("sqlalchemy").setLevel(max(logging.WARNING, logging.root.level))
+    configure_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.targets, args.queries)
     except ConfigError as error:
@@ -64,7 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sqlprobe: configuration OK: {len(config.targets)} targets, {len(config.query_sets)} query sets")
         return 0
     host, port = args.bind
-    log.info("sqlprobe %s serving %d targets on %s:%d", __version__, len(config.targets), host, port)
+    log.info(
+        "sqlprobe %s serving %d targets on %s:%d",
+        __version__,
+        len(config.targets),
+        host,
+        port,
+        extra={"event": "startup", "version": __version__, "targets": len(config.targets), "bind": f"{host}:{port}"},
+    )
     # uvicorn stops gracefully on SIGTERM, then re-raises it to the handler it found: a no-op one
     # makes that stop exit 0, as a service manager expects.
     signal.signal(signal.SIGTERM, lambda *_: None)

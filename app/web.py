@@ -10,11 +10,12 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException
 
 from app import __version__
 from app.config import Config, Target
+from app.discovery import target_groups
 from app.engines import EngineCache
 from app.exposition import encode, probe_registry
 from app.prober import Prober, ProbeResult
@@ -116,6 +117,20 @@ async def own_metrics(request: Request, exporter: ExporterDep) -> Response:
     return Response(body, media_type=content_type)
 
 
+@router.get("/sd", response_class=JSONResponse)
+async def service_discovery(
+    request: Request,
+    exporter: ExporterDep,
+    query_set: Annotated[str | None, Query(description="Only targets that have this query set.")] = None,
+) -> JSONResponse:
+    """The targets in Prometheus's HTTP service discovery format, one group per target."""
+    if len(request.query_params.getlist("query_set")) > 1:
+        raise BadRequest("give at most one 'query_set' parameter to /sd")
+    if query_set is not None and query_set not in exporter.config.query_sets:
+        raise BadRequest(f"unknown query set {query_set!r}: it is not in {exporter.config.queries_file}")
+    return JSONResponse(target_groups(exporter.config, query_set))
+
+
 @router.get("/", response_class=HTMLResponse)
 async def landing_page(exporter: ExporterDep) -> HTMLResponse:
     """A page listing every target with links to probe it."""
@@ -151,7 +166,8 @@ _LANDING_PAGE = """<!doctype html>
 <body>
 <h1>sqlprobe {version}</h1>
 <p>Prometheus exporter that runs your SQL against a fleet of databases.
-Own metrics: <a href="/metrics">/metrics</a>.</p>
+Own metrics: <a href="/metrics">/metrics</a>.
+Targets for Prometheus's <code>http_sd_configs</code>: <a href="/sd">/sd</a>.</p>
 <h2>Targets ({count})</h2>
 <table>
 <tr><th>target</th><th>query sets</th><th>DSN</th><th></th></tr>
@@ -190,12 +206,18 @@ def _budget(target: Target, scrape_timeout: str | None) -> float:
 def _log_failure(result: ProbeResult) -> None:
     if result.success:
         return
-    by_error: dict[str, list[str]] = {}
+    by_error: dict[tuple[str, str], list[str]] = {}
     for metric, _ in result.metric_results():
         if metric.error is not None:
-            by_error.setdefault(f"{metric.error.reason}: {metric.error}", []).append(metric.metric.key)
-    details = "; ".join(f"{error} (metrics: {', '.join(keys)})" for error, keys in by_error.items())
-    log.info("probe of target %s failed: %s", result.target.name, details)
+            by_error.setdefault((metric.error.reason, str(metric.error)), []).append(metric.metric.key)
+    details = "; ".join(f"{reason}: {error} (metrics: {', '.join(keys)})" for (reason, error), keys in by_error.items())
+    failures = [{"reason": reason, "error": error, "metrics": keys} for (reason, error), keys in by_error.items()]
+    log.info(
+        "probe of target %s failed: %s",
+        result.target.name,
+        details,
+        extra={"event": "probe_failed", "target": result.target.name, "failures": failures},
+    )
 
 
 async def _bad_request(_: Request, error: BadRequest) -> PlainTextResponse:
@@ -206,7 +228,7 @@ async def _http_error(request: Request, error: HTTPException) -> PlainTextRespon
     # Unknown paths and methods get a sentence too, not JSON.
     message = f"{error.detail}: {request.method} {request.url.path}"
     if error.status_code == 404:
-        message += " (sqlprobe serves /probe, /metrics, / and /-/healthy, /-/ready)"
+        message += " (sqlprobe serves /probe, /metrics, /sd, / and /-/healthy, /-/ready)"
     return PlainTextResponse(f"{message}\n", status_code=error.status_code, headers=error.headers)
 
 

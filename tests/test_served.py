@@ -2,21 +2,17 @@
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
-import yaml
 
 from tests.helpers import ITEMS_SET, parse_samples, target, value
-from tests.servers import MariaDB, free_port
+from tests.served import Served, serve
+from tests.servers import MariaDB
 
 SLEEP_SECONDS = 1.0
 PARALLEL_PROBES = 8
@@ -33,52 +29,6 @@ SETS = {
 }
 
 
-@dataclass
-class Served:
-    """A running sqlprobe process and where it listens."""
-
-    process: subprocess.Popen[str]
-    url: str
-    log: Path
-
-
-@contextmanager
-def serve(directory: Path, targets: dict[str, Any], *options: str) -> Iterator[Served]:
-    """`sqlprobe --targets … --queries … --bind … [options]` on a free port, ready to serve; killed after."""
-    (directory / "targets.yml").write_text(yaml.safe_dump({"targets": targets}))
-    (directory / "queries.yml").write_text(yaml.safe_dump({"query_sets": SETS}))
-    port = free_port()
-    log = directory / "sqlprobe.log"
-    command = [
-        str(Path(sys.executable).parent / "sqlprobe"),
-        "--targets", str(directory / "targets.yml"),
-        "--queries", str(directory / "queries.yml"),
-        "--bind", f"127.0.0.1:{port}",
-        "--log-level", "debug",
-        *options,
-    ]  # fmt: skip
-    with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/-/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"sqlprobe did not start:\n{log.read_text()}")
-        time.sleep(0.1)
-    try:
-        yield Served(process, url, log)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 def fleet_targets(fleet: Sequence[MariaDB], silent_port: int, timeout: str = "10s") -> dict[str, Any]:
     """Every fleet server, plus a "hung" target on a port that accepts TCP and never answers."""
     targets = {server.name: target(server.dsn, "items", "sleepy") for server in fleet}
@@ -89,7 +39,7 @@ def fleet_targets(fleet: Sequence[MariaDB], silent_port: int, timeout: str = "10
 @pytest.fixture
 def served(tmp_path: Path, fleet: Sequence[MariaDB], silent_port: int) -> Iterator[Served]:
     """sqlprobe serving the fleet and a hung target, as a user starts it."""
-    with serve(tmp_path, fleet_targets(fleet, silent_port)) as running:
+    with serve(tmp_path, fleet_targets(fleet, silent_port), SETS) as running:
         yield running
 
 
@@ -182,7 +132,7 @@ def test_hung_targets_hold_a_thread_only_until_their_deadline(
             hung = await asyncio.gather(probe_success("hung", "items"), probe_success("hung", "items"))
             return hung, await probe_success(fleet[0].name, "items")
 
-    with serve(tmp_path, fleet_targets(fleet, silent_port, timeout="60s"), "--max-threads", "2") as running:
+    with serve(tmp_path, fleet_targets(fleet, silent_port, timeout="60s"), SETS, "--max-threads", "2") as running:
         hung, healthy = asyncio.run(scenario(running.url))
         assert list(hung) == [0.0, 0.0]
         assert healthy == 1.0

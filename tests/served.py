@@ -1,0 +1,65 @@
+"""sqlprobe started as a user starts it: its own process, real configs, a free port."""
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+import yaml
+
+from tests.servers import free_port
+
+
+@dataclass
+class Served:
+    """A running sqlprobe process and where it listens."""
+
+    process: subprocess.Popen[str]
+    url: str
+    log: Path
+
+
+@contextmanager
+def serve(
+    directory: Path, targets: Mapping[str, Any], query_sets: Mapping[str, Any], *options: str
+) -> Iterator[Served]:
+    """`sqlprobe --targets … --queries … --bind … [options]` on a free port, ready to serve; killed after."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "targets.yml").write_text(yaml.safe_dump({"targets": dict(targets)}))
+    (directory / "queries.yml").write_text(yaml.safe_dump({"query_sets": dict(query_sets)}))
+    port = free_port()
+    log = directory / "sqlprobe.log"
+    command = [
+        str(Path(sys.executable).parent / "sqlprobe"),
+        "--targets", str(directory / "targets.yml"),
+        "--queries", str(directory / "queries.yml"),
+        "--bind", f"127.0.0.1:{port}",
+        "--log-level", "debug",
+        *options,
+    ]  # fmt: skip
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/-/ready").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"sqlprobe did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+    try:
+        yield Served(process, url, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -1,0 +1,64 @@
+"""--log-format json: one JSON object per line, with the event's target and metric names."""
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+
+from tests.helpers import metric, target
+from tests.served import serve
+
+SETS = {
+    "basic": {
+        "answer": metric("select 42 as n", "n"),
+        "rows": metric("select 1 as n", "n"),
+    }
+}
+PASSWORD = "pw-unique-4b1d2c"
+
+
+def _events(text: str) -> list[dict[str, Any]]:
+    """Every line of the log as JSON (fails on a line that is not)."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_json_logs_carry_startup_and_each_probe_failure_with_target_and_metrics(
+    tmp_path: Path, closed_port: int
+) -> None:
+    targets = {
+        "fine": target("sqlite://", "basic"),
+        "dead": target(f"mysql+pymysql://exporter:{PASSWORD}@127.0.0.1:{closed_port}/", "basic"),
+    }
+    with serve(tmp_path, targets, SETS, "--log-format", "json") as running:
+        for name in ("fine", "dead", "dead"):
+            assert httpx.get(f"{running.url}/probe", params={"target": name}).status_code == 200
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(30) == 0
+    text = running.log.read_text()
+    events = _events(text)
+    assert all({"time", "level", "logger", "message"} <= event.keys() for event in events)
+    (startup,) = [event for event in events if event.get("event") == "startup"]
+    assert (startup["targets"], startup["bind"]) == (2, running.url.removeprefix("http://"))
+    failures = [event for event in events if event.get("event") == "probe_failed"]
+    assert [event["target"] for event in failures] == ["dead", "dead"]
+    for event in failures:
+        (failure,) = event["failures"]
+        assert failure["reason"] == "connect"
+        assert failure["metrics"] == ["answer", "rows"]
+        assert "Connection refused" in failure["error"]
+    assert PASSWORD not in text
+
+
+def test_text_logs_say_the_same_in_one_line_per_probe_failure(tmp_path: Path, closed_port: int) -> None:
+    targets = {"dead": target(f"mysql+pymysql://exporter:{PASSWORD}@127.0.0.1:{closed_port}/", "basic")}
+    with serve(tmp_path, targets, SETS) as running:
+        httpx.get(f"{running.url}/probe", params={"target": "dead"})
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(30) == 0
+    lines = [line for line in running.log.read_text().splitlines() if "probe of target dead failed" in line]
+    assert len(lines) == 1
+    assert " INFO app.web: probe of target dead failed: connect: " in lines[0]
+    assert lines[0].endswith("(metrics: answer, rows)")
+    assert PASSWORD not in running.log.read_text()
