@@ -61,9 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.targets, args.queries)
     except ConfigError as error:
-        print(f"sqlprobe: the configuration has {len(error.problems)} problem(s):", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
+        problems = [str(problem) for problem in error.problems]
+        if args.check_config:
+            print(f"sqlprobe: the configuration has {len(problems)} problem(s):", file=sys.stderr)
+            print("\n".join(f"  {problem}" for problem in problems), file=sys.stderr)
+        else:
+            log.error(
+                "the configuration has %d problem(s):\n  %s",
+                len(problems),
+                "\n  ".join(problems),
+                extra={"event": "config_invalid", "problems": problems},
+            )
         return 1
     if args.check_config:
         print(f"sqlprobe: configuration OK: {len(config.targets)} targets, {len(config.query_sets)} query sets")

@@ -2,6 +2,8 @@
 
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +64,31 @@ def test_text_logs_say_the_same_in_one_line_per_probe_failure(tmp_path: Path, cl
     assert " INFO app.web: probe of target dead failed: connect: " in lines[0]
     assert lines[0].endswith("(metrics: answer, rows)")
     assert PASSWORD not in running.log.read_text()
+
+
+def test_json_logs_list_every_config_problem_when_sqlprobe_cannot_start(tmp_path: Path) -> None:
+    (tmp_path / "targets.yml").write_text(
+        "targets:\n  one:\n    dsn: sqlite://\n    query_sets: [basic]\n    timeout: soon\n    colour: red\n"
+    )
+    (tmp_path / "queries.yml").write_text(
+        "query_sets:\n  basic:\n    up: {query: select 1 as n, type: gauge, description: d, value: n}\n"
+    )
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "sqlprobe"),
+            "--targets", str(tmp_path / "targets.yml"),
+            "--queries", str(tmp_path / "queries.yml"),
+            "--log-format", "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    (event,) = _events(result.stderr)
+    assert (event["event"], event["level"]) == ("config_invalid", "error")
+    assert event["problems"] == [
+        f"{tmp_path / 'targets.yml'}:5: targets.one.timeout: 'soon' is not a duration such as 500ms, 10s or 1m",
+        f"{tmp_path / 'targets.yml'}:6: targets.one.colour: unknown key",
+    ]
