@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.config import Metric, Query, Target
-from app.engines import EngineCache, Interrupt, bound_reads, connect_deadline, interrupter_for
+from app.engines import EngineCache, Interrupt, checkout_deadline, interrupter_for
 from app.errors import ColumnMissing, ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class _Run:
             raise _Abandoned
         engine = self._engines.get(self._target)
         try:
-            with connect_deadline(self._deadline):
+            with checkout_deadline(self._deadline):
                 connection = engine.connect().execution_options(no_parameters=True)
         except DBAPIError as error:
             raise ConnectFailed(_scrub(str(error.orig), self._target)) from None
@@ -188,7 +188,6 @@ class _Run:
             raise ConnectFailed("no free connection in the target's pool (too many probes of it at once)") from None
         except SQLAlchemyError as error:
             raise ConnectFailed(_scrub(str(error), self._target)) from None
-        bound_reads(connection, self._deadline)
         return connection
 
     def _run_query(self, connection: Connection, query: Query) -> QueryResult:

@@ -209,7 +209,9 @@ def _log_failure(result: ProbeResult) -> None:
     by_error: dict[tuple[str, str], list[str]] = {}
     for metric, _ in result.metric_results():
         if metric.error is not None:
-            by_error.setdefault((metric.error.reason, str(metric.error)), []).append(metric.metric.key)
+            # One line per event: drivers' messages may span several (psycopg adds hints).
+            message = " ".join(str(metric.error).split())
+            by_error.setdefault((metric.error.reason, message), []).append(metric.metric.key)
     details = "; ".join(f"{reason}: {error} (metrics: {', '.join(keys)})" for (reason, error), keys in by_error.items())
     failures = [{"reason": reason, "error": error, "metrics": keys} for (reason, error), keys in by_error.items()]
     log.info(

@@ -1,4 +1,4 @@
-"""Fixtures: real MariaDB servers (session-wide), dead endpoints, and apps built from written configs."""
+"""Fixtures: real MariaDB and PostgreSQL servers (session-wide), dead endpoints, and apps built from written configs."""
 
 import os
 import shutil
@@ -7,6 +7,7 @@ from typing import NoReturn
 
 import pytest
 
+from tests.postgres import PostgreSQL, postgres_binaries, throwaway_postgres
 from tests.servers import MariaDB, free_port, mariadb_binaries, mariadb_fleet, silent_listener
 
 
@@ -24,6 +25,16 @@ def fleet(mariadb_paths: tuple[str, str]) -> Iterator[Sequence[MariaDB]]:
     """Two throwaway MariaDB servers with the test schema, data differing between them."""
     with mariadb_fleet(2, mariadb_paths) as servers:
         yield servers
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgreSQL]:
+    """A throwaway PostgreSQL server with the test schema; without PostgreSQL this fails under CI and skips elsewhere."""
+    binaries = postgres_binaries()
+    if binaries is None:
+        missing("PostgreSQL is not installed (no postgres / initdb): apt-get install postgresql")
+    with throwaway_postgres(binaries) as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Small helpers the tests share: writing configs, building apps, reading exposition text."""
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +101,13 @@ def parse_samples(text: str) -> Samples:
 def value(samples: Samples, name: str, **labels: str) -> float:
     """The one sample ``name{labels}``."""
     return samples[name][tuple(sorted(labels.items()))]
+
+
+def wait_until(condition: Callable[[], object], seconds: float) -> bool:
+    """Poll ``condition`` until it is true or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False

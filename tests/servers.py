@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,7 @@ class MariaDB:
     root: Path
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: "pw-" + secrets.token_hex(12))
+    options: Sequence[str] = ()  # more mariadbd options, after (so overriding) the defaults
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,27 +85,19 @@ class MariaDB:
                 "--innodb-buffer-pool-size=16M",
                 "--innodb-log-file-size=8M",
                 "--performance-schema=OFF",
+                *self.options,
                 *self._user_option(),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.root_connection().close()
-                return
-            except pymysql.err.OperationalError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    log = (self.root / "error.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"mariadbd {self.name} did not start:\n{log}") from None
-                time.sleep(0.1)
+        await_server(
+            f"mariadbd {self.name}", self.process, lambda: self.root_connection().close(), self.root / "error.log"
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the server (SIGKILL to simulate a crash) and wait for it to exit."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(60)
+        stop_process(self.process, sig)
         self.process = None
 
     def root_connection(self) -> Any:
@@ -135,6 +128,23 @@ class MariaDB:
         """Rows of ``sql`` run as root."""
         return _rows(self.root_connection(), sql)
 
+    def replica_status(self) -> dict[str, Any]:
+        """The row of SHOW SLAVE STATUS by column name, as root; empty when replication is not configured."""
+        with self.root_connection() as connection, connection.cursor(pymysql.cursors.DictCursor) as cursor:
+            cursor.execute("show slave status")
+            row: dict[str, Any] | None = cursor.fetchone()
+            return row or {}
+
+    def wait_until_replicating(self, timeout: float = 30) -> None:
+        """Wait until both replication threads run (SHOW SLAVE STATUS says Yes twice)."""
+        deadline = time.monotonic() + timeout
+        while (status := self.replica_status()).get("Slave_IO_Running") != "Yes" or (
+            status["Slave_SQL_Running"] != "Yes"
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replication on {self.name} does not run: {status}")
+            time.sleep(0.05)
+
     def exporter_sessions(self) -> list[tuple[int, str, str | None]]:
         """(id, command, info) of every session of the exporter user on this server."""
         return [
@@ -148,6 +158,27 @@ class MariaDB:
     def _user_option() -> list[str]:
         # mariadbd refuses to run as root unless told to; CI machines run the tests as root.
         return ["--user=root"] if os.geteuid() == 0 else []
+
+
+def await_server(name: str, process: subprocess.Popen[bytes], connect: Callable[[], None], log: Path) -> None:
+    """Wait until ``connect`` succeeds; fail with the end of the server's ``log`` if it exits or takes a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            connect()
+            return
+        except Exception:  # noqa: BLE001 - each driver refuses in its own way while the server starts
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} did not start:\n{tail}") from None
+            time.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, sig: int) -> None:
+    """Send ``sig`` to a server still running and wait for it to exit."""
+    if process is not None and process.poll() is None:
+        process.send_signal(sig)
+        process.wait(60)
 
 
 def _rows(connection: Any, sql: str) -> list[tuple[Any, ...]]:
@@ -194,6 +225,39 @@ def mariadb_fleet(count: int, binaries: tuple[str, str]) -> Iterator[Sequence[Ma
             yield servers
         finally:
             for server in servers:
+                server.stop()
+
+
+@contextmanager
+def replication_pair(binaries: tuple[str, str]) -> Iterator[tuple[MariaDB, MariaDB]]:
+    """A primary with a binary log and a replica replicating from it by GTID, both with the test schema."""
+    server_binary, installer = binaries
+    with tempfile.TemporaryDirectory(prefix="sqlprobe-replication-") as tmp:
+        primary = MariaDB(
+            "primary", Path(tmp) / "primary", options=[f"--log-bin={Path(tmp) / 'primary' / 'binlog'}", "--server-id=1"]
+        )
+        replica = MariaDB("replica", Path(tmp) / "replica", options=["--server-id=2"])
+        try:
+            for server in (primary, replica):
+                server.install(installer)
+                server.start(server_binary)
+                setup_schema(server, scale=1)
+            primary.execute(
+                f"create user 'replication'@'127.0.0.1' identified by '{primary.password}'",
+                "grant replication slave on *.* to 'replication'@'127.0.0.1'",
+            )
+            # Each server has its own exporter user and schema: replicate only what the primary does from now on.
+            ((position,),) = primary.root_query("select @@gtid_binlog_pos")
+            replica.execute(
+                f"set global gtid_slave_pos = '{position}'",
+                f"change master to master_host = '127.0.0.1', master_port = {primary.port}, "
+                f"master_user = 'replication', master_password = '{primary.password}', master_use_gtid = slave_pos",
+                "start slave",
+            )
+            replica.wait_until_replicating()
+            yield primary, replica
+        finally:
+            for server in (replica, primary):
                 server.stop()
 
 

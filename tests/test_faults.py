@@ -4,12 +4,12 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ITEMS_SET, client_for, metric, parse_samples, target, value, write_config
+from tests.helpers import ITEMS_SET, client_for, metric, parse_samples, target, value, wait_until, write_config
 from tests.servers import MariaDB, mariadb_binaries
 
 SLOW_SET = {
@@ -32,16 +32,6 @@ SLOW_SET = {
         "value": "two",
     },
 }
-
-
-def wait_until(condition: Callable[[], object], seconds: float) -> bool:
-    """Poll ``condition`` until it is true or ``seconds`` pass."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_refused_connection_gives_probe_success_0_with_http_200(tmp_path: Path, closed_port: int) -> None:
