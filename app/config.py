@@ -319,6 +319,15 @@ def _target_metrics(
                 message = f"metric {clash!r} of query set {set_name!r} is also defined by {owners[clash]!r}"
                 problems.append(doc.problem(where, message))
                 ok = False
+            shadowed = next((label for label in metric.labels if label in spec.labels), None)
+            if shadowed is not None:
+                # /sd makes the target's labels target labels: Prometheus would rename the sample's to exported_*.
+                message = (
+                    f"label {shadowed!r} of metric {metric.key!r} (query set {set_name!r}) "
+                    "is also one of the target's labels"
+                )
+                problems.append(doc.problem(where, message))
+                ok = False
             metrics.append(metric)
     return tuple(metrics) if ok else None
 

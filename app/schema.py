@@ -25,9 +25,15 @@ def _parse_duration(value: object) -> object:
     return value
 
 
+# Prometheus sets these on every series it scrapes: a sample's own would be renamed exported_job/exported_instance.
+TARGET_LABELS = frozenset({"job", "instance"})
+
+
 def _reject_reserved_label(name: str) -> str:
     if name.startswith("__"):
         raise ValueError(f"label name {name!r} is reserved (names starting with __ belong to Prometheus)")
+    if name in TARGET_LABELS:
+        raise ValueError(f"label name {name!r} is reserved (Prometheus sets job and instance on every scraped series)")
     return name
 
 
