@@ -10,10 +10,11 @@ from pathlib import Path
 import uvicorn
 
 from app import __version__
-from app.config import load_config
-from app.errors import ConfigError
+from app.config import Config, load_config
+from app.errors import ConfigError, ConfigProblem
 from app.logs import LOG_FORMATS, configure_logging
 from app.web import DEFAULT_MAX_WORKERS, create_app
+from app.webconfig import WebConfig, load_web_config, uvicorn_tls
 
 log = logging.getLogger("sqlprobe")
 
@@ -50,8 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_WORKERS,
         help="threads running database work, shared by all probes (default: %(default)s)",
     )
+    parser.add_argument(
+        "--web-config",
+        type=Path,
+        help="TLS and basic auth of sqlprobe's own HTTP, in the exporter toolkit's web.config.yml format",
+    )
     parser.add_argument("--version", action="version", version=f"sqlprobe {__version__}")
     return parser
+
+
+def load_configs(args: argparse.Namespace) -> tuple[Config, WebConfig | None]:
+    """Targets and queries, and the web config if given; a ConfigError lists the problems of every file."""
+    problems: list[ConfigProblem] = []
+    web_config = None
+    if args.web_config is not None:
+        try:
+            web_config = load_web_config(args.web_config)
+        except ConfigError as error:
+            problems.extend(error.problems)
+    try:
+        config = load_config(args.targets, args.queries)
+    except ConfigError as error:
+        raise ConfigError([*error.problems, *problems]) from None
+    if problems:
+        raise ConfigError(problems)
+    return config, web_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:
-        config = load_config(args.targets, args.queries)
+        config, web_config = load_configs(args)
     except ConfigError as error:
         problems = [str(problem) for problem in error.problems]
         if args.check_config:
@@ -89,11 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # makes that stop exit 0, as a service manager expects.
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
-        create_app(config, max_workers=args.max_threads),
+        create_app(config, max_workers=args.max_threads, reload_on_sighup=True, web_config=web_config),
         host=host,
         port=port,
         log_config=None,
         log_level=args.log_level,
         access_log=args.log_level == "debug",
+        **uvicorn_tls(web_config),
     )
     return 0

@@ -1,7 +1,9 @@
 """Load targets.yml and queries.yml into one frozen Config, with every cross-file check in one place."""
 
+import hashlib
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from app.errors import ConfigError, ConfigProblem
-from app.schema import MetricSpec, QueriesFile, TargetsFile, TargetSpec
+from app.schema import MetricSpec, QueriesFile, TargetsFile, TargetSpec, TLSSpec
 from app.yamlfile import KeyPath, YamlDocument, load_yaml
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -40,6 +42,7 @@ class Metric:
     labels: tuple[str, ...]
     value: str
     query_set: str
+    max_rows: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,18 @@ class Query:
 
 
 @dataclass(frozen=True, slots=True)
+class TLS:
+    """A target's TLS settings, with absolute paths of files that were readable when the config was loaded."""
+
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+    verify_identity: bool
+    # Of the files' contents: a reload after a certificate was renewed sees other settings, so new engines.
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """One probe target with its engine settings and its de-duplicated queries."""
 
@@ -59,6 +74,8 @@ class Target:
     query_sets: tuple[str, ...]
     labels: Mapping[str, str]
     timeout: float
+    tls: TLS | None
+    read_only: bool
     queries: tuple[Query, ...]
     metrics: tuple[Metric, ...]
 
@@ -207,6 +224,7 @@ def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -
         labels=spec.labels,
         value=spec.value,
         query_set=set_name,
+        max_rows=spec.max_rows,
     )
 
 
@@ -234,14 +252,20 @@ def _compile_targets(
         if spec is None:
             continue
         url = _resolve_dsn(spec.dsn, doc, locate(("dsn",)), environ, problems)
+        if url is not None and spec.password_file is not None:
+            url = _with_password_file(url, spec.password_file, doc, locate, problems)
+        tls = None if spec.tls is None else _load_tls(spec.tls, doc, locate, problems)
+        tls_usable = spec.tls is None or tls is not None
         metrics = _target_metrics(spec, doc, locate, query_sets, queries_path, problems)
-        if url is not None and metrics is not None:
+        if url is not None and tls_usable and metrics is not None:
             targets[name] = Target(
                 name=name,
                 url=url,
                 query_sets=spec.query_sets,
                 labels=MappingProxyType(dict(spec.labels)),
                 timeout=spec.timeout,
+                tls=tls,
+                read_only=spec.read_only,
                 queries=_group_by_sql(metrics),
                 metrics=metrics,
             )
@@ -273,6 +297,69 @@ def _resolve_dsn(
         )
         return None
     return url
+
+
+def _with_password_file(
+    url: URL, name: str, doc: YamlDocument, locate: Callable[[KeyPath], KeyPath], problems: list[ConfigProblem]
+) -> URL | None:
+    """``url`` with the password read from ``name`` (relative to the targets file), or None after a problem."""
+    if url.password is not None:
+        problems.append(doc.problem(locate(("password_file",)), "the dsn has a password too: give only one"))
+        return None
+    path = Path(doc.file).absolute().parent / name
+    try:
+        # The file's last line break is not part of the password (echo and editors add one).
+        password = path.read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+        problems.append(doc.problem(locate(("password_file",)), f"cannot read {str(path)!r}: {reason}"))
+        return None
+    return url.set(password=password)
+
+
+def _load_tls(
+    spec: TLSSpec, doc: YamlDocument, locate: Callable[[KeyPath], KeyPath], problems: list[ConfigProblem]
+) -> TLS | None:
+    """The TLS settings, paths made absolute from the targets file's directory; None if a file is unusable."""
+    base = Path(doc.file).absolute().parent
+    paths = {key: base / name for key in ("ca", "cert", "key") if (name := getattr(spec, key)) is not None}
+    fingerprint = hashlib.sha256()
+    count = len(problems)
+    for key, path in paths.items():
+        try:
+            fingerprint.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError as error:
+            problems.append(doc.problem(locate(("tls", key)), f"cannot read {path}: {error.strerror or error}"))
+    if len(problems) > count:
+        return None
+    tls = TLS(paths.get("ca"), paths.get("cert"), paths.get("key"), spec.verify_identity, fingerprint.hexdigest())
+    return tls if _tls_files_load(tls, doc, locate, problems) else None
+
+
+def _tls_files_load(
+    tls: TLS, doc: YamlDocument, locate: Callable[[KeyPath], KeyPath], problems: list[ConfigProblem]
+) -> bool:
+    """Report a CA file, or a certificate and key, that OpenSSL cannot load; True when all load."""
+    count = len(problems)
+    # A throwaway context, only to find bad files now rather than at every probe.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if tls.ca is not None:
+            context.load_verify_locations(cafile=tls.ca)
+    except ssl.SSLError as error:
+        problems.append(doc.problem(locate(("tls", "ca")), f"{tls.ca} holds no PEM certificate{_reason(error)}"))
+    try:
+        if tls.cert is not None:
+            context.load_cert_chain(tls.cert, tls.key)
+    except ssl.SSLError as error:
+        message = f"{tls.cert} and {tls.key} are not a PEM certificate and its private key{_reason(error)}"
+        problems.append(doc.problem(locate(("tls", "cert")), message))
+    return len(problems) == count
+
+
+def _reason(error: ssl.SSLError) -> str:
+    # OpenSSL's short reason, when it gives one; its full text carries source line numbers.
+    return f" ({error.reason})" if error.reason else ""
 
 
 def _substitute(dsn: str, environ: Mapping[str, str]) -> str:

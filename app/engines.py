@@ -2,11 +2,13 @@
 
 import logging
 import math
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -16,7 +18,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
-from app.config import Target
+from app.config import TLS, Target
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ def create_target_engine(target: Target) -> Engine:
         "connect_args": dialect.connect_args(target),
     }
     engine = create_engine(url, **options)
+    _connect_args[engine] = options["connect_args"]
 
     # The probe's deadline, not the target's timeout: a silent host must not hold a worker thread past it.
     @event.listens_for(engine, "do_connect")
@@ -74,6 +77,39 @@ def create_target_engine(target: Target) -> Engine:
             dialect.bound_checkout(dbapi_connection, seconds)
 
     return engine
+
+
+# What each engine passes to the driver's connect() besides its URL; the connection that stops a query needs it too.
+_connect_args: "weakref.WeakKeyDictionary[Engine, Mapping[str, Any]]" = weakref.WeakKeyDictionary()
+
+
+def connect_args_of(engine: Engine) -> Mapping[str, Any]:
+    """The arguments ``engine`` passes to the driver's connect() besides its URL's (TLS, timeouts); may be empty."""
+    return _connect_args.get(engine, {})
+
+
+# One SSLContext per distinct TLS setting, for as long as an engine holds it: each costs hundreds of KiB.
+_tls_contexts: "weakref.WeakValueDictionary[TLS, ssl.SSLContext]" = weakref.WeakValueDictionary()
+_tls_contexts_lock = threading.Lock()
+
+
+def tls_context(tls: TLS) -> ssl.SSLContext:
+    """The SSLContext of these settings, shared by every connection of every engine (PyMySQL would build one each)."""
+    with _tls_contexts_lock:
+        context = _tls_contexts.get(tls)
+        if context is None:
+            context = _tls_contexts[tls] = _new_tls_context(tls)
+        return context
+
+
+def _new_tls_context(tls: TLS) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=tls.ca)
+    context.check_hostname = tls.verify_identity  # the chain is verified either way
+    # As PyMySQL does: the certificates MySQL and MariaDB generate fail Python 3.13's strict X.509 checks.
+    context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    if tls.cert is not None:
+        context.load_cert_chain(tls.cert, tls.key)
+    return context
 
 
 _deadline = threading.local()
@@ -118,7 +154,11 @@ def _mysql_timeouts(seconds: float) -> dict[str, float]:
 
 
 def _mysql_connect_args(target: Target) -> dict[str, Any]:
-    return _mysql_timeouts(target.timeout)
+    # Without tls PyMySQL keeps its own default: TLS when the server offers it, unverified.
+    tls = {} if target.tls is None else {"ssl": tls_context(target.tls)}
+    # Every statement of the session runs in a read-only transaction: a DELETE in queries.yml fails.
+    read_only = {"init_command": "SET SESSION TRANSACTION READ ONLY"} if target.read_only else {}
+    return _mysql_timeouts(target.timeout) | tls | read_only
 
 
 def _bound_mysql_connect(cparams: dict[str, Any], seconds: float) -> None:
@@ -139,7 +179,9 @@ def _mysql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
 def _kill_mysql_query(engine: Engine, session_id: int) -> None:
     # A separate, unpooled connection: the target's pool may be exhausted by the very query we stop.
     cargs, cparams = engine.dialect.create_connect_args(engine.url)
-    connection = engine.dialect.connect(*cargs, **{**cparams, **_mysql_timeouts(CANCEL_TIMEOUT)})
+    connection = engine.dialect.connect(
+        *cargs, **{**cparams, **connect_args_of(engine), **_mysql_timeouts(CANCEL_TIMEOUT)}
+    )
     try:
         connection.cursor().execute(f"KILL QUERY {int(session_id)}")
     finally:
@@ -153,7 +195,16 @@ def _libpq_seconds(seconds: float) -> int:
 def _postgresql_connect_args(target: Target) -> dict[str, Any]:
     # Appended to the DSN's own options, so that read-only has the last word.
     options = f"{target.url.query.get('options', '')} -c default_transaction_read_only=on".strip()
-    return {"connect_timeout": _libpq_seconds(target.timeout), "options": options}
+    read_only = {"options": options} if target.read_only else {}
+    tls = {} if target.tls is None else _libpq_tls(target.tls)
+    return {"connect_timeout": _libpq_seconds(target.timeout)} | read_only | tls
+
+
+def _libpq_tls(tls: TLS) -> dict[str, str]:
+    # Without a ca, the system's trust store (libpq refuses that with verify-ca, and says so at connect).
+    parameters = {"sslmode": "verify-full" if tls.verify_identity else "verify-ca", "sslrootcert": "system"}
+    files = {"sslrootcert": tls.ca, "sslcert": tls.cert, "sslkey": tls.key}
+    return parameters | {name: str(path) for name, path in files.items() if path is not None}
 
 
 def _bound_postgresql_connect(cparams: dict[str, Any], seconds: float) -> None:
@@ -190,29 +241,85 @@ def _dialect_of(url: URL) -> _Dialect | None:
     return None
 
 
+@dataclass(slots=True)
+class _Cached:
+    """An engine, what it was built from, and how many probes use it right now."""
+
+    engine: Engine
+    settings: Target
+    leases: int = 0
+    retired: bool = False
+
+
+def _engine_settings(target: Target) -> Target:
+    """``target`` without what does not shape its engine: targets equal in this share an engine across reloads."""
+    return replace(target, query_sets=(), labels={}, queries=(), metrics=())
+
+
 class EngineCache:
-    """Engines keyed by target name, created on first use and reused after."""
+    """Engines keyed by target name, created on first use and reused after; replaced when a reload changes them."""
 
     def __init__(self) -> None:
-        self._engines: dict[str, Engine] = {}
+        self._cached: dict[str, _Cached] = {}
+        self._retired: list[_Cached] = []
         self._lock = threading.Lock()
 
-    def get(self, target: Target) -> Engine:
-        """The engine of ``target``, created if this is its first probe."""
-        engine = self._engines.get(target.name)
-        if engine is None:
+    @contextmanager
+    def lease(self, target: Target) -> Iterator[Engine]:
+        """The engine of ``target`` for one probe; an engine retired meanwhile is disposed when its last probe ends."""
+        settings = _engine_settings(target)
+        idle = None
+        with self._lock:
+            cached = self._cached.get(target.name)
+            if cached is None or cached.settings != settings:
+                # First probe, or a probe on a reloaded config that changed this target's connection.
+                if cached is not None:
+                    idle = self._retire(target.name)
+                cached = self._cached[target.name] = _Cached(create_target_engine(target), settings)
+            cached.leases += 1
+        if idle is not None:
+            idle.engine.dispose()
+        try:
+            yield cached.engine
+        finally:
             with self._lock:
-                engine = self._engines.get(target.name)
-                if engine is None:
-                    engine = self._engines[target.name] = create_target_engine(target)
-        return engine
+                cached.leases -= 1
+                done = cached.retired and cached.leases == 0
+                if done:
+                    self._retired.remove(cached)
+            if done:
+                cached.engine.dispose()
+
+    def retain(self, targets: Mapping[str, Target]) -> list[str]:
+        """Retire the engines of targets gone from ``targets`` or changed in it; return their names."""
+        with self._lock:
+            stale = [
+                name
+                for name, cached in self._cached.items()
+                if name not in targets or cached.settings != _engine_settings(targets[name])
+            ]
+            idle = [self._retire(name) for name in stale]
+        for cached in idle:
+            if cached is not None:
+                cached.engine.dispose()
+        return stale
+
+    def _retire(self, name: str) -> _Cached | None:
+        """Forget ``name``'s engine; return it if no probe uses it (to dispose), else dispose at its last lease."""
+        cached = self._cached.pop(name)
+        if cached.leases == 0:
+            return cached
+        cached.retired = True
+        self._retired.append(cached)
+        return None
 
     def __len__(self) -> int:
-        return len(self._engines)
+        return len(self._cached)
 
     def dispose_all(self) -> None:
         """Close every pooled connection and forget the engines."""
         with self._lock:
-            engines, self._engines = self._engines, {}
-        for engine in engines.values():
+            engines = [cached.engine for cached in [*self._cached.values(), *self._retired]]
+            self._cached, self._retired = {}, []
+        for engine in engines:
             engine.dispose()

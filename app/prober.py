@@ -13,7 +13,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -126,7 +126,8 @@ class _Run:
     def execute(self) -> None:
         """Run every query, in order, on as few connections as possible; called in a worker thread, never raises."""
         try:
-            self._execute()
+            with self._engines.lease(self._target) as engine:
+                self._execute(engine)
         except ProbeError as error:
             self._fail_rest(error)
         except Exception as error:  # noqa: BLE001 - a bug must cost one probe, not the scrape or the worker
@@ -141,7 +142,7 @@ class _Run:
             )
             self._fail_rest(ProbeError(f"internal error ({type(error).__name__}), see sqlprobe's log"))
 
-    def _execute(self) -> None:
+    def _execute(self, engine: Engine) -> None:
         connection: Connection | None = None
         first_on_checkout = False
         try:
@@ -151,7 +152,7 @@ class _Run:
                     if connection is not None:
                         connection.close()
                         connection = None
-                    connection = self._checkout()
+                    connection = self._checkout(engine)
                     first_on_checkout = True
                 result = self._run_query(connection, query)
                 if first_on_checkout and connection.invalidated and not self._abandoned:
@@ -159,7 +160,7 @@ class _Run:
                     # wait_timeout, session killed): the same statement on a fresh one answers for it.
                     connection.close()
                     connection = None
-                    connection = self._checkout()
+                    connection = self._checkout(engine)
                     result = self._run_query(connection, query)
                 first_on_checkout = False
                 with self._lock:
@@ -175,10 +176,9 @@ class _Run:
             if connection is not None:
                 connection.close()
 
-    def _checkout(self) -> Connection:
+    def _checkout(self, engine: Engine) -> Connection:
         if self._abandoned:
             raise _Abandoned
-        engine = self._engines.get(self._target)
         try:
             with checkout_deadline(self._deadline):
                 connection = engine.connect().execution_options(no_parameters=True)
@@ -266,6 +266,9 @@ def _metric_result(metric: Metric, columns: Sequence[str], rows: Sequence[Sequen
     samples: dict[LabelValues, float] = {}
     skipped: Counter[str] = Counter()
     for row in rows:
+        if len(samples) == metric.max_rows:
+            skipped["max_rows"] += 1
+            continue
         value = _number(row[value_at])
         if isinstance(value, str):
             skipped[value] += 1

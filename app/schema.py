@@ -3,7 +3,7 @@
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -43,6 +43,11 @@ LabelName = Annotated[str, Field(pattern=LABEL_NAME_PATTERN), BeforeValidator(_r
 Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, le=3600)]
 
 
+# Series one metric may give per probe: a query that suddenly returns a row per session or per table
+# must not flood Prometheus. Rows beyond it are counted as skipped (reason max_rows).
+DEFAULT_MAX_ROWS = 1000
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
@@ -55,6 +60,7 @@ class MetricSpec(_Strict):
     description: Annotated[str, Field(min_length=1)]
     labels: tuple[LabelName, ...] = ()
     value: Annotated[str, Field(min_length=1)]
+    max_rows: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = DEFAULT_MAX_ROWS
 
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> "MetricSpec":
@@ -74,6 +80,21 @@ class QueriesFile(_Strict):
     query_sets: dict[Name, dict[MetricName, MetricSpec]]
 
 
+class TLSSpec(_Strict):
+    """TLS to the database server: the CA that signed its certificate, a client certificate, a name check."""
+
+    ca: Annotated[str, Field(min_length=1)] | None = None
+    cert: Annotated[str, Field(min_length=1)] | None = None
+    key: Annotated[str, Field(min_length=1)] | None = None
+    verify_identity: bool = True
+
+    @model_validator(mode="after")
+    def _cert_and_key_go_together(self) -> "TLSSpec":
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together: set both or neither")
+        return self
+
+
 class TargetDefaults(_Strict):
     """Keys applied to every target that does not set them itself."""
 
@@ -81,6 +102,9 @@ class TargetDefaults(_Strict):
     query_sets: tuple[Name, ...] | None = None
     labels: dict[LabelName, str] | None = None
     timeout: Seconds | None = None
+    tls: TLSSpec | None = None
+    password_file: Annotated[str, Field(min_length=1)] | None = None
+    read_only: StrictBool | None = None
 
 
 class TargetSpec(_Strict):
@@ -90,6 +114,9 @@ class TargetSpec(_Strict):
     query_sets: Annotated[tuple[Name, ...], Field(min_length=1)]
     labels: dict[LabelName, str] = {}
     timeout: Seconds = 10.0
+    tls: TLSSpec | None = None
+    password_file: Annotated[str, Field(min_length=1)] | None = None
+    read_only: StrictBool = True
 
 
 class TargetsFile(_Strict):

@@ -42,12 +42,33 @@ class Telemetry:
             buckets=PROBE_DURATION_BUCKETS,
             registry=self.registry,
         )
+        self._reload_successful = Gauge(
+            "sqlprobe_config_last_reload_successful",
+            "Whether the last reload of the config succeeded (1) or the previous config still serves (0).",
+            registry=self.registry,
+        )
+        self._reload_timestamp = Gauge(
+            "sqlprobe_config_last_reload_success_timestamp_seconds",
+            "When the config now served was loaded, in seconds since the epoch.",
+            registry=self.registry,
+        )
+        self.config_loaded(changed=True)
         self._query_errors = Counter(
             "sqlprobe_query_errors",
             "Metric failures and skipped rows, by target, metric and reason.",
             ["target", "metric", "reason"],
             registry=self.registry,
         )
+
+    def config_loaded(self, *, changed: bool) -> None:
+        """A config was loaded (at start or by a reload); a reload that found nothing new keeps the timestamp."""
+        self._reload_successful.set(1)
+        if changed:
+            self._reload_timestamp.set_to_current_time()
+
+    def config_rejected(self) -> None:
+        """A reload failed: the previous config keeps serving."""
+        self._reload_successful.set(0)
 
     def observe(self, result: ProbeResult) -> None:
         """Account for one finished probe."""

@@ -1,10 +1,12 @@
 """The HTTP face of sqlprobe: thin handlers over the prober, the config and the telemetry."""
 
+import asyncio
+import contextlib
 import html
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -14,13 +16,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.exceptions import HTTPException
 
 from app import __version__
+from app.basicauth import BasicAuth
 from app.config import Config, Target
 from app.discovery import target_groups
-from app.engines import EngineCache
+from app.errors import ConfigError
+from app.exporter import Exporter
 from app.exposition import encode, probe_registry
-from app.prober import Prober, ProbeResult
+from app.prober import ProbeResult
 from app.report import debug_report
-from app.telemetry import Telemetry
+from app.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +32,6 @@ log = logging.getLogger(__name__)
 SCRAPE_TIMEOUT_OFFSET = 0.5
 # Threads are cheap while they wait on a socket (about 16 KiB each); a hung target holds one until its deadline.
 DEFAULT_MAX_WORKERS = 128
-
-
-@dataclass(slots=True)
-class Exporter:
-    """What the handlers share: the loaded config, the prober and the exporter's own metrics."""
-
-    config: Config
-    engines: EngineCache
-    prober: Prober
-    telemetry: Telemetry
 
 
 async def get_exporter(request: Request) -> Exporter:
@@ -57,16 +51,26 @@ class BadRequest(Exception):
         self.status_code = status_code
 
 
-def create_app(config: Config, *, max_workers: int = DEFAULT_MAX_WORKERS) -> FastAPI:
-    """Build the FastAPI app that serves ``config``."""
-    engines = EngineCache()
-    exporter = Exporter(config, engines, Prober(engines, max_workers), Telemetry(engines.__len__))
+def create_app(
+    config: Config,
+    *,
+    max_workers: int = DEFAULT_MAX_WORKERS,
+    reload_on_sighup: bool = False,
+    web_config: WebConfig | None = None,
+) -> FastAPI:
+    """Build the FastAPI app that serves ``config`` (``reload_on_sighup`` only where the app owns the process).
+
+    With ``web_config`` naming basic-auth users, every request must carry one's credentials.
+    """
+    exporter = Exporter(config, max_workers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if reload_on_sighup:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload_logged(exporter)))
         yield
-        exporter.prober.close()
-        exporter.engines.dispose_all()
+        exporter.close()
 
     app = FastAPI(title="sqlprobe", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.exporter = exporter
@@ -74,6 +78,8 @@ def create_app(config: Config, *, max_workers: int = DEFAULT_MAX_WORKERS) -> Fas
     app.add_exception_handler(RequestValidationError, _invalid_parameters)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.include_router(router)
+    if web_config is not None and web_config.users:
+        app.add_middleware(BasicAuth, users=web_config.users)
     return app
 
 
@@ -126,9 +132,10 @@ async def service_discovery(
     """The targets in Prometheus's HTTP service discovery format, one group per target."""
     if len(request.query_params.getlist("query_set")) > 1:
         raise BadRequest("give at most one 'query_set' parameter to /sd")
-    if query_set is not None and query_set not in exporter.config.query_sets:
-        raise BadRequest(f"unknown query set {query_set!r}: it is not in {exporter.config.queries_file}")
-    return JSONResponse(target_groups(exporter.config, query_set))
+    config = exporter.config
+    if query_set is not None and query_set not in config.query_sets:
+        raise BadRequest(f"unknown query set {query_set!r}: it is not in {config.queries_file}")
+    return JSONResponse(target_groups(config, query_set))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -147,6 +154,32 @@ async def landing_page(exporter: ExporterDep) -> HTMLResponse:
             )
         )
     return HTMLResponse(_LANDING_PAGE.format(version=html.escape(__version__), count=len(rows), rows="\n".join(rows)))
+
+
+@router.post("/-/reload", response_class=PlainTextResponse)
+async def reload(exporter: ExporterDep) -> PlainTextResponse:
+    """Load targets.yml and queries.yml again; on any problem the previous config keeps serving."""
+    try:
+        reloaded = await asyncio.to_thread(exporter.reload)
+    except ConfigError as error:
+        problems = "".join(f"  {problem}\n" for problem in error.problems)
+        return PlainTextResponse(
+            f"reload failed, the previous config keeps serving; {len(error.problems)} problem(s):\n{problems}",
+            status_code=500,
+        )
+    config = reloaded.config
+    if not reloaded.changed:
+        return PlainTextResponse("config unchanged\n")
+    return PlainTextResponse(
+        f"config reloaded: {len(config.targets)} targets, {len(config.query_sets)} query sets, "
+        f"{len(reloaded.disposed)} engines disposed\n"
+    )
+
+
+async def _reload_logged(exporter: Exporter) -> None:
+    """A reload on SIGHUP: its outcome goes to the log (and to /metrics) only."""
+    with contextlib.suppress(ConfigError):
+        await asyncio.to_thread(exporter.reload)
 
 
 @router.get("/-/healthy", response_class=PlainTextResponse)
@@ -230,7 +263,7 @@ async def _http_error(request: Request, error: HTTPException) -> PlainTextRespon
     # Unknown paths and methods get a sentence too, not JSON.
     message = f"{error.detail}: {request.method} {request.url.path}"
     if error.status_code == 404:
-        message += " (sqlprobe serves /probe, /metrics, /sd, / and /-/healthy, /-/ready)"
+        message += " (sqlprobe serves /probe, /metrics, /sd, /, /-/healthy, /-/ready and POST /-/reload)"
     return PlainTextResponse(f"{message}\n", status_code=error.status_code, headers=error.headers)
 
 

@@ -27,9 +27,17 @@ class Served:
 
 @contextmanager
 def serve(
-    directory: Path, targets: Mapping[str, Any], query_sets: Mapping[str, Any], *options: str
+    directory: Path,
+    targets: Mapping[str, Any],
+    query_sets: Mapping[str, Any],
+    *options: str,
+    scheme: str = "http",
+    client: httpx.Client | None = None,
 ) -> Iterator[Served]:
-    """`sqlprobe --targets … --queries … --bind … [options]` on a free port, ready to serve; killed after."""
+    """`sqlprobe --targets … --queries … --bind … [options]` on a free port, ready to serve; killed after.
+
+    ``client`` checks readiness where plain requests cannot (TLS with a private CA, basic auth).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "targets.yml").write_text(yaml.safe_dump({"targets": dict(targets)}))
     (directory / "queries.yml").write_text(yaml.safe_dump({"query_sets": dict(query_sets)}))
@@ -45,11 +53,12 @@ def serve(
     ]  # fmt: skip
     with log.open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"{url}/-/ready").status_code == 200:
+            ready = httpx.get(f"{url}/-/ready") if client is None else client.get(f"{url}/-/ready")
+            if ready.status_code == 200:
                 break
         except httpx.TransportError:
             pass

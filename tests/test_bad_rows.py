@@ -96,3 +96,34 @@ def test_label_values_with_quotes_newlines_and_unicode_give_valid_exposition(
         text = client.get("/probe", params={"target": "db"}).text
     expected = {("" if name is None else name): float(number) for name, number in server.query(sql)}
     assert {labels[0][1]: number for labels, number in parse_samples(text)["odd_labels"].items()} == expected
+
+
+def test_rows_beyond_max_rows_are_cut_and_counted_and_the_default_is_1000(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    many = (
+        "with recursive n(i) as (select 1 union all select i + 1 from n where i < {count}) select i, i * 2 as v from n"
+    )
+    rows = 1000 + 7
+    query_sets = {
+        "big": {
+            "capped": {**metric(many.format(count=10), "v", "i"), "max_rows": 4},
+            "defaulted": metric(many.format(count=rows), "v", "i"),
+        }
+    }
+    config = write_config(tmp_path, {"db": target(server.dsn, "big")}, query_sets, namespace="")
+    with client_for(config) as client:
+        views = probe_views(client, "db")
+    direct = {i: float(v) for i, v in server.query(many.format(count=10))}
+    # The first max_rows rows, in the order the SQL returns them.
+    assert {int(labels[0][1]): number for labels, number in views.samples["capped"].items()} == dict(
+        list(direct.items())[:4]
+    )
+    assert len(views.samples["defaulted"]) == 1000
+    assert value(views.samples, "probe_success") == 1.0
+    assert "skipped rows: max_rows=6" in views.debug
+    # Counted once per probe, and probe_views probes twice (the probe, then its debug page).
+    assert value(views.own, "sqlprobe_query_errors_total", target="db", metric="capped", reason="max_rows") == 2 * 6.0
+    cut = value(views.own, "sqlprobe_query_errors_total", target="db", metric="defaulted", reason="max_rows")
+    assert cut == 2.0 * (len(server.query(many.format(count=rows))) - 1000)

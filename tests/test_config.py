@@ -110,6 +110,22 @@ BAD_CASES = {
     "clash_across_sets.targets.yml": [
         "4: targets.one.query_sets[1]: metric 'query_exporter_up' of query set 'basic_copy' is also defined by 'basic'"
     ],
+    "tls_missing_file.targets.yml": [
+        f"6: targets.one.tls.ca: cannot read {BAD / 'nowhere' / 'ca.pem'}: No such file or directory"
+    ],
+    "tls_default_missing_file.targets.yml": [
+        "2: defaults.tls.ca: cannot read /nonexistent/ca.pem: No such file or directory"
+    ],
+    "tls_cert_without_key.targets.yml": ["5: targets.one.tls: cert and key go together: set both or neither"],
+    "tls_unknown_key.targets.yml": ["7: targets.one.tls.verify_hostname: unknown key"],
+    "tls_not_a_mapping.targets.yml": ["5: targets.one.tls: expected a mapping (key: value), got a boolean"],
+    "tls_ca_not_pem.targets.yml": [
+        f"6: targets.one.tls.ca: {BAD / 'tls_ca_not_pem.targets.yml'} holds no PEM certificate (NO_CERTIFICATE_OR_CRL_FOUND)"
+    ],
+    "tls_cert_not_pem.targets.yml": [
+        f"6: targets.one.tls.cert: {BAD / 'tls_cert_not_pem.targets.yml'} and {BAD / 'tls_cert_not_pem.targets.yml'} "
+        "are not a PEM certificate and its private key"
+    ],
 }
 
 

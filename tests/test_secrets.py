@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
+from app.errors import ConfigError
 from tests.helpers import ITEMS_SET, client_for, target, write_config
 from tests.servers import MariaDB
 
@@ -68,3 +69,55 @@ def test_passwords_never_appear_on_pages_metrics_or_logs(
     assert "exporter:***@127.0.0.1" in everything
     for secret in secrets:
         assert secret not in everything
+
+
+def test_password_file_is_read_at_load_and_reload_and_never_shown(
+    tmp_path: Path, fleet: Sequence[MariaDB], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = fleet[0]
+    wrong = "wrong-" + server.password[::-1]
+    password_file = tmp_path / "exporter.password"
+    password_file.write_text(server.password + "\n")  # as `echo` writes it
+    dsn = server.dsn.replace(f":{server.password}@", "@")
+    targets = {"db": {**target(dsn, "items"), "password_file": "exporter.password"}}
+    config = write_config(tmp_path, targets, {"items": ITEMS_SET})
+    caplog.set_level(logging.DEBUG)
+    shown: list[str] = []
+    with client_for(config) as client:
+
+        def look() -> str:
+            pages = [client.get("/probe", params={"target": "db", "debug": debug}).text for debug in ("false", "true")]
+            pages += [client.get(path).text for path in ("/", "/metrics", "/sd")]
+            shown.extend(pages)
+            return pages[0]
+
+        assert "probe_success 1.0" in look()
+        # The file changes: a reload reads it again, and the target's engine is replaced.
+        password_file.write_text(wrong)
+        reloaded = client.post("/-/reload")
+        shown.append(reloaded.text)
+        assert reloaded.text == "config reloaded: 1 targets, 1 query sets, 1 engines disposed\n"
+        assert "probe_success 0.0" in look()
+        assert "Access denied for user 'exporter'" in shown[-4]
+        # A reload that fails keeps the config, and says why without the password.
+        password_file.unlink()
+        failed = client.post("/-/reload")
+        shown.append(failed.text)
+        assert failed.status_code == 500
+        assert f"targets.db.password_file: cannot read {str(password_file)!r}: No such file or directory" in failed.text
+        assert "probe_success 0.0" in look()
+    shown += [record.getMessage() for record in caplog.records]
+    everything = "\n".join(shown)
+    assert "exporter:***@127.0.0.1" in everything
+    for secret in (server.password, wrong):
+        assert secret not in everything
+
+
+def test_a_dsn_with_a_password_and_a_password_file_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("from-file")
+    targets = {"db": {**target("mysql+pymysql://u:in-dsn@127.0.0.1/", "items"), "password_file": "pw"}}
+    with pytest.raises(ConfigError) as raised:
+        write_config(tmp_path, targets, {"items": ITEMS_SET})
+    assert [str(problem) for problem in raised.value.problems] == [
+        f"{tmp_path / 'targets.yml'}:7: targets.db.password_file: the dsn has a password too: give only one"
+    ]

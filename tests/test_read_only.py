@@ -1,0 +1,67 @@
+"""Every session of the exporter is read-only unless a target opts out: SQL in queries.yml cannot change data."""
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from tests.helpers import client_for, metric, probe_views, target, value, write_config
+from tests.servers import MariaDB
+
+WRITER = "writer"
+ROWS = 3
+WRITES = {
+    "writes": {
+        "deleted": metric("delete from scratch returning 1 as n", "n"),
+        "inserted": metric("insert into scratch values (99) returning 1 as n", "n"),
+    }
+}
+
+
+@pytest.fixture
+def scratch(fleet: Sequence[MariaDB]) -> Iterator[MariaDB]:
+    """A table of ROWS rows and a user that may change it."""
+    server = fleet[1]
+    server.execute(
+        "create table probe.scratch (id int)",
+        "insert into probe.scratch values " + ", ".join(f"({row})" for row in range(ROWS)),
+        f"create user '{WRITER}'@'127.0.0.1' identified by '{server.password}'",
+        f"grant select, insert, delete on probe.* to '{WRITER}'@'127.0.0.1'",
+    )
+    yield server
+    server.execute("drop table probe.scratch", f"drop user '{WRITER}'@'127.0.0.1'")
+
+
+def _writer_dsn(server: MariaDB) -> str:
+    return f"mysql+pymysql://{WRITER}:{server.password}@127.0.0.1:{server.port}/probe"
+
+
+def _count(server: MariaDB) -> int:
+    ((count,),) = server.root_query("select count(*) from probe.scratch")
+    return int(count)
+
+
+def test_writes_in_queries_change_nothing_even_for_a_user_allowed_to_write(tmp_path: Path, scratch: MariaDB) -> None:
+    # The user can delete: in a transaction of its own, rolled back.
+    connection = pymysql.connect(
+        host="127.0.0.1", port=scratch.port, user=WRITER, password=scratch.password, database="probe"
+    )
+    with connection, connection.cursor() as cursor:
+        assert cursor.execute("delete from scratch") == ROWS
+        connection.rollback()
+    config = write_config(tmp_path, {"db": target(_writer_dsn(scratch), "writes")}, WRITES)
+    with client_for(config) as client:
+        views = probe_views(client, "db")
+    assert value(views.samples, "probe_success") == 0.0
+    assert views.debug.count("Cannot execute statement in a READ ONLY transaction") == 2
+    assert _count(scratch) == ROWS
+
+
+def test_a_target_may_opt_out_of_read_only(tmp_path: Path, scratch: MariaDB) -> None:
+    targets = {"db": {**target(_writer_dsn(scratch), "writes"), "read_only": False}}
+    config = write_config(tmp_path, targets, {"writes": {"deleted": WRITES["writes"]["deleted"]}})
+    with client_for(config) as client:
+        samples = probe_views(client, "db").samples
+    assert value(samples, "probe_success") == 1.0
+    assert _count(scratch) == 0
