@@ -13,7 +13,8 @@ from app import __version__
 from app.config import Config, load_config
 from app.errors import ConfigError, ConfigProblem
 from app.logs import LOG_FORMATS, configure_logging
-from app.web import DEFAULT_MAX_WORKERS, create_app
+from app.schema import duration_seconds
+from app.web import DEFAULT_IDLE_ENGINE_TIMEOUT, DEFAULT_MAX_WORKERS, create_app
 from app.webconfig import WebConfig, load_web_config, uvicorn_tls
 
 log = logging.getLogger("sqlprobe")
@@ -25,6 +26,13 @@ def parse_bind(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT, e.g. 0.0.0.0:9104")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _duration(value: str) -> float:
+    try:
+        return duration_seconds(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--web-config",
         type=Path,
         help="TLS and basic auth of sqlprobe's own HTTP, in the exporter toolkit's web.config.yml format",
+    )
+    parser.add_argument(
+        "--idle-engine-timeout",
+        type=_duration,
+        default=DEFAULT_IDLE_ENGINE_TIMEOUT,
+        metavar="DURATION",
+        help="dispose a target's engine and connections when no probe used it this long (default: 15m)",
     )
     parser.add_argument("--version", action="version", version=f"sqlprobe {__version__}")
     return parser
@@ -113,7 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # makes that stop exit 0, as a service manager expects.
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
-        create_app(config, max_workers=args.max_threads, reload_on_sighup=True, web_config=web_config),
+        create_app(
+            config,
+            max_workers=args.max_threads,
+            reload_on_sighup=True,
+            web_config=web_config,
+            idle_engine_timeout=args.idle_engine_timeout,
+        ),
         host=host,
         port=port,
         log_config=None,

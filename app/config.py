@@ -43,6 +43,7 @@ class Metric:
     value: str
     query_set: str
     max_rows: int
+    min_interval: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,13 @@ class Query:
 
     sql: str
     metrics: tuple[Metric, ...]
+
+    @property
+    def min_interval(self) -> float | None:
+        """Seconds a successful result may be served again instead of running the SQL; None: run every probe."""
+        intervals = [metric.min_interval for metric in self.metrics]
+        # Only when every metric it feeds allows it, and then for the shortest interval among them.
+        return None if None in intervals else min(interval for interval in intervals if interval is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +233,7 @@ def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -
         value=spec.value,
         query_set=set_name,
         max_rows=spec.max_rows,
+        min_interval=spec.min_interval,
     )
 
 

@@ -8,7 +8,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -249,6 +249,7 @@ class _Cached:
     settings: Target
     leases: int = 0
     retired: bool = False
+    last_used: float = field(default_factory=time.monotonic)
 
 
 def _engine_settings(target: Target) -> Target:
@@ -284,6 +285,7 @@ class EngineCache:
         finally:
             with self._lock:
                 cached.leases -= 1
+                cached.last_used = time.monotonic()
                 done = cached.retired and cached.leases == 0
                 if done:
                     self._retired.remove(cached)
@@ -303,6 +305,16 @@ class EngineCache:
             if cached is not None:
                 cached.engine.dispose()
         return stale
+
+    def dispose_idle(self, idle_for: float) -> list[str]:
+        """Dispose the engines no probe used for ``idle_for`` seconds; return their targets' names."""
+        since = time.monotonic() - idle_for
+        with self._lock:
+            idle = [name for name, cached in self._cached.items() if cached.leases == 0 and cached.last_used < since]
+            engines = [self._cached.pop(name).engine for name in idle]
+        for engine in engines:
+            engine.dispose()
+        return idle
 
     def _retire(self, name: str) -> _Cached | None:
         """Forget ``name``'s engine; return it if no probe uses it (to dispose), else dispose at its last lease."""

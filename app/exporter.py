@@ -55,6 +55,7 @@ class Exporter:
             if changed:
                 self.config = config
                 disposed = self.engines.retain(config.targets)
+                self.prober.forget_results()
             self.telemetry.config_loaded(changed=changed)
             log.info(
                 "reload: %s, %d targets, %d engines disposed",

@@ -7,8 +7,8 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -45,6 +45,8 @@ class QueryResult:
     rows: int | None
     error: ProbeError | None
     metrics: tuple[MetricResult, ...]
+    ran_at: float = 0.0  # time.monotonic() when the SQL ran
+    from_cache: bool = False  # served again within the metrics' min_interval, not run by this probe
 
     @property
     def success(self) -> bool:
@@ -78,6 +80,20 @@ def failed_query(query: Query, error: ProbeError, duration: float = 0.0) -> Quer
     return QueryResult(query, duration, None, error, tuple(MetricResult(m, error=error) for m in query.metrics))
 
 
+# Results of queries whose metrics set min_interval, by (target name, SQL): the target they ran for and the result.
+ResultCache = dict[tuple[str, str], tuple[Target, QueryResult]]
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One run of a target's queries, and how many probes are waiting for it."""
+
+    run: "_Run"
+    work: "Future[None]"
+    deadline: float
+    waiters: int = 0
+
+
 class Prober:
     """Runs probes on a bounded pool of threads so the event loop never blocks on a database."""
 
@@ -85,24 +101,42 @@ class Prober:
         self._engines = engines
         self._workers = ThreadPoolExecutor(max_workers, thread_name_prefix="sqlprobe-db")
         self._cancellers = ThreadPoolExecutor(4, thread_name_prefix="sqlprobe-cancel")
+        self._flights: dict[tuple[str, frozenset[str] | None], _Flight] = {}
+        self._cache: ResultCache = {}
 
     async def probe(self, target: Target, query_sets: frozenset[str] | None, budget: float) -> ProbeResult:
-        """Probe ``target``; the answer is back within ``budget`` seconds whatever the server does."""
+        """Probe ``target``; the answer is back within ``budget`` seconds whatever the server does.
+
+        Probes of the same target and query sets that arrive while one runs (two Prometheus servers
+        scraping it) wait for that run instead of starting their own.
+        """
         started = time.monotonic()
-        run = _Run(target, target.queries_for(query_sets), self._engines, started + budget)
-        work = self._workers.submit(run.execute)
+        key = (target.name, query_sets)
+        flight = self._flights.get(key)
+        if flight is None or flight.run.target is not target or flight.work.done():
+            run = _Run(target, target.queries_for(query_sets), self._engines, self._cache, started + budget)
+            flight = self._flights[key] = _Flight(run, self._workers.submit(run.execute), started + budget)
+        flight.waiters += 1
         try:
-            # On timeout this cancels the work if no thread has picked it up yet.
-            await asyncio.wait_for(asyncio.wrap_future(work), budget)
+            # On timeout this cancels the work if no thread has picked it up yet (and no other probe waits).
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(flight.work)), budget)
         except TimeoutError:
             pass  # what finished is reported below; the rest counts as failed
         finally:
-            if not work.done():
-                # Timed out, or the client went away: stop the work, on the server too.
-                interrupt = run.abandon()
+            flight.waiters -= 1
+            if not flight.work.done() and (flight.waiters == 0 or time.monotonic() >= flight.deadline):
+                # Past the run's deadline, or every client went away: stop the work, on the server too.
+                flight.work.cancel()
+                interrupt = flight.run.abandon()
                 if interrupt is not None:
                     self._cancellers.submit(interrupt)
-        return run.result(budget, time.monotonic() - started)
+            if (flight.work.done() or flight.run.abandoned) and self._flights.get(key) is flight:
+                del self._flights[key]
+        return flight.run.result(budget, time.monotonic() - started)
+
+    def forget_results(self) -> None:
+        """Drop the results kept for min_interval (after a reload: they belong to the old config)."""
+        self._cache.clear()
 
     def close(self) -> None:
         """Stop accepting probes; running ones end by their own deadlines."""
@@ -113,10 +147,13 @@ class Prober:
 class _Run:
     """One probe's blocking work, shared between its worker thread and the waiting coroutine."""
 
-    def __init__(self, target: Target, queries: tuple[Query, ...], engines: EngineCache, deadline: float) -> None:
-        self._target = target
+    def __init__(
+        self, target: Target, queries: tuple[Query, ...], engines: EngineCache, cache: ResultCache, deadline: float
+    ) -> None:
+        self.target = target
         self._queries = queries
         self._engines = engines
+        self._cache = cache
         self._deadline = deadline
         self._lock = threading.Lock()
         self._finished: list[QueryResult] = []
@@ -126,7 +163,7 @@ class _Run:
     def execute(self) -> None:
         """Run every query, in order, on as few connections as possible; called in a worker thread, never raises."""
         try:
-            with self._engines.lease(self._target) as engine:
+            with self._engines.lease(self.target) as engine:
                 self._execute(engine)
         except ProbeError as error:
             self._fail_rest(error)
@@ -135,7 +172,7 @@ class _Run:
             # Only the type and place: an exception's text is not known to be free of secrets.
             log.error(
                 "probe of target %s failed unexpectedly: %s at %s:%s",
-                self._target.name,
+                self.target.name,
                 type(error).__name__,
                 where.filename,
                 where.lineno,
@@ -147,6 +184,11 @@ class _Run:
         first_on_checkout = False
         try:
             for query in self._queries:
+                cached = self._cached(query)
+                if cached is not None:
+                    with self._lock:
+                        self._finished.append(cached)
+                    continue
                 # A connection is checked out when needed: first, and again after one was lost mid-probe.
                 if connection is None or connection.invalidated:
                     if connection is not None:
@@ -170,11 +212,26 @@ class _Run:
                         connection.invalidate()
                         return
                     self._finished.append(result)
+                if query.min_interval is not None and result.success:
+                    self._cache[self.target.name, query.sql] = (self.target, result)  # never a failure
         except _Abandoned:
             return
         finally:
             if connection is not None:
                 connection.close()
+
+    def _cached(self, query: Query) -> QueryResult | None:
+        """A successful result of ``query`` younger than its min_interval, for the metrics it feeds now."""
+        if query.min_interval is None:
+            return None
+        target, result = self._cache.get((self.target.name, query.sql), (None, None))
+        if target is not self.target or result is None or time.monotonic() - result.ran_at >= query.min_interval:
+            return None
+        by_key = {metric_result.metric.key: metric_result for metric_result in result.metrics}
+        if any(metric.key not in by_key for metric in query.metrics):
+            return None  # it ran for other query sets than this probe's
+        metrics = tuple(by_key[metric.key] for metric in query.metrics)
+        return replace(result, query=query, metrics=metrics, from_cache=True)
 
     def _checkout(self, engine: Engine) -> Connection:
         if self._abandoned:
@@ -183,11 +240,11 @@ class _Run:
             with checkout_deadline(self._deadline):
                 connection = engine.connect().execution_options(no_parameters=True)
         except DBAPIError as error:
-            raise ConnectFailed(_scrub(str(error.orig), self._target)) from None
+            raise ConnectFailed(_scrub(str(error.orig), self.target)) from None
         except PoolTimeoutError:
             raise ConnectFailed("no free connection in the target's pool (too many probes of it at once)") from None
         except SQLAlchemyError as error:
-            raise ConnectFailed(_scrub(str(error), self._target)) from None
+            raise ConnectFailed(_scrub(str(error), self.target)) from None
         return connection
 
     def _run_query(self, connection: Connection, query: Query) -> QueryResult:
@@ -204,16 +261,16 @@ class _Run:
             columns = tuple(cursor.keys())
             rows = cursor.fetchall()
         except DBAPIError as error:
-            failure = QueryFailed(_scrub(str(error.orig), self._target))
+            failure = QueryFailed(_scrub(str(error.orig), self.target))
             return failed_query(query, failure, time.monotonic() - started)
         except SQLAlchemyError as error:
-            failure = QueryFailed(_scrub(str(error), self._target))
+            failure = QueryFailed(_scrub(str(error), self.target))
             return failed_query(query, failure, time.monotonic() - started)
         except QueryFailed as error:
             return failed_query(query, error, time.monotonic() - started)
         duration = time.monotonic() - started
         metrics = tuple(_metric_result(metric, columns, rows) for metric in query.metrics)
-        return QueryResult(query, duration, len(rows), None, metrics)
+        return QueryResult(query, duration, len(rows), None, metrics, ran_at=started)
 
     def _fail_rest(self, error: ProbeError) -> None:
         """Every query that has no result yet fails with ``error`` (unless the probe was given up)."""
@@ -221,6 +278,11 @@ class _Run:
             self._running = None
             if not self._abandoned:
                 self._finished.extend(failed_query(query, error) for query in self._queries[len(self._finished) :])
+
+    @property
+    def abandoned(self) -> bool:
+        """True once the probe gave up on this run."""
+        return self._abandoned
 
     def abandon(self) -> Interrupt | None:
         """Mark the run as past its deadline; return how to stop the statement still running, if any."""
@@ -239,7 +301,7 @@ class _Run:
             in_flight = time.monotonic() - running[0] if running is not None else 0.0
             finished.append(failed_query(unfinished[0], error, in_flight))
             finished.extend(failed_query(query, error) for query in unfinished[1:])
-        return ProbeResult(self._target, budget, duration, tuple(finished))
+        return ProbeResult(self.target, budget, duration, tuple(finished))
 
 
 class _Abandoned(Exception):

@@ -1,5 +1,7 @@
 """The ``debug=true`` page: a plain-text account of one probe for the person reading it."""
 
+import time
+
 from app.errors import ConnectFailed
 from app.prober import ProbeResult
 
@@ -23,6 +25,9 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
         lines.extend(f"    {line}" for line in query.query.sql.splitlines())
         rows = "-" if query.rows is None else str(query.rows)
         lines.append(f"  rows: {rows}  duration: {query.duration:.4f}s")
+        if query.from_cache:
+            age = time.monotonic() - query.ran_at
+            lines.append(f"  not run: the result of {age:.1f}s ago (min_interval {query.query.min_interval:g}s)")
         if connect_error is not None:
             lines.append("  not run: no connection")
         elif query.error is not None:

@@ -25,6 +25,14 @@ def _parse_duration(value: object) -> object:
     return value
 
 
+def duration_seconds(value: str) -> float:
+    """``value`` (``500ms``, ``10s``, ``15m`` or plain seconds) in seconds; ValueError if it is none of those."""
+    seconds = _parse_duration(value)
+    if not isinstance(seconds, float) or seconds <= 0:
+        raise ValueError(f"{value!r} is not a positive duration such as 500ms, 10s or 15m")
+    return seconds
+
+
 # Prometheus sets these on every series it scrapes: a sample's own would be renamed exported_job/exported_instance.
 TARGET_LABELS = frozenset({"job", "instance"})
 
@@ -61,6 +69,7 @@ class MetricSpec(_Strict):
     labels: tuple[LabelName, ...] = ()
     value: Annotated[str, Field(min_length=1)]
     max_rows: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = DEFAULT_MAX_ROWS
+    min_interval: Seconds | None = None
 
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> "MetricSpec":

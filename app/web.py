@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 SCRAPE_TIMEOUT_OFFSET = 0.5
 # Threads are cheap while they wait on a socket (about 16 KiB each); a hung target holds one until its deadline.
 DEFAULT_MAX_WORKERS = 128
+# An engine no probe used for this long is disposed with its connections: longer than any scrape interval.
+DEFAULT_IDLE_ENGINE_TIMEOUT = 900.0
 
 
 async def get_exporter(request: Request) -> Exporter:
@@ -57,6 +59,7 @@ def create_app(
     max_workers: int = DEFAULT_MAX_WORKERS,
     reload_on_sighup: bool = False,
     web_config: WebConfig | None = None,
+    idle_engine_timeout: float = DEFAULT_IDLE_ENGINE_TIMEOUT,
 ) -> FastAPI:
     """Build the FastAPI app that serves ``config`` (``reload_on_sighup`` only where the app owns the process).
 
@@ -69,7 +72,9 @@ def create_app(
         if reload_on_sighup:
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload_logged(exporter)))
+        sweeper = asyncio.create_task(_dispose_idle_engines(exporter, idle_engine_timeout))
         yield
+        sweeper.cancel()
         exporter.close()
 
     app = FastAPI(title="sqlprobe", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -174,6 +179,20 @@ async def reload(exporter: ExporterDep) -> PlainTextResponse:
         f"config reloaded: {len(config.targets)} targets, {len(config.query_sets)} query sets, "
         f"{len(reloaded.disposed)} engines disposed\n"
     )
+
+
+async def _dispose_idle_engines(exporter: Exporter, idle_for: float) -> None:
+    """Every so often, close the engines of targets no longer probed (removed from Prometheus, say)."""
+    while True:
+        await asyncio.sleep(min(60.0, idle_for / 2))
+        disposed = await asyncio.to_thread(exporter.engines.dispose_idle, idle_for)
+        if disposed:
+            log.info(
+                "disposed the engines of %d targets not probed for %gs",
+                len(disposed),
+                idle_for,
+                extra={"event": "idle_engines_disposed", "targets": disposed},
+            )
 
 
 async def _reload_logged(exporter: Exporter) -> None:
