@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The shipped targets.yml reads the local MySQL target's password from here; empty is fine for a first look.
 export MYSQL_EXPORTER_PASSWORD ?=
 
-.PHONY: install run test check clean
+.PHONY: install run test check bench clean
 
 $(BIN)/sqlprobe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The benchmark (tests/bench/, not collected by pytest): `make bench BENCH_ARGS="--targets 2000 --interval 15"`.
+bench: install
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
 check: install
 	$(BIN)/ruff check app tests

@@ -9,6 +9,9 @@ from app.errors import ConfigError, ConfigProblem
 
 KeyPath = tuple[str | int, ...]
 
+# Far beyond any real config, and still read in seconds: only aliases of aliases (a "billion laughs") get here.
+MAX_VALUES = 100_000
+
 
 @dataclass(frozen=True, slots=True)
 class YamlDocument:
@@ -42,7 +45,13 @@ def load_yaml(path: Path) -> YamlDocument:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError([ConfigProblem(name, "", f"cannot read file: {error}")]) from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as error:
+        # The reader checks the whole text up front and knows only the offending character's offset.
+        line = len((text[: error.position] + "x").splitlines())
+        message = f"invalid YAML: unacceptable character #x{error.character:04x}: {error.reason}"
+        raise ConfigError([ConfigProblem(name, "", message, line)]) from None
     try:
         node = loader.get_single_node()
         lines: dict[KeyPath, int] = {}
@@ -53,6 +62,10 @@ def load_yaml(path: Path) -> YamlDocument:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError([ConfigProblem(name, "", f"invalid YAML: {problem}", line)]) from None
+    except RecursionError:
+        # Both PyYAML's composer and _to_data recurse once per level of nesting; the reader stopped near the culprit.
+        line = min(loader.get_mark().line + 1, len(text.splitlines()))
+        raise ConfigError([ConfigProblem(name, "", "invalid YAML: nested too deeply", line)]) from None
     finally:
         loader.dispose()
     if problems:
@@ -70,6 +83,9 @@ def _to_data(
     ancestors: frozenset[int] = frozenset(),
 ) -> object:
     lines.setdefault(path, node.start_mark.line + 1)
+    if len(lines) > MAX_VALUES:
+        message = f"more than {MAX_VALUES} values once aliases are expanded"
+        raise ConfigError([ConfigProblem(file, format_path(path), message, lines[path])])
     if id(node) in ancestors:
         problems.append(
             ConfigProblem(file, format_path(path), "an alias refers to a node that contains it", lines[path])
@@ -80,7 +96,9 @@ def _to_data(
         loader.flatten_mapping(node)
         mapping: dict[str, object] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = _construct(loader, key_node, path, problems, file)
+            if key is _INVALID:
+                continue
             if not isinstance(key, str | int | float | bool):
                 problems.append(
                     ConfigProblem(file, format_path(path), "keys must be plain scalars", key_node.start_mark.line + 1)
@@ -100,4 +118,20 @@ def _to_data(
             _to_data(loader, item, (*path, index), lines, problems, file, ancestors)
             for index, item in enumerate(node.value)
         ]
-    return loader.construct_object(node, deep=True)
+    value = _construct(loader, node, path, problems, file)
+    return None if value is _INVALID else value
+
+
+_INVALID = object()
+
+
+def _construct(
+    loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, problems: list[ConfigProblem], file: str
+) -> object:
+    """The node's value, or _INVALID (with a problem recorded) for a scalar Python cannot represent."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except (ValueError, OverflowError) as error:
+        # PyYAML lets these through: a date such as 2024-13-01, an integer of more than 4300 digits.
+        problems.append(ConfigProblem(file, format_path(path), f"invalid value: {error}", node.start_mark.line + 1))
+        return _INVALID
