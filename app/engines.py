@@ -9,10 +9,11 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import psycopg
+import pymysql
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DisconnectionError
@@ -44,6 +45,7 @@ class _Dialect:
     bound_connect: Callable[[dict[str, Any], float], None]  # a new connection gives up in these seconds
     bound_checkout: Callable[[Any, float], None]  # a checked-out connection's statements end soon after
     stopper: Callable[[Engine, Any], Interrupt]  # stops the connection's statement from another thread
+    connect: Callable[..., Any] | None = None  # opens a driver connection, if not the dialect's own way
 
 
 def create_target_engine(target: Target) -> Engine:
@@ -67,9 +69,10 @@ def create_target_engine(target: Target) -> Engine:
 
     # The probe's deadline, not the target's timeout: a silent host must not hold a worker thread past it.
     @event.listens_for(engine, "do_connect")
-    def bound_connect(sa_dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+    def bound_connect(sa_dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
         if (seconds := _seconds_left()) is not None:
             dialect.bound_connect(cparams, seconds)
+        return None if dialect.connect is None else dialect.connect(*cargs, **cparams)
 
     @event.listens_for(engine, "checkout")
     def bound_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
@@ -162,7 +165,8 @@ def _mysql_connect_args(target: Target) -> dict[str, Any]:
 
 
 def _bound_mysql_connect(cparams: dict[str, Any], seconds: float) -> None:
-    seconds = min(cparams["connect_timeout"], seconds)
+    # Just after the deadline, so that the probe itself reports the timeout; the thread is free soon after.
+    seconds = min(cparams["connect_timeout"], seconds + DEADLINE_GRACE)
     cparams |= {"connect_timeout": seconds, "read_timeout": seconds}
 
 
@@ -176,12 +180,32 @@ def _mysql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
     return partial(_kill_mysql_query, engine, dbapi_connection.thread_id())
 
 
+class _PyMySQLConnection(pymysql.connections.Connection):  # type: ignore[misc]
+    """PyMySQL's connection, but its default TLS context is built once per process, not once per connection."""
+
+    def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
+        # Without ssl options PyMySQL uses TLS when the server offers it, unverified ("preferred"), and for that
+        # builds a default context per connection: about 55 ms holding the GIL (it loads the system's CA store)
+        # and hundreds of KiB each. A fleet of refused or hung targets would starve the event loop.
+        if sslp == {}:
+            return _preferred_tls_context()
+        context: ssl.SSLContext = super()._create_ssl_ctx(sslp)
+        return context
+
+
+@cache
+def _preferred_tls_context() -> ssl.SSLContext:
+    """What PyMySQL's preferred TLS amounts to: encryption without verification (there is no CA to check with)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def _kill_mysql_query(engine: Engine, session_id: int) -> None:
     # A separate, unpooled connection: the target's pool may be exhausted by the very query we stop.
     cargs, cparams = engine.dialect.create_connect_args(engine.url)
-    connection = engine.dialect.connect(
-        *cargs, **{**cparams, **connect_args_of(engine), **_mysql_timeouts(CANCEL_TIMEOUT)}
-    )
+    connection = _PyMySQLConnection(*cargs, **{**cparams, **connect_args_of(engine), **_mysql_timeouts(CANCEL_TIMEOUT)})
     try:
         connection.cursor().execute(f"KILL QUERY {int(session_id)}")
     finally:
@@ -226,7 +250,9 @@ def _postgresql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
     return partial(dbapi_connection.cancel_safe, timeout=CANCEL_TIMEOUT)
 
 
-_MYSQL = _Dialect(_mysql_connect_args, _bound_mysql_connect, _bound_mysql_reads, _mysql_stopper)
+_MYSQL = _Dialect(
+    _mysql_connect_args, _bound_mysql_connect, _bound_mysql_reads, _mysql_stopper, connect=_PyMySQLConnection
+)
 _POSTGRESQL = _Dialect(
     _postgresql_connect_args, _bound_postgresql_connect, _bound_postgresql_statements, _postgresql_stopper
 )
@@ -234,7 +260,7 @@ _POSTGRESQL = _Dialect(
 
 def _dialect_of(url: URL) -> _Dialect | None:
     backend = url.get_backend_name()
-    if backend in {"mysql", "mariadb"}:
+    if backend in {"mysql", "mariadb"} and url.get_driver_name() == "pymysql":
         return _MYSQL
     if backend == "postgresql" and url.get_driver_name() == "psycopg":
         return _POSTGRESQL

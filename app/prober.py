@@ -202,16 +202,15 @@ class _Run:
                     # wait_timeout, session killed): the same statement on a fresh one answers for it.
                     connection.close()
                     connection = None
+                    # If that fails too, the connect error (server down, password changed) is what the
+                    # operator can act on, and it stands for every query of the probe.
                     connection = self._checkout(engine)
                     result = self._run_query(connection, query)
                 first_on_checkout = False
-                with self._lock:
-                    self._running = None
-                    if self._abandoned:
-                        # Its statement may have been killed half-way: never hand this connection back.
-                        connection.invalidate()
-                        return
-                    self._finished.append(result)
+                if not self._finish(result):
+                    # Its statement may have been killed half-way: never hand this connection back.
+                    connection.invalidate()
+                    return
                 if query.min_interval is not None and result.success:
                     self._cache[self.target.name, query.sql] = (self.target, result)  # never a failure
         except _Abandoned:
@@ -219,6 +218,15 @@ class _Run:
         finally:
             if connection is not None:
                 connection.close()
+
+    def _finish(self, result: QueryResult) -> bool:
+        """Record a query's result; False if the probe was given up meanwhile (the result is dropped)."""
+        with self._lock:
+            self._running = None
+            if self._abandoned:
+                return False
+            self._finished.append(result)
+            return True
 
     def _cached(self, query: Query) -> QueryResult | None:
         """A successful result of ``query`` younger than its min_interval, for the metrics it feeds now."""
