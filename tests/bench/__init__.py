@@ -1,0 +1,1 @@
+"""`make bench`: sqlprobe measured from outside its process against a fleet of throwaway MariaDB servers."""

@@ -1,0 +1,184 @@
+"""The bench's fleet: throwaway MariaDB servers, a database user per target, and sqlprobe serving them."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.servers import MariaDB, free_port, mariadb_binaries, setup_schema, stop_process
+
+QUERY_SET = "bench"
+# Three small, distinct SQL texts per probe, as the shipped mysql_overview and processlist sets run them.
+QUERIES: Mapping[str, Any] = {
+    "mysql_up": {
+        "query": "select 1 as up",
+        "type": "gauge",
+        "description": "1 when the server answers a query",
+        "value": "up",
+    },
+    "mysql_uptime_seconds": {
+        "query": "show global status like 'Uptime'",
+        "type": "gauge",
+        "description": "seconds since the server started",
+        "value": "value",
+    },
+    "mysql_sessions_by_command": {
+        "query": "select command, count(*) sessions from information_schema.processlist group by command",
+        "type": "gauge",
+        "description": "sessions by command",
+        "labels": ["command"],
+        "value": "sessions",
+    },
+}
+QUERIES_PER_PROBE = len(QUERIES)
+# sqlprobe's engines hold at most pool_size + max_overflow connections per target (app/engines.py: 2 + 2).
+CONNECTIONS_PER_TARGET = 4
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """The running sqlprobe process."""
+
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    targets: Sequence[str]
+
+
+def target_name(index: int) -> str:
+    """The name of the ``index``-th target."""
+    return f"t{index:04d}"
+
+
+@contextmanager
+def database_fleet(servers: int, targets: int, root: Path) -> Iterator[tuple[Sequence[MariaDB], dict[str, str]]]:
+    """``servers`` MariaDB servers with one user per target (targets dealt round-robin); yields them and the DSNs."""
+    binaries = mariadb_binaries()
+    if binaries is None:
+        sys.exit("bench: MariaDB is not installed (no mariadbd / mariadb-install-db): apt-get install mariadb-server")
+    server_binary, installer = binaries
+    per_server = -(-targets // servers)
+    options = [f"--max-connections={per_server * CONNECTIONS_PER_TARGET + 100}", "--max-connect-errors=1000000"]
+    fleet = [
+        MariaDB(f"db{index}", root / f"db{index}", options=[*options, f"--tmpdir={root / f'tmp{index}'}"])
+        for index in range(servers)
+    ]
+
+    def start(index: int) -> None:
+        server = fleet[index]
+        server.start(server_binary)
+        setup_schema(server, scale=index + 1)
+        users = [target_name(number) for number in range(index, targets, servers)]
+        connection = server.root_connection()
+        try:
+            with connection.cursor() as cursor:
+                for user in users:
+                    cursor.execute(f"create user '{user}'@'127.0.0.1' identified by '{server.password}'")
+                    cursor.execute(f"grant select, process on *.* to '{user}'@'127.0.0.1'")
+        finally:
+            connection.close()
+
+    try:
+        for index, server in enumerate(fleet):
+            _install(server, installer, root / f"tmp{index}")
+        with ThreadPoolExecutor(servers) as pool:
+            list(pool.map(start, range(servers)))
+        dsns = {}
+        for number in range(targets):
+            server = fleet[number % servers]
+            name = target_name(number)
+            dsns[name] = f"mysql+pymysql://{name}:{server.password}@127.0.0.1:{server.port}/probe"
+        yield fleet, dsns
+    finally:
+        for server in fleet:
+            server.stop()
+
+
+def _install(server: MariaDB, installer: str, tmpdir: Path) -> None:
+    """Create the server's data directory, with temporary files of its own.
+
+    Servers sharing /tmp collide on their temporary tables' names now and then ("Unknown table
+    'mysql.tmp_user_sys'" while installing), so each gets its own directory, passed to mariadb-install-db
+    through TMPDIR, one install at a time since the environment is the process's.
+    """
+    tmpdir.mkdir()
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmpdir)
+    try:
+        server.install(installer)
+    finally:
+        if saved is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved
+
+
+@contextmanager
+def exporter(directory: Path, dsns: Mapping[str, str], options: Sequence[str]) -> Iterator[Exporter]:
+    """`sqlprobe --targets … --queries … --bind …` as a user starts it, ready to serve; stopped after."""
+    targets_file, queries_file = directory / "targets.yml", directory / "queries.yml"
+    targets_file.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"query_sets": [QUERY_SET], "timeout": "10s"},
+                "targets": {n: {"dsn": d} for n, d in dsns.items()},
+            }
+        )
+    )
+    queries_file.write_text(yaml.safe_dump({"query_sets": {QUERY_SET: dict(QUERIES)}}))
+    host, port = "127.0.0.1", free_port()
+    log = directory / "sqlprobe.log"
+    command = [
+        str(Path(sys.executable).parent / "sqlprobe"),
+        "--targets", str(targets_file),
+        "--queries", str(queries_file),
+        "--bind", f"{host}:{port}",
+        "--log-level", "warning",
+        *options,
+    ]  # fmt: skip
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(f"http://{host}:{port}/-/ready"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"bench: sqlprobe did not start:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+        yield Exporter(process, host, port, list(dsns))
+    finally:
+        stop_process(process, signal.SIGTERM)
+        if process.poll() is None:
+            process.kill()
+        tail = log.read_text(errors="replace").strip()
+        if tail:
+            print(f"sqlprobe's log (warnings and errors), last lines:\n{tail[-2000:]}", file=sys.stderr)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextmanager
+def bench_setup(servers: int, targets: int, options: Sequence[str]) -> Iterator[tuple[Exporter, Sequence[MariaDB]]]:
+    """The whole fleet and sqlprobe in a temporary directory, removed after."""
+    with ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sqlprobe-bench-")))
+        fleet, dsns = stack.enter_context(database_fleet(servers, targets, root))
+        running = stack.enter_context(exporter(root, dsns, options))
+        yield running, fleet
