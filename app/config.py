@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from app.errors import ConfigError, ConfigProblem
 from app.schema import MetricSpec, QueriesFile, TargetsFile, TargetSpec, TLSSpec
-from app.yamlfile import KeyPath, YamlDocument, load_yaml
+from app.yamlfile import KeyPath, YamlDocument, load_yaml, read_named_file
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -318,10 +318,12 @@ def _with_password_file(
     path = Path(doc.file).absolute().parent / name
     try:
         # The file's last line break is not part of the password (echo and editors add one).
-        password = path.read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
-        problems.append(doc.problem(locate(("password_file",)), f"cannot read {str(path)!r}: {reason}"))
+        password = read_named_file(path).decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        problems.append(doc.problem(locate(("password_file",)), f"{path} is not UTF-8 text"))
+        return None
+    except ValueError as error:
+        problems.append(doc.problem(locate(("password_file",)), str(error)))
         return None
     return url.set(password=password)
 
@@ -336,9 +338,9 @@ def _load_tls(
     count = len(problems)
     for key, path in paths.items():
         try:
-            fingerprint.update(hashlib.sha256(path.read_bytes()).digest())
-        except OSError as error:
-            problems.append(doc.problem(locate(("tls", key)), f"cannot read {path}: {error.strerror or error}"))
+            fingerprint.update(hashlib.sha256(read_named_file(path)).digest())
+        except ValueError as error:
+            problems.append(doc.problem(locate(("tls", key)), str(error)))
     if len(problems) > count:
         return None
     tls = TLS(paths.get("ca"), paths.get("cert"), paths.get("key"), spec.verify_identity, fingerprint.hexdigest())

@@ -16,7 +16,10 @@ def _parse_duration(value: object) -> object:
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError("too large for a number of seconds") from None
     if isinstance(value, str):
         match = _DURATION.match(value.strip())
         if match is None:
@@ -37,7 +40,9 @@ def duration_seconds(value: str) -> float:
 TARGET_LABELS = frozenset({"job", "instance"})
 
 
-def _reject_reserved_label(name: str) -> str:
+def _reject_reserved_label(name: object) -> object:
+    if not isinstance(name, str):
+        return name  # not a name at all: the type check after this says so
     if name.startswith("__"):
         raise ValueError(f"label name {name!r} is reserved (names starting with __ belong to Prometheus)")
     if name in TARGET_LABELS:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 # The one place that turns pydantic errors into located problems; shared with targets.yml and queries.yml.
 from app.config import _at_root, _validate
 from app.errors import ConfigError, ConfigProblem
-from app.yamlfile import KeyPath, YamlDocument, load_yaml
+from app.yamlfile import KeyPath, YamlDocument, load_yaml, read_named_file
 
 # $2a$, $2b$ or $2y$ (htpasswd writes 2y), a cost of 04 to 31, then 22 characters of salt and 31 of hash.
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
@@ -218,8 +218,8 @@ def _files(tls: TLSServer) -> list[tuple[str, Path]]:
 
 def _readable(doc: YamlDocument, path: KeyPath, file: Path, problems: list[ConfigProblem]) -> bool:
     try:
-        file.open("rb").close()
-    except OSError as error:
-        problems.append(doc.problem(path, f"cannot read {file}: {error.strerror or error}"))
+        read_named_file(file)
+    except ValueError as error:
+        problems.append(doc.problem(path, str(error)))
         return False
     return True

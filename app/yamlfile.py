@@ -49,9 +49,9 @@ def load_yaml(path: Path) -> YamlDocument:
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as error:
         # The reader checks the whole text up front and knows only the offending character's offset.
-        line = len((text[: error.position] + "x").splitlines())
         message = f"invalid YAML: unacceptable character #x{error.character:04x}: {error.reason}"
-        raise ConfigError([ConfigProblem(name, "", message, line)]) from None
+        at_line = len((text[: error.position] + "x").splitlines())
+        raise ConfigError([ConfigProblem(name, "", message, at_line)]) from None
     try:
         node = loader.get_single_node()
         lines: dict[KeyPath, int] = {}
@@ -64,8 +64,8 @@ def load_yaml(path: Path) -> YamlDocument:
         raise ConfigError([ConfigProblem(name, "", f"invalid YAML: {problem}", line)]) from None
     except RecursionError:
         # Both PyYAML's composer and _to_data recurse once per level of nesting; the reader stopped near the culprit.
-        line = min(loader.get_mark().line + 1, len(text.splitlines()))
-        raise ConfigError([ConfigProblem(name, "", "invalid YAML: nested too deeply", line)]) from None
+        deepest = min(loader.get_mark().line + 1, len(text.splitlines()))
+        raise ConfigError([ConfigProblem(name, "", "invalid YAML: nested too deeply", deepest)]) from None
     finally:
         loader.dispose()
     if problems:
@@ -96,7 +96,7 @@ def _to_data(
         loader.flatten_mapping(node)
         mapping: dict[str, object] = {}
         for key_node, value_node in node.value:
-            key = _construct(loader, key_node, path, problems, file)
+            key = _construct(loader, key_node, path, problems, file) if isinstance(key_node, yaml.ScalarNode) else None
             if key is _INVALID:
                 continue
             if not isinstance(key, str | int | float | bool):
@@ -118,6 +118,7 @@ def _to_data(
             _to_data(loader, item, (*path, index), lines, problems, file, ancestors)
             for index, item in enumerate(node.value)
         ]
+    assert isinstance(node, yaml.ScalarNode)
     value = _construct(loader, node, path, problems, file)
     return None if value is _INVALID else value
 
@@ -126,12 +127,26 @@ _INVALID = object()
 
 
 def _construct(
-    loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, problems: list[ConfigProblem], file: str
+    loader: yaml.SafeLoader, node: yaml.ScalarNode, path: KeyPath, problems: list[ConfigProblem], file: str
 ) -> object:
-    """The node's value, or _INVALID (with a problem recorded) for a scalar Python cannot represent."""
+    """The scalar's value, or _INVALID (with a problem recorded) when PyYAML cannot build it."""
     try:
         return loader.construct_object(node, deep=True)
-    except (ValueError, OverflowError) as error:
-        # PyYAML lets these through: a date such as 2024-13-01, an integer of more than 4300 digits.
-        problems.append(ConfigProblem(file, format_path(path), f"invalid value: {error}", node.start_mark.line + 1))
+    except (ValueError, LookupError, AttributeError, OverflowError):
+        # PyYAML's constructors let these through: 2024-13-45, an integer of 5000 digits, !!bool maybe.
+        text = node.value if len(node.value) <= 40 else node.value[:37] + "..."
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        problems.append(
+            ConfigProblem(file, format_path(path), f"{text!r} is not a valid {tag}", node.start_mark.line + 1)
+        )
         return _INVALID
+
+
+def read_named_file(path: Path) -> bytes:
+    """The bytes of a file a config names (a password, a certificate); ValueError saying why it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+    except ValueError:  # a NUL in the name
+        raise ValueError(f"cannot read {str(path)!r}: not a valid file name") from None

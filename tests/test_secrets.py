@@ -104,7 +104,7 @@ def test_password_file_is_read_at_load_and_reload_and_never_shown(
         failed = client.post("/-/reload")
         shown.append(failed.text)
         assert failed.status_code == 500
-        assert f"targets.db.password_file: cannot read {str(password_file)!r}: No such file or directory" in failed.text
+        assert f"targets.db.password_file: cannot read {password_file}: No such file or directory" in failed.text
         assert "probe_success 0.0" in look()
     shown += [record.getMessage() for record in caplog.records]
     everything = "\n".join(shown)
