@@ -21,7 +21,7 @@ from app.config import Config, Target
 from app.discovery import target_groups
 from app.errors import ConfigError
 from app.exporter import Exporter
-from app.exposition import encode, probe_registry
+from app.exposition import encode, render_probe
 from app.prober import ProbeResult
 from app.report import debug_report
 from app.webconfig import WebConfig
@@ -115,9 +115,9 @@ async def probe(
     exporter.telemetry.observe(result)
     _log_failure(result)
     if debug:
-        text, _ = encode(probe_registry(result), None)
+        text, _ = render_probe(result, None)
         return PlainTextResponse(debug_report(result, text.decode()))
-    body, content_type = encode(probe_registry(result), request.headers.get("accept"))
+    body, content_type = render_probe(result, request.headers.get("accept"))
     return Response(body, media_type=content_type)
 
 

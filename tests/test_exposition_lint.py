@@ -1,13 +1,21 @@
 """promtool accepts what sqlprobe serves: on success, on failure, for the shipped query sets and on /metrics."""
 
+import asyncio
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from app.config import load_config
+from app.engines import EngineCache
+from app.exposition import PROBE_DURATION, PROBE_SUCCESS, QUERY_DURATION, QUERY_SUCCESS, render_probe
+from app.prober import Prober, ProbeResult
 from tests.helpers import ITEMS_SET, client_for, target, write_config
 from tests.servers import MariaDB
 
@@ -68,3 +76,58 @@ def test_promtool_accepts_probes_of_every_shipped_query_set(
     for name, text in pages.items():
         result = promtool_check(promtool, text)
         assert (result.returncode, result.stdout + result.stderr) == (0, ""), name
+
+
+class _Reference(Collector):
+    """The probe's families built with prometheus-client, as sqlprobe did before it wrote the text itself."""
+
+    def __init__(self, result: ProbeResult) -> None:
+        self._result = result
+
+    def collect(self) -> Iterator[Metric]:
+        success = GaugeMetricFamily(*QUERY_SUCCESS, labels=["metric"])
+        duration = GaugeMetricFamily(*QUERY_DURATION, labels=["metric"])
+        for metric_result, query_result in self._result.metric_results():
+            spec = metric_result.metric
+            family = (CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily)(
+                spec.name, spec.documentation, labels=spec.labels
+            )
+            for labels, number in metric_result.samples:
+                family.add_metric(labels, number)
+            yield family
+            ok = query_result.error is None and metric_result.error is None
+            success.add_metric([spec.key], 1.0 if ok else 0.0)
+            duration.add_metric([spec.key], query_result.duration)
+        yield success
+        yield duration
+        yield GaugeMetricFamily(*PROBE_SUCCESS, value=float(self._result.success))
+        yield GaugeMetricFamily(*PROBE_DURATION, value=self._result.duration)
+
+
+def test_probe_text_is_byte_for_byte_what_prometheus_client_writes(tmp_path: Path) -> None:
+    odd = {
+        "labels": {
+            "query": "select 'say \"hi\"\\n\\\\' as name, 1 as n union all select 'é', 2.5e21 union all select '', 'nan'",
+            "type": "counter",
+            "description": 'help with "quotes", a \\ and\na new line',
+            "labels": ["name"],
+            "value": "n",
+        },
+        "empty": {"query": "select 1 as n where 0", "type": "gauge", "description": "no rows", "value": "n"},
+        "broken": {"query": "select nope", "type": "gauge", "description": "fails", "value": "n"},
+    }
+    config = write_config(tmp_path, {"db": target("sqlite://", "odd")}, {"odd": odd})
+    engines = EngineCache()
+    prober = Prober(engines, max_workers=2)
+    try:
+        result = asyncio.run(prober.probe(config.targets["db"], None, 5.0))
+    finally:
+        prober.close()
+        engines.dispose_all()
+    assert not result.success  # the failed metric is part of what is written
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Reference(result))
+    for accept in (None, "application/openmetrics-text; version=1.0.0"):
+        body, content_type = render_probe(result, accept)
+        encoder, expected_type = choose_encoder(accept or "")
+        assert (body.decode(), content_type) == (encoder(registry).decode(), expected_type)

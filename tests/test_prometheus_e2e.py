@@ -35,10 +35,15 @@ def test_prometheus_scrapes_every_discovered_target_with_the_values_of_its_sql(
         address = exporter.url.removeprefix("http://")
         config = config_for_test((EXAMPLES / "prometheus.yml").read_text(), {"127.0.0.1:9104": address})
         with running_prometheus(prometheus, config) as server:
+            # Each job is scraped on its own schedule: wait until both have been, for every target.
             server.wait_for(
-                "a user metric of every healthy target",
+                "a scrape of every target and of sqlprobe itself, and a user metric of every healthy target",
                 lambda: (
-                    len(server.query('count by (instance) (query_exporter_qty_by_kind{job="sqlprobe"})')) == len(fleet)
+                    (
+                        len(server.query("up")) == len(targets) + 1
+                        and len(server.query('count by (instance) (query_exporter_qty_by_kind{job="sqlprobe"})'))
+                        == len(fleet)
+                    )
                     or None
                 ),
             )
