@@ -62,6 +62,8 @@ def create_target_engine(target: Target) -> Engine:
     options |= {
         "isolation_level": "AUTOCOMMIT",
         "pool_reset_on_return": None,
+        # SQLAlchemy would still end each checkout with a ROLLBACK: a round trip per probe for nothing.
+        "skip_autocommit_rollback": True,
         "connect_args": dialect.connect_args(target),
     }
     engine = create_engine(url, **options)
@@ -272,10 +274,15 @@ class _Cached:
     """An engine, what it was built from, and how many probes use it right now."""
 
     engine: Engine
-    settings: Target
+    target: Target  # the one it was built for: a probe of the same object skips comparing settings
     leases: int = 0
     retired: bool = False
     last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def settings(self) -> Target:
+        """What the engine was built from (see _engine_settings)."""
+        return _engine_settings(self.target)
 
 
 def _engine_settings(target: Target) -> Target:
@@ -294,15 +301,14 @@ class EngineCache:
     @contextmanager
     def lease(self, target: Target) -> Iterator[Engine]:
         """The engine of ``target`` for one probe; an engine retired meanwhile is disposed when its last probe ends."""
-        settings = _engine_settings(target)
         idle = None
         with self._lock:
             cached = self._cached.get(target.name)
-            if cached is None or cached.settings != settings:
+            if cached is None or (cached.target is not target and cached.settings != _engine_settings(target)):
                 # First probe, or a probe on a reloaded config that changed this target's connection.
                 if cached is not None:
                     idle = self._retire(target.name)
-                cached = self._cached[target.name] = _Cached(create_target_engine(target), settings)
+                cached = self._cached[target.name] = _Cached(create_target_engine(target), target)
             cached.leases += 1
         if idle is not None:
             idle.engine.dispose()

@@ -119,3 +119,27 @@ def test_engines_no_probe_used_for_a_while_are_disposed(tmp_path: Path, fleet: S
         # The next probe simply builds the engine again.
         assert value(parse_samples(client.get("/probe", params={"target": "db"}).text), "probe_success") == 1.0
         assert engines() == 1.0
+
+
+def _server_counters(server: MariaDB) -> dict[str, int]:
+    rows = server.root_query(
+        "show global status where variable_name in ('Questions', 'Com_rollback', 'Com_set_option')"
+    )
+    return {name: int(count) for name, count in rows}
+
+
+def test_a_probe_costs_the_server_its_queries_and_nothing_more(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
+    server = fleet[1]
+    sets = {"three": {key: metric(f"select {number} as n", "n") for number, key in enumerate(("a", "b", "c"))}}
+    config = write_config(tmp_path, {"db": target(server.dsn, "three")}, sets)
+    probes = 5
+    with client_for(config) as client:
+        client.get("/probe", params={"target": "db"})  # connects: its set-up statements are not per probe
+        # Reading the counters costs statements of its own (a connection's SET, the SHOW): measure that too.
+        first, before = _server_counters(server), _server_counters(server)
+        for _ in range(probes):
+            assert value(parse_samples(client.get("/probe", params={"target": "db"}).text), "probe_success") == 1.0
+        after = _server_counters(server)
+    spent = {name: after[name] - before[name] - (before[name] - first[name]) for name in after}
+    # No ROLLBACK at the end of a checkout, no ping before it, no SET per probe: the 3 queries, nothing more.
+    assert spent == {"Com_rollback": 0, "Com_set_option": 0, "Questions": probes * 3}
