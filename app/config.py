@@ -8,21 +8,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, TypeVar
+from typing import Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from app.errors import ConfigError, ConfigProblem
 from app.schema import MetricSpec, QueriesFile, TargetsFile, TargetSpec, TLSSpec
+from app.validation import at_root, validate
 from app.yamlfile import KeyPath, YamlDocument, load_yaml, read_named_file
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-_Model = TypeVar("_Model", bound=BaseModel)
 
 # Families every probe answer carries besides the user's metrics.
 BUILTIN_FAMILIES = frozenset(
@@ -123,7 +120,7 @@ def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, st
     namespace = ""
     try:
         queries_doc = load_yaml(queries_path)
-        queries_file = _validate(QueriesFile, queries_doc, _at_root, problems)
+        queries_file = validate(QueriesFile, queries_doc, at_root, problems)
         if queries_file is not None:
             namespace = queries_file.namespace
             query_sets = _compile_query_sets(queries_file, queries_doc, problems)
@@ -146,49 +143,6 @@ def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, st
         targets_file=str(targets_path),
         queries_file=str(queries_path),
     )
-
-
-def _validate(
-    model: type[_Model],
-    doc: YamlDocument,
-    locate: Callable[[KeyPath], KeyPath],
-    problems: list[ConfigProblem],
-    data: object = None,
-) -> _Model | None:
-    """Validate ``data`` (the document's data by default); ``locate`` maps a key path in it to one in the file."""
-    try:
-        return model.model_validate(doc.data if data is None else data)
-    except ValidationError as error:
-        for detail in error.errors():
-            location = locate(tuple(part for part in detail["loc"] if part != "[key]"))
-            problems.append(doc.problem(location, _explain(detail)))
-        return None
-
-
-def _at_root(path: KeyPath) -> KeyPath:
-    return path
-
-
-def _explain(detail: ErrorDetails) -> str:
-    """A sentence for one pydantic error, in the words of the config file rather than of Python."""
-    kind, given = detail["type"], detail.get("input")
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "string_pattern_mismatch":
-        return f"invalid name {given!r}: must match {detail.get('ctx', {}).get('pattern')}"
-    if kind in {"model_type", "dict_type", "model_attributes_type"}:
-        return f"expected a mapping (key: value), got {_yaml_type(given)}"
-    if kind in {"tuple_type", "list_type"}:
-        return f"expected a list, got {_yaml_type(given)}"
-    return detail["msg"].removeprefix("Value error, ")
-
-
-def _yaml_type(value: object) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
 
 
 def _compile_query_sets(
@@ -244,7 +198,7 @@ def _compile_targets(
     environ: Mapping[str, str],
     problems: list[ConfigProblem],
 ) -> dict[str, Target]:
-    targets_file = _validate(TargetsFile, doc, _at_root, problems)
+    targets_file = validate(TargetsFile, doc, at_root, problems)
     if targets_file is None:
         return {}
     defaults = targets_file.defaults.model_dump(exclude_none=True)
@@ -257,7 +211,7 @@ def _compile_targets(
                 return ("defaults", *path)
             return ("targets", name, *path)
 
-        spec = _validate(TargetSpec, doc, locate, problems, {**defaults, **raw})
+        spec = validate(TargetSpec, doc, locate, problems, {**defaults, **raw})
         if spec is None:
             continue
         url = _resolve_dsn(spec.dsn, doc, locate(("dsn",)), environ, problems)

@@ -10,9 +10,10 @@ from typing import Annotated, Literal, TypedDict
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-# The one place that turns pydantic errors into located problems; shared with targets.yml and queries.yml.
-from app.config import _at_root, _validate
 from app.errors import ConfigError, ConfigProblem
+
+# The one place that turns pydantic errors into located problems; shared with targets.yml and queries.yml.
+from app.validation import at_root, validate
 from app.yamlfile import KeyPath, YamlDocument, load_yaml, read_named_file
 
 # $2a$, $2b$ or $2y$ (htpasswd writes 2y), a cost of 04 to 31, then 22 characters of salt and 31 of hash.
@@ -144,7 +145,7 @@ def load_web_config(path: Path) -> WebConfig:
     """Read and check the web config file; raise ConfigError naming file, line and key of each problem."""
     doc = load_yaml(path)
     problems: list[ConfigProblem] = []
-    spec = _validate(WebConfigFile, doc, _at_root, problems, {} if doc.data is None else None)
+    spec = validate(WebConfigFile, doc, at_root, problems, {} if doc.data is None else None)
     tls = None
     if spec is not None and spec.tls_server_config is not None:
         tls = _resolve_tls(spec.tls_server_config, doc, problems)
