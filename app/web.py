@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 # Seconds kept back from Prometheus's scrape timeout, so our answer arrives before it gives up.
 SCRAPE_TIMEOUT_OFFSET = 0.5
-# Threads are cheap while they wait on a socket (about 16 KiB each); a hung target holds one until just after its deadline.
+# Threads are cheap while they wait on a socket (about 16 KiB each); a hung target holds one until just past
+# its deadline.
 DEFAULT_MAX_WORKERS = 128
 # An engine no probe used for this long is disposed with its connections: longer than any scrape interval.
 DEFAULT_IDLE_ENGINE_TIMEOUT = 900.0
