@@ -13,8 +13,6 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-# Checked in place of an unknown user's hash, so the time of an answer does not tell which users exist.
-_NO_USER_HASH = b"$2b$10$8RU.eFoP6eitXp5sJfDTU.nz4Hyj22wV05KkYZK9OYGNsDiEHnynW"
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="sqlprobe"'}
 _REFUSAL = "sqlprobe needs the username and password of one of its users (HTTP basic authentication).\n"
 
@@ -29,6 +27,9 @@ class BasicAuth:
         # are remembered as an HMAC under a key of this process only, never as the password itself.
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}
+        # Checked in place of an unknown user's hash, so the time of an answer does not tell which users exist:
+        # the hash of random bytes nobody knows, at the cost (and with the salt) of a configured user's hash.
+        self._decoy = bcrypt.hashpw(secrets.token_bytes(16), next(iter(users.values()))[:29])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" or await self._authenticated(Headers(scope=scope).get("authorization")):
@@ -47,7 +48,7 @@ class BasicAuth:
             return True
         hashed = self.users.get(user)
         # On a thread: a bcrypt check holds the CPU for tens of milliseconds, the event loop must not wait on it.
-        matches = await asyncio.to_thread(_bcrypt_matches, password, hashed or _NO_USER_HASH)
+        matches = await asyncio.to_thread(_bcrypt_matches, password, hashed or self._decoy)
         if matches and hashed is not None:
             self._verified[user] = digest
             return True
