@@ -5,7 +5,7 @@ import os
 import re
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
@@ -49,13 +49,14 @@ class Query:
 
     sql: str
     metrics: tuple[Metric, ...]
+    # Seconds a successful result may be served again instead of running the SQL; None: run it every probe.
+    min_interval: float | None = field(init=False)
 
-    @property
-    def min_interval(self) -> float | None:
-        """Seconds a successful result may be served again instead of running the SQL; None: run every probe."""
+    def __post_init__(self) -> None:
         intervals = [metric.min_interval for metric in self.metrics]
         # Only when every metric it feeds allows it, and then for the shortest interval among them.
-        return None if None in intervals else min(interval for interval in intervals if interval is not None)
+        shortest = None if None in intervals else min(interval for interval in intervals if interval is not None)
+        object.__setattr__(self, "min_interval", shortest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,8 +188,8 @@ class _Run:
             for query in self._queries:
                 cached = self._cached(query)
                 if cached is not None:
-                    with self._lock:
-                        self._finished.append(cached)
+                    if not self._finish(cached):
+                        return
                     continue
                 # A connection is checked out when needed: first, and again after one was lost mid-probe.
                 if connection is None or not connection.is_valid:
