@@ -1,5 +1,6 @@
 """The project's few exceptions, with stable messages that name what went wrong."""
 
+import traceback
 from dataclasses import dataclass
 
 
@@ -60,3 +61,13 @@ class ColumnMissing(ProbeError):
 
     def __init__(self, role: str, column: str, available: tuple[str, ...]) -> None:
         super().__init__(f"{role} column {column!r} is not in the result (columns: {', '.join(available) or 'none'})")
+
+
+def where_it_failed(error: BaseException) -> str:
+    """An unexpected exception's type and the line that raised it, for the log.
+
+    Only those: an exception's text is not known to be free of secrets (a driver may quote its DSN).
+    """
+    frames = traceback.extract_tb(error.__traceback__)
+    place = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}{place}"

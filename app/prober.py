@@ -5,7 +5,6 @@ import contextlib
 import logging
 import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +20,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from app.config import Metric, Query, Target
 from app.engines import EngineCache, Interrupt, checkout_deadline, interrupter_for
-from app.errors import ColumnMissing, ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed
+from app.errors import ColumnMissing, ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
 
 log = logging.getLogger(__name__)
 
@@ -170,15 +169,7 @@ class _Run:
         except ProbeError as error:
             self._fail_rest(error)
         except Exception as error:  # noqa: BLE001 - a bug must cost one probe, not the scrape or the worker
-            where = traceback.extract_tb(error.__traceback__)[-1]
-            # Only the type and place: an exception's text is not known to be free of secrets.
-            log.error(
-                "probe of target %s failed unexpectedly: %s at %s:%s",
-                self.target.name,
-                type(error).__name__,
-                where.filename,
-                where.lineno,
-            )
+            log.error("probe of target %s failed unexpectedly: %s", self.target.name, where_it_failed(error))
             self._fail_rest(ProbeError(f"internal error ({type(error).__name__}), see sqlprobe's log"))
 
     def _execute(self, engine: Engine) -> None:

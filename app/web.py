@@ -5,31 +5,29 @@ import contextlib
 import html
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
 from app.basicauth import BasicAuth
-from app.config import Config, Target
+from app.config import Config
 from app.discovery import target_groups
 from app.errors import ConfigError
 from app.exporter import Exporter
-from app.exposition import encode, render_probe
-from app.prober import ProbeResult
-from app.report import debug_report
+from app.exposition import encode
+from app.probe_endpoint import OPENAPI_OPERATION, PATH, BadRequest, ProbeEndpoint
 from app.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
-# Seconds kept back from Prometheus's scrape timeout, so our answer arrives before it gives up.
-SCRAPE_TIMEOUT_OFFSET = 0.5
 # Threads are cheap while they wait on a socket (about 16 KiB each); a hung target holds one until just past
 # its deadline.
 DEFAULT_MAX_WORKERS = 128
@@ -44,14 +42,6 @@ async def get_exporter(request: Request) -> Exporter:
 
 
 ExporterDep = Annotated[Exporter, Depends(get_exporter)]
-
-
-class BadRequest(Exception):
-    """A request sqlprobe cannot serve; its message is the answer's body."""
-
-    def __init__(self, message: str, status_code: int = 400) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 def create_app(
@@ -78,60 +68,48 @@ def create_app(
         sweeper.cancel()
         exporter.close()
 
-    app = FastAPI(title="sqlprobe", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    users = web_config.users if web_config is not None else {}
+    app = Sqlprobe(exporter, users, title="sqlprobe", version=__version__, lifespan=lifespan, **_NO_DOCS)
     app.state.exporter = exporter
     app.add_exception_handler(BadRequest, _bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_parameters)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.include_router(router)
-    if web_config is not None and web_config.users:
-        app.add_middleware(BasicAuth, users=web_config.users)
     return app
 
 
+# No Swagger UI or ReDoc pages: /openapi.json is the documentation.
+_NO_DOCS: Mapping[str, Any] = {"docs_url": None, "redoc_url": None}
+
+
+class Sqlprobe(FastAPI):
+    """The FastAPI app, with /probe served ahead of it by a bare ASGI endpoint (see app/probe_endpoint.py).
+
+    With ``users``, every request must carry one's credentials (HTTP basic authentication).
+    """
+
+    def __init__(self, exporter: Exporter, users: Mapping[str, bytes], **settings: Any) -> None:
+        super().__init__(**settings)
+        self._probes = ProbeEndpoint(exporter)
+        self._entry: ASGIApp = BasicAuth(self._route, users) if users else self._route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == PATH:
+            await self._probes(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema of its routes, and /probe's."""
+        if self.openapi_schema is None:
+            super().openapi()["paths"][PATH] = dict(OPENAPI_OPERATION)
+        return super().openapi()
+
+
 router = APIRouter()
-
-
-# /probe reads its parameters itself (FastAPI's injection and validation cost a tenth of a probe's CPU);
-# they are documented here for /openapi.json.
-_PROBE_PARAMETERS = [
-    {"name": "target", "in": "query", "required": True, "schema": {"type": "string"}},
-    {"name": "query_set", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}},
-    {"name": "debug", "in": "query", "schema": {"type": "boolean", "default": False}},
-    {"name": "X-Prometheus-Scrape-Timeout-Seconds", "in": "header", "schema": {"type": "string"}},
-]
-_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
-
-
-@router.get("/probe", response_class=PlainTextResponse, openapi_extra={"parameters": _PROBE_PARAMETERS})
-async def probe(request: Request) -> Response:
-    """Probe one target and answer with its metrics; a failed probe is probe_success 0, not an error."""
-    exporter: Exporter = request.app.state.exporter
-    config = exporter.config
-    parameters = request.query_params
-    targets = parameters.getlist("target")
-    if not targets or not targets[0]:
-        raise BadRequest("the 'target' parameter is required, e.g. /probe?target=NAME")
-    if len(targets) > 1:
-        raise BadRequest("give one 'target' parameter per probe")
-    found = config.targets.get(targets[0])
-    if found is None:
-        raise BadRequest(f"unknown target {targets[0]!r}: it is not in {config.targets_file}", 404)
-    debug = _BOOLEANS.get(parameters.get("debug", "false").lower())
-    if debug is None:
-        raise BadRequest(
-            f"invalid request: debug: Input should be a valid boolean (true or false), not {parameters['debug']!r}"
-        )
-    selected = _query_sets(found, parameters.getlist("query_set"))
-    budget = _budget(found, request.headers.get("x-prometheus-scrape-timeout-seconds"))
-    result = await exporter.prober.probe(found, selected, budget)
-    exporter.telemetry.observe(result)
-    _log_failure(result)
-    if debug:
-        text, _ = render_probe(result, None)
-        return PlainTextResponse(debug_report(result, text.decode()))
-    body, content_type = render_probe(result, request.headers.get("accept"))
-    return Response(body, media_type=content_type)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
@@ -240,51 +218,6 @@ Targets for Prometheus's <code>http_sd_configs</code>: <a href="/sd">/sd</a>.</p
 </table>
 </body></html>
 """
-
-
-def _query_sets(target: Target, requested: list[str] | None) -> frozenset[str] | None:
-    if not requested:
-        return None
-    unknown = [name for name in requested if name not in target.query_sets]
-    if unknown:
-        raise BadRequest(
-            f"query set {unknown[0]!r} is not assigned to target {target.name!r} "
-            f"(its query sets: {', '.join(target.query_sets)})"
-        )
-    return frozenset(requested)
-
-
-def _budget(target: Target, scrape_timeout: str | None) -> float:
-    """Seconds the probe may take: the scrape timeout less an offset, capped by the target's timeout."""
-    if scrape_timeout is None:
-        return target.timeout
-    try:
-        seconds = float(scrape_timeout)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise BadRequest(f"X-Prometheus-Scrape-Timeout-Seconds must be a positive number, not {scrape_timeout!r}")
-    # Below 1 s the offset would eat most of the scrape timeout: keep half of it instead.
-    return min(max(seconds - SCRAPE_TIMEOUT_OFFSET, seconds / 2), target.timeout)
-
-
-def _log_failure(result: ProbeResult) -> None:
-    if result.success:
-        return
-    by_error: dict[tuple[str, str], list[str]] = {}
-    for metric, _ in result.metric_results():
-        if metric.error is not None:
-            # One line per event: drivers' messages may span several (psycopg adds hints).
-            message = " ".join(str(metric.error).split())
-            by_error.setdefault((metric.error.reason, message), []).append(metric.metric.key)
-    details = "; ".join(f"{reason}: {error} (metrics: {', '.join(keys)})" for (reason, error), keys in by_error.items())
-    failures = [{"reason": reason, "error": error, "metrics": keys} for (reason, error), keys in by_error.items()]
-    log.info(
-        "probe of target %s failed: %s",
-        result.target.name,
-        details,
-        extra={"event": "probe_failed", "target": result.target.name, "failures": failures},
-    )
 
 
 async def _bad_request(_: Request, error: BadRequest) -> PlainTextResponse:

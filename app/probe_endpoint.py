@@ -1,0 +1,168 @@
+"""GET /probe as a bare ASGI app: the request that Prometheus sends for every target, every interval.
+
+Every other route goes through FastAPI. /probe skips FastAPI's and Starlette's middleware chain, routing and
+Request/Response objects, which together cost as much CPU as the probe's own work: it reads the query string
+and the headers from the ASGI scope and writes its answer as two ASGI messages.
+"""
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import Receive, Scope, Send
+
+from app.config import Target
+from app.errors import where_it_failed
+from app.exporter import Exporter
+from app.exposition import render_probe
+from app.prober import ProbeResult
+from app.report import debug_report
+
+log = logging.getLogger(__name__)
+
+PATH = "/probe"
+# Seconds kept back from Prometheus's scrape timeout, so our answer arrives before it gives up.
+SCRAPE_TIMEOUT_OFFSET = 0.5
+_PLAIN_TEXT = b"text/plain; charset=utf-8"
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+# For /openapi.json: /probe has no FastAPI route to describe it.
+OPENAPI_OPERATION: Mapping[str, Any] = {
+    "get": {
+        "summary": "Probe",
+        "description": "Probe one target and answer with its metrics; a failed probe is probe_success 0, not an error.",
+        "operationId": "probe_probe_get",
+        "parameters": [
+            {"name": "target", "in": "query", "required": True, "schema": {"type": "string"}},
+            {"name": "query_set", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}},
+            {"name": "debug", "in": "query", "schema": {"type": "boolean", "default": False}},
+            {"name": "X-Prometheus-Scrape-Timeout-Seconds", "in": "header", "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": {"description": "The target's metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "400": {"description": "A bad parameter", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "404": {"description": "An unknown target", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        },
+    }
+}
+
+
+class BadRequest(Exception):
+    """A request sqlprobe cannot serve; its message is the answer's body."""
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ProbeEndpoint:
+    """Probe one target and answer with its metrics; a failed probe is probe_success 0, not an HTTP error."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self._exporter = exporter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "GET":
+            await _answer(send, 405, f"Method Not Allowed: {scope['method']} {PATH}\n".encode(), [(b"allow", b"GET")])
+            return
+        try:
+            body, content_type = await self._probe(scope)
+        except BadRequest as error:
+            await _answer(send, error.status_code, f"{error}\n".encode())
+            return
+        except Exception as error:  # noqa: BLE001 - a bug costs one answer, never a traceback to the client
+            log.error("probe request failed unexpectedly: %s", where_it_failed(error))
+            await _answer(send, 500, b"internal error, see sqlprobe's log\n")
+            return
+        await _answer(send, 200, body, content_type=content_type)
+
+    async def _probe(self, scope: Scope) -> tuple[bytes, bytes]:
+        config = self._exporter.config
+        parameters = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        headers = _first_values(scope["headers"])
+        targets = [value for name, value in parameters if name == "target"]
+        if not targets or not targets[0]:
+            raise BadRequest("the 'target' parameter is required, e.g. /probe?target=NAME")
+        if len(targets) > 1:
+            raise BadRequest("give one 'target' parameter per probe")
+        found = config.targets.get(targets[0])
+        if found is None:
+            raise BadRequest(f"unknown target {targets[0]!r}: it is not in {config.targets_file}", 404)
+        debug_text = next((value for name, value in parameters if name == "debug"), "false")
+        debug = _BOOLEANS.get(debug_text.lower())
+        if debug is None:
+            raise BadRequest(
+                f"invalid request: debug: Input should be a valid boolean (true or false), not {debug_text!r}"
+            )
+        selected = _query_sets(found, [value for name, value in parameters if name == "query_set"])
+        budget = _budget(found, headers.get("x-prometheus-scrape-timeout-seconds"))
+        result = await self._exporter.prober.probe(found, selected, budget)
+        self._exporter.telemetry.observe(result)
+        _log_failure(result)
+        if debug:
+            text, _ = render_probe(result, None)
+            return debug_report(result, text.decode()).encode(), _PLAIN_TEXT
+        body, content_type = render_probe(result, headers.get("accept"))
+        return body, content_type.encode("latin-1")
+
+
+async def _answer(
+    send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = (), content_type: bytes = _PLAIN_TEXT
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _first_values(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Request headers by lower-case name (ASGI sends them so); the first of repeated ones, as Starlette reads."""
+    values: dict[str, str] = {}
+    for name, value in headers:
+        values.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return values
+
+
+def _query_sets(target: Target, requested: list[str]) -> frozenset[str] | None:
+    if not requested:
+        return None
+    unknown = [name for name in requested if name not in target.query_sets]
+    if unknown:
+        raise BadRequest(
+            f"query set {unknown[0]!r} is not assigned to target {target.name!r} "
+            f"(its query sets: {', '.join(target.query_sets)})"
+        )
+    return frozenset(requested)
+
+
+def _budget(target: Target, scrape_timeout: str | None) -> float:
+    """Seconds the probe may take: the scrape timeout less an offset, capped by the target's timeout."""
+    if scrape_timeout is None:
+        return target.timeout
+    try:
+        seconds = float(scrape_timeout)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise BadRequest(f"X-Prometheus-Scrape-Timeout-Seconds must be a positive number, not {scrape_timeout!r}")
+    # Below 1 s the offset would eat most of the scrape timeout: keep half of it instead.
+    return min(max(seconds - SCRAPE_TIMEOUT_OFFSET, seconds / 2), target.timeout)
+
+
+def _log_failure(result: ProbeResult) -> None:
+    if result.success:
+        return
+    by_error: dict[tuple[str, str], list[str]] = {}
+    for metric, _ in result.metric_results():
+        if metric.error is not None:
+            # One line per event: drivers' messages may span several (psycopg adds hints).
+            message = " ".join(str(metric.error).split())
+            by_error.setdefault((metric.error.reason, message), []).append(metric.metric.key)
+    details = "; ".join(f"{reason}: {error} (metrics: {', '.join(keys)})" for (reason, error), keys in by_error.items())
+    failures = [{"reason": reason, "error": error, "metrics": keys} for (reason, error), keys in by_error.items()]
+    log.info(
+        "probe of target %s failed: %s",
+        result.target.name,
+        details,
+        extra={"event": "probe_failed", "target": result.target.name, "failures": failures},
+    )
