@@ -5,9 +5,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
@@ -21,6 +20,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from app.config import Metric, Query, Target
 from app.engines import EngineCache, Interrupt, checkout_deadline, interrupter_for
 from app.errors import ColumnMissing, ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
+from app.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,23 @@ ResultCache = dict[tuple[str, str], tuple[Target, QueryResult]]
 
 @dataclass(slots=True)
 class _Flight:
-    """One run of a target's queries, and how many probes are waiting for it."""
+    """One run of a target's queries, and the probes waiting for it."""
 
     run: "_Run"
-    work: "Future[None]"
     deadline: float
-    waiters: int = 0
+    waiters: list["asyncio.Future[None]"] = field(default_factory=list)
+    landed: bool = False  # the run is over and its waiters were woken
+
+    def land(self) -> None:
+        """Wake every probe still waiting for this run (on the event loop, once the run is over)."""
+        self.landed = True
+        for waiter in self.waiters:
+            _wake(waiter)
+
+
+def _wake(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Prober:
@@ -100,7 +111,7 @@ class Prober:
 
     def __init__(self, engines: EngineCache, max_workers: int) -> None:
         self._engines = engines
-        self._workers = ThreadPoolExecutor(max_workers, thread_name_prefix="sqlprobe-db")
+        self._workers = Workers(max_workers, "sqlprobe-db")
         self._cancellers = ThreadPoolExecutor(4, thread_name_prefix="sqlprobe-cancel")
         self._flights: dict[tuple[str, frozenset[str] | None], _Flight] = {}
         self._cache: ResultCache = {}
@@ -111,27 +122,28 @@ class Prober:
         Probes of the same target and query sets that arrive while one runs (two Prometheus servers
         scraping it) wait for that run instead of starting their own.
         """
+        loop = asyncio.get_running_loop()
         started = time.monotonic()
         key = (target.name, query_sets)
         flight = self._flights.get(key)
-        if flight is None or flight.run.target is not target or flight.work.done():
+        if flight is None or flight.run.target is not target or flight.landed:
             run = _Run(target, target.queries_for(query_sets), self._engines, self._cache, started + budget)
-            flight = self._flights[key] = _Flight(run, self._workers.submit(run.execute), started + budget)
-        flight.waiters += 1
+            flight = self._flights[key] = _Flight(run, started + budget)
+            self._workers.submit(run.execute, loop, flight.land)
+        waiter = loop.create_future()
+        flight.waiters.append(waiter)
+        timer = loop.call_later(budget, _wake, waiter)
         try:
-            # On timeout this cancels the work if no thread has picked it up yet (and no other probe waits).
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(flight.work)), budget)
-        except TimeoutError:
-            pass  # what finished is reported below; the rest counts as failed
+            await waiter  # woken when the run lands or when the budget is spent, whichever comes first
         finally:
-            flight.waiters -= 1
-            if not flight.work.done() and (flight.waiters == 0 or time.monotonic() >= flight.deadline):
+            timer.cancel()
+            flight.waiters.remove(waiter)
+            if not flight.landed and (not flight.waiters or time.monotonic() >= flight.deadline):
                 # Past the run's deadline, or every client went away: stop the work, on the server too.
-                flight.work.cancel()
                 interrupt = flight.run.abandon()
                 if interrupt is not None:
                     self._cancellers.submit(interrupt)
-            if (flight.work.done() or flight.run.abandoned) and self._flights.get(key) is flight:
+            if (flight.landed or flight.run.abandoned) and self._flights.get(key) is flight:
                 del self._flights[key]
         return flight.run.result(budget, time.monotonic() - started)
 
@@ -141,7 +153,7 @@ class Prober:
 
     def close(self) -> None:
         """Stop accepting probes; running ones end by their own deadlines."""
-        self._workers.shutdown(wait=False, cancel_futures=True)
+        self._workers.close()
         self._cancellers.shutdown(wait=False, cancel_futures=True)
 
 
@@ -333,21 +345,31 @@ def _metric_result(metric: Metric, columns: Sequence[str], rows: Sequence[Sequen
             return MetricResult(metric, error=ColumnMissing("label", label, tuple(columns)))
         label_at.append(position)
     samples: dict[LabelValues, float] = {}
-    skipped: Counter[str] = Counter()
+    skipped: dict[str, int] = {}
     for row in rows:
-        if len(samples) == metric.max_rows:
-            skipped["max_rows"] += 1
-            continue
-        value = _number(row[value_at])
-        if isinstance(value, str):
-            skipped[value] += 1
-            continue
-        labels = tuple(_label(row[position]) for position in label_at)
-        if labels in samples:
-            skipped["duplicate_labels"] += 1
-            continue
-        samples[labels] = value
-    return MetricResult(metric, tuple(samples.items()), dict(skipped))
+        reason = _add_sample(samples, row, value_at, label_at) if len(samples) < metric.max_rows else "max_rows"
+        if reason is not None:
+            skipped[reason] = skipped.get(reason, 0) + 1
+    return MetricResult(metric, tuple(samples.items()), skipped)
+
+
+def _add_sample(
+    samples: dict[LabelValues, float], row: Sequence[Any], value_at: int, label_at: list[int]
+) -> str | None:
+    """Add ``row``'s sample; the reason it was skipped, if it was."""
+    raw = row[value_at]
+    # Most cells are numbers already: they need no more than float().
+    value = float(raw) if type(raw) in _NUMBER_TYPES else _number(raw)
+    if isinstance(value, str):
+        return value
+    labels = tuple([_label(row[position]) for position in label_at]) if label_at else ()
+    if labels in samples:
+        return "duplicate_labels"
+    samples[labels] = value
+    return None
+
+
+_NUMBER_TYPES = frozenset({int, float, Decimal})
 
 
 def _number(raw: object) -> float | str:
