@@ -54,7 +54,12 @@ class Exporter:
     process: subprocess.Popen[bytes]
     host: str
     port: int
-    targets: Sequence[str]
+    dsns: Mapping[str, str]  # by target name
+
+    @property
+    def targets(self) -> Sequence[str]:
+        """The names of the targets it serves."""
+        return list(self.dsns)
 
 
 def target_name(index: int) -> str:
@@ -156,7 +161,7 @@ def exporter(directory: Path, dsns: Mapping[str, str], options: Sequence[str]) -
             if process.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"bench: sqlprobe did not start:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.1)
-        yield Exporter(process, host, port, list(dsns))
+        yield Exporter(process, host, port, dsns)
     finally:
         stop_process(process, signal.SIGTERM)
         if process.poll() is None:

@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -68,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             results = uvloop.run(saturation(running, database_pids, config))
         rss = rss_bytes(running.process.pid)
+        if args.floor:
+            results.update(python_floor(running, database_pids, config))
+            results["exporter_to_floor"] = _ours(results) / results["floor_cpu_us_per_query"]
         results["exporter_idle_cores"] = idle_window["exporter_cpu_s"] / idle_window["wall_s"]
         results["rss_idle_mib"] = idle_rss / 2**20
         results["rss_mib"] = rss / 2**20
@@ -103,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="one more sqlprobe argument (repeatable; --exporter-arg=--max-threads=8)",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="then run the same queries on bare PyMySQL connections, on the same schedule (open) or back to back "
+        "(saturation), and give sqlprobe's CPU per query as a multiple of that",
     )
     parser.add_argument("--json", help="where to write the figures (default bench-results/<time>-<mode>.json)")
     parser.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="print B/A for two runs and exit")
@@ -195,6 +205,51 @@ async def saturation(running: Exporter, database_pids: Sequence[int], config: Ma
     for probes in probers:
         probes.connection.close()
     return {"max_probes_per_s": best, "max_queries_per_s": best * QUERIES_PER_PROBE, "steps": steps}
+
+
+# Seconds the floor process is given to open its connections before its schedule begins.
+FLOOR_CONNECT_SECONDS = 10
+
+
+def python_floor(running: Exporter, database_pids: Sequence[int], config: Mapping[str, Any]) -> dict[str, Any]:
+    """CPU per query of the same queries on persistent PyMySQL connections (tests/bench/floor.py), measured alike.
+
+    Open mode: every target once per interval, as sqlprobe was probed, against sqlprobe's figure. Saturation: back
+    to back, one at a time, against sqlprobe's figure at one probe in flight.
+    """
+    open_mode = config["mode"] == "open"
+    begin = time.monotonic() + FLOOR_CONNECT_SECONDS
+    window_start = begin + (config["warmup_s"] if open_mode else 2)
+    window_end = window_start + (config["duration_s"] if open_mode else config["step_s"])
+    print("bench: measuring the Python floor (bare PyMySQL) ...", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="sqlprobe-floor-") as directory:
+        dsns = Path(directory) / "dsns.json"
+        dsns.write_text(json.dumps(list(running.dsns.values())))
+        schedule = {"--begin": begin, "--window-start": window_start, "--window-end": window_end}
+        command = [sys.executable, "-m", "tests.bench.floor", "--dsns", str(dsns), "--end", str(window_end + 0.5)]
+        command += [str(part) for option in schedule.items() for part in option]
+        command += ["--interval", str(config["interval_s"] if open_mode else 0)]
+        floor = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        time.sleep(max(0.0, window_start - time.monotonic()))
+        before = Snapshot.take(floor.pid, database_pids)
+        time.sleep(max(0.0, window_end - time.monotonic()))
+        window = before.until(Snapshot.take(floor.pid, database_pids))
+        output, _ = floor.communicate(timeout=60)
+    if floor.returncode != 0:
+        sys.exit(f"bench: the floor process failed (exit {floor.returncode})")
+    queries = json.loads(output)["queries"]
+    return {
+        "floor_schedule": "every target once per interval" if open_mode else "back to back, one at a time",
+        "floor_queries": queries,
+        "floor_cpu_us_per_query": _per(window["exporter_cpu_s"] * 1e6, queries),
+        "floor_db_cpu_us_per_query": _per(window["db_cpu_s"] * 1e6, queries),
+    }
+
+
+def _ours(results: Mapping[str, Any]) -> float:
+    """sqlprobe's CPU per query to set against the floor: the open loop's, or saturation's at one in flight."""
+    steps = [step for step in results.get("steps", [results]) if step.get("concurrency", 1) == 1]
+    return float(steps[0]["exporter_cpu_us_per_query"]) if steps else math.nan
 
 
 def _probers(running: Exporter, config: Mapping[str, Any]) -> Probes:
@@ -311,6 +366,12 @@ def print_table(report: Mapping[str, Any]) -> None:
             )
         print(f"\n  {'max probes/s within bound':34} {results['max_probes_per_s']:.1f}")
     print(f"  {'exporter cores busy when idle':34} {results['exporter_idle_cores']:.3f}")
+    if "floor_cpu_us_per_query" in results:
+        print(
+            f"  {'Python floor µs per query':34} {results['floor_cpu_us_per_query']:.0f} "
+            f"(bare PyMySQL, {results['floor_schedule']}; MariaDB {results['floor_db_cpu_us_per_query']:.0f})\n"
+            f"  {'exporter / floor':34} {results['exporter_to_floor']:.2f}"
+        )
     print(
         f"  {'RSS total / idle MiB':34} {results['rss_mib']:.1f} / {results['rss_idle_mib']:.1f}\n"
         f"  {'RSS per target KiB':34} {results['rss_per_target_kib']:.0f}"
