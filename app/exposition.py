@@ -23,8 +23,7 @@ def render_probe(result: ProbeResult, accept: str | None) -> tuple[bytes, str]:
     Written directly rather than through prometheus-client's registry and families, which cost a tenth
     of a probe's CPU; tests/test_exposition_lint.py checks the output equals prometheus-client's, byte for byte.
     """
-    content_type = choose_encoder(accept or "")[1]
-    openmetrics = content_type.startswith("application/openmetrics-text")
+    content_type, openmetrics = _format(accept or "")
     parts: list[str] = []
     success: list[tuple[str, float]] = []
     duration: list[tuple[str, float]] = []
@@ -52,6 +51,13 @@ def encode(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]
     """Exposition of ``registry`` (sqlprobe's own metrics) in the format the scraper asked for."""
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type
+
+
+@lru_cache(maxsize=64)
+def _format(accept: str) -> tuple[str, bool]:
+    """The content type to answer an Accept header with, and whether it is OpenMetrics; once per header seen."""
+    content_type: str = choose_encoder(accept)[1]
+    return content_type, content_type.startswith("application/openmetrics-text")
 
 
 @lru_cache(maxsize=8192)

@@ -171,7 +171,8 @@ class _Run:
         self._lock = threading.Lock()
         self._finished: list[QueryResult] = []
         self._abandoned = False
-        self._running: tuple[float, Interrupt | None] | None = None
+        # The statement running now: when it started, and the engine and driver connection to stop it on.
+        self._running: tuple[float, Engine, Any] | None = None
 
     def execute(self) -> None:
         """Run every query, in order, on as few connections as possible; called in a worker thread, never raises."""
@@ -268,7 +269,7 @@ class _Run:
         with self._lock:
             if self._abandoned:
                 raise _Abandoned
-            self._running = (started, interrupter_for(engine, connection.dbapi_connection))
+            self._running = (started, engine, connection.dbapi_connection)
         cursor = connection.cursor()
         try:
             # No parameters: the driver sends the SQL as written (% and :name need no escaping).
@@ -307,7 +308,8 @@ class _Run:
         """Mark the run as past its deadline; return how to stop the statement still running, if any."""
         with self._lock:
             self._abandoned = True
-            return self._running[1] if self._running is not None else None
+            # Made only now: few statements ever need stopping.
+            return interrupter_for(*self._running[1:]) if self._running is not None else None
 
     def result(self, budget: float, duration: float) -> ProbeResult:
         """What finished so far; queries that did not finish fail with the deadline."""
