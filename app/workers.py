@@ -57,6 +57,7 @@ class Workers:
                 work()
             except Exception as error:  # noqa: BLE001 - the thread must live on for the next work
                 log.error("work on a %s thread failed unexpectedly: %s", self._name, where_it_failed(error))
+            # Idle before waking the loop: work that "then" leads to finds this thread free, not a new one.
+            self._idle.release()
             with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile (shutdown): nobody waits
                 loop.call_soon_threadsafe(then)
-            self._idle.release()
