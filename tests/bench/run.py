@@ -207,10 +207,6 @@ async def saturation(running: Exporter, database_pids: Sequence[int], config: Ma
     return {"max_probes_per_s": best, "max_queries_per_s": best * QUERIES_PER_PROBE, "steps": steps}
 
 
-# Seconds the floor process is given to open its connections before its schedule begins.
-FLOOR_CONNECT_SECONDS = 10
-
-
 def python_floor(running: Exporter, database_pids: Sequence[int], config: Mapping[str, Any]) -> dict[str, Any]:
     """CPU per query of the same queries on persistent PyMySQL connections (tests/bench/floor.py), measured alike.
 
@@ -218,18 +214,23 @@ def python_floor(running: Exporter, database_pids: Sequence[int], config: Mappin
     to back, one at a time, against sqlprobe's figure at one probe in flight.
     """
     open_mode = config["mode"] == "open"
-    begin = time.monotonic() + FLOOR_CONNECT_SECONDS
-    window_start = begin + (config["warmup_s"] if open_mode else 2)
-    window_end = window_start + (config["duration_s"] if open_mode else config["step_s"])
     print("bench: measuring the Python floor (bare PyMySQL) ...", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="sqlprobe-floor-") as directory:
         dsns = Path(directory) / "dsns.json"
         dsns.write_text(json.dumps(list(running.dsns.values())))
-        schedule = {"--begin": begin, "--window-start": window_start, "--window-end": window_end}
-        command = [sys.executable, "-m", "tests.bench.floor", "--dsns", str(dsns), "--end", str(window_end + 0.5)]
-        command += [str(part) for option in schedule.items() for part in option]
-        command += ["--interval", str(config["interval_s"] if open_mode else 0)]
-        floor = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        interval = str(config["interval_s"] if open_mode else 0)
+        command = [sys.executable, "-m", "tests.bench.floor", "--dsns", str(dsns), "--interval", interval]
+        floor = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert floor.stdin is not None
+        assert floor.stdout is not None
+        if not floor.stdout.readline():  # it says when it is connected
+            sys.exit(f"bench: the floor process could not connect (exit {floor.wait()})")
+        begin = time.monotonic() + 0.5
+        window_start = begin + (config["warmup_s"] if open_mode else 2)
+        window_end = window_start + (config["duration_s"] if open_mode else config["step_s"])
+        schedule = {"begin": begin, "window_start": window_start, "window_end": window_end, "end": window_end + 0.5}
+        floor.stdin.write(json.dumps(schedule) + "\n")
+        floor.stdin.flush()
         time.sleep(max(0.0, window_start - time.monotonic()))
         before = Snapshot.take(floor.pid, database_pids)
         time.sleep(max(0.0, window_end - time.monotonic()))
