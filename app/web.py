@@ -69,17 +69,15 @@ def create_app(
         exporter.close()
 
     users = web_config.users if web_config is not None else {}
-    app = Sqlprobe(exporter, users, title="sqlprobe", version=__version__, lifespan=lifespan, **_NO_DOCS)
+    app = Sqlprobe(
+        exporter, users, title="sqlprobe", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.exporter = exporter
     app.add_exception_handler(BadRequest, _bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_parameters)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.include_router(router)
     return app
-
-
-# No Swagger UI or ReDoc pages: /openapi.json is the documentation.
-_NO_DOCS: Mapping[str, Any] = {"docs_url": None, "redoc_url": None}
 
 
 class Sqlprobe(FastAPI):

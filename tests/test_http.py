@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.prober import ProbeResult
+from app.telemetry import Telemetry
 from tests.helpers import client_for, parse_samples, target, value, write_config
 
 SQLITE_SETS = {
@@ -199,3 +201,22 @@ def test_in_memory_sqlite_target_is_probed_like_any_other(tmp_path: Path) -> Non
         samples = parse_samples(client.get("/probe", params={"target": "memory"}).text)
     assert value(samples, "query_exporter_up") == 1.0
     assert value(samples, "probe_success") == 1.0
+
+
+def test_a_bug_while_answering_a_probe_is_a_500_sentence_and_the_log_names_only_its_type(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "text of an exception, which may quote a DSN"
+
+    def broken(_: Telemetry, __: ProbeResult) -> None:  # a bug after the probe ran
+        raise RuntimeError(secret)
+
+    monkeypatch.setattr(Telemetry, "observe", broken)
+    response = client.get("/probe", params={"target": "small"})
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text == "internal error, see sqlprobe's log\n"
+    assert secret not in caplog.text
+    assert "probe request failed unexpectedly: RuntimeError at " in caplog.text
+    monkeypatch.undo()
+    assert client.get("/probe", params={"target": "small"}).status_code == 200
