@@ -35,7 +35,9 @@ class Workers:
             raise RuntimeError("the workers are closed")
         self._queue.put((work, loop, then))
         if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_threads:
-            thread = threading.Thread(target=self._serve, name=f"{self._name}-{len(self._threads)}")
+            # A daemon: an app whose lifespan never ran close() (a test, an embedding) must not keep its process
+            # alive. sqlprobe itself closes them, after uvicorn has let the probes in flight finish.
+            thread = threading.Thread(target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True)
             self._threads.append(thread)
             thread.start()
 

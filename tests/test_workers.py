@@ -2,6 +2,8 @@
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
@@ -114,3 +116,19 @@ def test_closed_workers_refuse_work_and_their_threads_end() -> None:
             workers.submit(lambda: None, loop, lambda: None)
     finally:
         loop.close()
+
+
+def test_workers_never_closed_do_not_keep_the_process_alive() -> None:
+    program = (
+        "import asyncio\n"
+        "from app.workers import Workers\n"
+        "async def main():\n"
+        "    loop = asyncio.get_running_loop()\n"
+        "    done = loop.create_future()\n"
+        "    Workers(2, 'forgotten').submit(lambda: None, loop, lambda: done.set_result(None))\n"
+        "    await done\n"
+        "asyncio.run(main())\n"
+        "print('ran')\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=True)
+    assert finished.stdout == "ran\n"
