@@ -1,6 +1,6 @@
 """Turn a ProbeResult into exposition text (Prometheus text 0.0.4 or OpenMetrics) without a registry per probe."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 from prometheus_client import CollectorRegistry
@@ -36,11 +36,12 @@ def render_probe(result: ProbeResult, accept: str | None) -> tuple[bytes, str]:
         ok = query_result.error is None and metric_result.error is None
         success.append((metric.key, 1.0 if ok else 0.0))
         duration.append((metric.key, query_result.duration))
-    for (name, documentation), samples in ((QUERY_SUCCESS, success), (QUERY_DURATION, duration)):
-        parts.append(_family_header(name, documentation, "gauge", openmetrics))
+    headers = _PROBE_HEADERS[openmetrics]
+    for (name, _), samples in ((QUERY_SUCCESS, success), (QUERY_DURATION, duration)):
+        parts.append(headers[name])
         parts.extend(f'{name}{{metric="{_escape_label(key)}"}} {_number(value)}\n' for key, value in samples)
-    for (name, documentation), value in ((PROBE_SUCCESS, float(result.success)), (PROBE_DURATION, result.duration)):
-        parts.append(_family_header(name, documentation, "gauge", openmetrics))
+    for (name, _), value in ((PROBE_SUCCESS, float(result.success)), (PROBE_DURATION, result.duration)):
+        parts.append(headers[name])
         parts.append(f"{name} {_number(value)}\n")
     if openmetrics:
         parts.append("# EOF\n")
@@ -85,11 +86,21 @@ def _labels(names: Sequence[str], values: Iterable[str]) -> str:
     return "{" + ",".join(f'{name}="{_escape_label(value)}"' for name, value in zip(names, values, strict=True)) + "}"
 
 
-def _number(value: float) -> str:
-    # As prometheus-client writes it: Go's formatting, +Inf, -Inf and NaN.
-    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
-    return text
+# As prometheus-client writes a value: Go's formatting, +Inf, -Inf and NaN.
+_number: Callable[[float], str] = floatToGoString
 
 
 def _escape_label(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    if "\\" in value or "\n" in value or '"' in value:  # seldom: names and label values are mostly plain
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+# The HELP and TYPE lines of the probe's own families, by format (False: text, True: OpenMetrics) and name.
+_PROBE_HEADERS = {
+    openmetrics: {
+        name: _family_header(name, documentation, "gauge", openmetrics)
+        for name, documentation in (QUERY_SUCCESS, QUERY_DURATION, PROBE_SUCCESS, PROBE_DURATION)
+    }
+    for openmetrics in (False, True)
+}
