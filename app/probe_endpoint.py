@@ -25,6 +25,8 @@ PATH = "/probe"
 # Seconds kept back from Prometheus's scrape timeout, so our answer arrives before it gives up.
 SCRAPE_TIMEOUT_OFFSET = 0.5
 _PLAIN_TEXT = b"text/plain; charset=utf-8"
+_ACCEPT, _SCRAPE_TIMEOUT = b"accept", b"x-prometheus-scrape-timeout-seconds"
+_READ = frozenset({_ACCEPT, _SCRAPE_TIMEOUT})
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 # For /openapi.json: /probe has no FastAPI route to describe it.
@@ -80,7 +82,7 @@ class ProbeEndpoint:
     async def _probe(self, scope: Scope) -> tuple[bytes, bytes]:
         config = self._exporter.config
         parameters = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        headers = _first_values(scope["headers"])
+        headers = _read_headers(scope["headers"])
         targets = [value for name, value in parameters if name == "target"]
         if not targets or not targets[0]:
             raise BadRequest("the 'target' parameter is required, e.g. /probe?target=NAME")
@@ -96,14 +98,14 @@ class ProbeEndpoint:
                 f"invalid request: debug: Input should be a valid boolean (true or false), not {debug_text!r}"
             )
         selected = _query_sets(found, [value for name, value in parameters if name == "query_set"])
-        budget = _budget(found, headers.get("x-prometheus-scrape-timeout-seconds"))
+        budget = _budget(found, headers.get(_SCRAPE_TIMEOUT))
         result = await self._exporter.prober.probe(found, selected, budget)
         self._exporter.telemetry.observe(result)
         _log_failure(result)
         if debug:
             text, _ = render_probe(result, None)
             return debug_report(result, text.decode()).encode(), _PLAIN_TEXT
-        body, content_type = render_probe(result, headers.get("accept"))
+        body, content_type = render_probe(result, headers.get(_ACCEPT))
         return body, content_type.encode("latin-1")
 
 
@@ -115,11 +117,12 @@ async def _answer(
     await send({"type": "http.response.body", "body": body})
 
 
-def _first_values(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Request headers by lower-case name (ASGI sends them so); the first of repeated ones, as Starlette reads."""
-    values: dict[str, str] = {}
+def _read_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """The two request headers /probe reads, by lower-case name (ASGI sends them so); the first of repeated ones."""
+    values: dict[bytes, str] = {}
     for name, value in headers:
-        values.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        if name in _READ and name not in values:
+            values[name] = value.decode("latin-1")
     return values
 
 
