@@ -1,7 +1,6 @@
 """Probe one target: run its queries within a deadline and turn rows into samples. Knows no HTTP."""
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -19,7 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.config import Metric, Query, Target
-from app.engines import EngineCache, Interrupt, checkout_deadline, interrupter_for
+from app.engines import EngineCache, Fetch, Interrupt, checkout_deadline, fetcher_for, interrupter_for
 from app.errors import ColumnMissing, ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
 from app.workers import Workers
 
@@ -188,6 +187,7 @@ class _Run:
             self._fail_rest(ProbeError(f"internal error ({type(error).__name__}), see sqlprobe's log"))
 
     def _execute(self, engine: Engine) -> None:
+        fetch = fetcher_for(engine)
         connection: PoolProxiedConnection | None = None
         first_on_checkout = False
         try:
@@ -204,7 +204,7 @@ class _Run:
                         connection = None
                     connection = self._checkout(engine)
                     first_on_checkout = True
-                result = self._run_query(engine, connection, query)
+                result = self._run_query(engine, fetch, connection, query)
                 if first_on_checkout and not connection.is_valid and not self._abandoned:
                     # The pool handed out a connection that had gone stale (server restarted,
                     # wait_timeout, session killed): the same statement on a fresh one answers for it.
@@ -213,7 +213,7 @@ class _Run:
                     # If that fails too, the connect error (server down, password changed) is what the
                     # operator can act on, and it stands for every query of the probe.
                     connection = self._checkout(engine)
-                    result = self._run_query(engine, connection, query)
+                    result = self._run_query(engine, fetch, connection, query)
                 first_on_checkout = False
                 if not self._finish(result):
                     # Its statement may have been killed half-way: never hand this connection back.
@@ -265,32 +265,26 @@ class _Run:
             raise ConnectFailed(_scrub(str(error), self.target)) from None
         return connection
 
-    def _run_query(self, engine: Engine, connection: PoolProxiedConnection, query: Query) -> QueryResult:
+    def _run_query(self, engine: Engine, fetch: Fetch, connection: PoolProxiedConnection, query: Query) -> QueryResult:
         started = time.monotonic()
         dialect = engine.dialect
         with self._lock:
             if self._abandoned:
                 raise _Abandoned
             self._running = (started, engine, connection.dbapi_connection)
-        cursor = connection.cursor()
         try:
-            # No parameters: the driver sends the SQL as written (% and :name need no escaping).
-            cursor.execute(query.sql)
-            if cursor.description is None:
+            fetched = fetch(connection.dbapi_connection, query.sql)
+            if fetched is None:
                 raise QueryFailed("the statement returned no result set")
-            columns = tuple(column[0] for column in cursor.description)
-            rows = cursor.fetchall()
         except dialect.loaded_dbapi.Error as error:
-            if dialect.is_disconnect(error, connection.dbapi_connection, cursor):
+            if dialect.is_disconnect(error, connection.dbapi_connection, None):
                 connection.invalidate(error)  # lost or killed: the next query gets a new connection
             failure = QueryFailed(_scrub(str(error), self.target))
             return failed_query(query, failure, time.monotonic() - started)
         except QueryFailed as error:
             return failed_query(query, error, time.monotonic() - started)
-        finally:
-            with contextlib.suppress(Exception):  # a cursor of a broken connection may fail to close
-                cursor.close()
         duration = time.monotonic() - started
+        columns, rows = fetched
         metrics = tuple(_metric_result(metric, columns, rows) for metric in query.metrics)
         return QueryResult(query, duration, len(rows), None, metrics, ran_at=started)
 
