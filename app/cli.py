@@ -140,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_config=None,
         log_level=args.log_level,
         access_log=args.log_level == "debug",
+        # sqlprobe never uses the client's address: no X-Forwarded-For work on every request.
+        proxy_headers=False,
         **uvicorn_tls(web_config),
     )
     return 0

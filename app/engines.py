@@ -198,10 +198,12 @@ def _bound_mysql_connect(cparams: dict[str, Any], seconds: float) -> None:
     cparams |= {"connect_timeout": seconds, "read_timeout": seconds}
 
 
-def _bound_mysql_reads(dbapi_connection: Any, seconds: float) -> None:
-    # PyMySQL has no public per-call read timeout; _read_timeout is what it applies before each packet read.
+def _bound_mysql_io(dbapi_connection: Any, seconds: float) -> None:
+    # PyMySQL has no public per-call timeouts: these are what it (and mysql_wire) apply to the socket before
+    # each read and write. One value for both, so the socket's timeout changes once per probe, not twice per
+    # query: each change releases the GIL.
     if hasattr(dbapi_connection, "_read_timeout"):
-        dbapi_connection._read_timeout = seconds + DEADLINE_GRACE
+        dbapi_connection._read_timeout = dbapi_connection._write_timeout = seconds + DEADLINE_GRACE
 
 
 def _mysql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
@@ -288,7 +290,7 @@ def _postgresql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
 _MYSQL = _Dialect(
     _mysql_connect_args,
     _bound_mysql_connect,
-    _bound_mysql_reads,
+    _bound_mysql_io,
     _mysql_stopper,
     connect=_PyMySQLConnection,
     fetch=_fetch_mysql,

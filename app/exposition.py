@@ -86,8 +86,16 @@ def _labels(names: Sequence[str], values: Iterable[str]) -> str:
     return "{" + ",".join(f'{name}="{_escape_label(value)}"' for name, value in zip(names, values, strict=True)) + "}"
 
 
-# As prometheus-client writes a value: Go's formatting, +Inf, -Inf and NaN.
-_number: Callable[[float], str] = floatToGoString
+def _number(value: float) -> str:
+    """A sample value as prometheus-client writes it: Go's formatting, +Inf, -Inf and NaN."""
+    # floatToGoString is repr() but for these: infinities, NaN (never inside the bounds) and exponents from 1e6.
+    return repr(value) if type(value) is float and _MINUS_INF < value < _GO_EXPONENT else _go_string(value)
+
+
+_go_string: Callable[[float], str] = floatToGoString
+
+_MINUS_INF = float("-inf")
+_GO_EXPONENT = 1e6
 
 
 def _escape_label(value: str) -> str:

@@ -24,6 +24,7 @@ _BINARY = 63  # the charset number of binary strings: they stay bytes
 _RECEIVE = 65536
 _MORE_RESULTS = SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
 _STATUS = struct.Struct("<H")
+_UNKNOWN = object()  # the socket's timeout, before PyMySQL 1.2 kept track of it
 _SIZES = {252: 2, 253: 3, 254: 8}  # bytes of a length-encoded integer after its first byte
 # What a column definition holds after its six names: the charset, length and type (and flags, scale).
 _COLUMN = struct.Struct("<xHIB")
@@ -67,7 +68,7 @@ def _send(connection: Connection, payload: bytes) -> None:
 
 def _timeout(connection: Connection, seconds: float | None) -> None:
     # settimeout releases the GIL: PyMySQL calls it only when the timeout changes, and so does this.
-    if getattr(connection, "_current_timeout", object()) != seconds:
+    if getattr(connection, "_current_timeout", _UNKNOWN) != seconds:
         connection._sock.settimeout(seconds)
         connection._current_timeout = seconds
 

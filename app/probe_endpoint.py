@@ -81,7 +81,7 @@ class ProbeEndpoint:
 
     async def _probe(self, scope: Scope) -> tuple[bytes, bytes]:
         config = self._exporter.config
-        parameters = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        parameters = _parameters(scope["query_string"].decode("latin-1"))
         headers = _read_headers(scope["headers"])
         targets = [value for name, value in parameters if name == "target"]
         if not targets or not targets[0]:
@@ -115,6 +115,14 @@ async def _answer(
     headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _parameters(query: str) -> list[tuple[str, str]]:
+    """The query string's parameters, as parse_qsl(keep_blank_values=True) gives them."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    # Nothing to unquote (Prometheus sends target names plain): the same pairs without parse_qsl's per-pair work.
+    return [(name, value) for pair in query.split("&") if pair for name, _, value in (pair.partition("="),)]
 
 
 def _read_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, str]:

@@ -36,6 +36,8 @@ class Telemetry:
         self._probes = Counter(
             "sqlprobe_probes", "Probes by target and result.", ["target", "result"], registry=self.registry
         )
+        # The counter of each target and result, looked up once: labels() validates and locks on every call.
+        self._probe_counters: dict[tuple[str, bool], Counter] = {}
         self._duration = Histogram(
             "sqlprobe_probe_duration_seconds",
             "Probe durations, in seconds.",
@@ -73,7 +75,11 @@ class Telemetry:
     def observe(self, result: ProbeResult) -> None:
         """Account for one finished probe."""
         target = result.target.name
-        self._probes.labels(target, "success" if result.success else "failure").inc()
+        counter = self._probe_counters.get((target, result.success))
+        if counter is None:
+            label = "success" if result.success else "failure"
+            counter = self._probe_counters[target, result.success] = self._probes.labels(target, label)
+        counter.inc()
         self._duration.observe(result.duration)
         for metric_result, _ in result.metric_results():
             key = metric_result.metric.key

@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import example, given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from app.config import load_config
 from app.engines import EngineCache
-from app.exposition import PROBE_DURATION, PROBE_SUCCESS, QUERY_DURATION, QUERY_SUCCESS, render_probe
+from app.exposition import PROBE_DURATION, PROBE_SUCCESS, QUERY_DURATION, QUERY_SUCCESS, _number, render_probe
 from app.prober import Prober, ProbeResult
 from tests.helpers import ITEMS_SET, client_for, target, write_config
 from tests.servers import MariaDB
@@ -131,3 +134,15 @@ def test_probe_text_is_byte_for_byte_what_prometheus_client_writes(tmp_path: Pat
         body, content_type = render_probe(result, accept)
         encoder, expected_type = choose_encoder(accept or "")
         assert (body.decode(), content_type) == (encoder(registry).decode(), expected_type)
+
+
+@given(st.floats())
+@example(999999.9999999999)
+@example(1e6)
+@example(-1e6)
+@example(123456789.0)
+@example(1234567.0)
+@example(-0.0)
+@example(5e-324)
+def test_sample_values_are_written_as_prometheus_client_writes_them(number: float) -> None:
+    assert _number(number) == floatToGoString(number)  # type: ignore[no-untyped-call]

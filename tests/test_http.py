@@ -3,10 +3,14 @@
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from app.probe_endpoint import _parameters
 from app.prober import ProbeResult
 from app.telemetry import Telemetry
 from tests.helpers import client_for, parse_samples, target, value, write_config
@@ -220,3 +224,11 @@ def test_a_bug_while_answering_a_probe_is_a_500_sentence_and_the_log_names_only_
     assert "probe request failed unexpectedly: RuntimeError at " in caplog.text
     monkeypatch.undo()
     assert client.get("/probe", params={"target": "small"}).status_code == 200
+
+
+@given(st.text(st.sampled_from("ab=&%+2é;")))
+@example("target=db1&query_set=a&query_set=b&debug=")
+@example("&&target&=x&a=b=c")
+@example("target=a%20b+c")
+def test_probe_parameters_are_read_as_parse_qsl_reads_them(query: str) -> None:
+    assert _parameters(query) == parse_qsl(query, keep_blank_values=True)
