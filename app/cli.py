@@ -12,6 +12,7 @@ import uvicorn
 from app import __version__
 from app.config import Config, load_config
 from app.errors import ConfigError, ConfigProblem
+from app.http_protocol import HttpProtocol
 from app.logs import LOG_FORMATS, configure_logging
 from app.schema import duration_seconds
 from app.web import DEFAULT_IDLE_ENGINE_TIMEOUT, DEFAULT_MAX_WORKERS, create_app
@@ -142,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=args.log_level == "debug",
         # sqlprobe never uses the client's address: no X-Forwarded-For work on every request.
         proxy_headers=False,
+        http=HttpProtocol,  # an answer in one write, not two
         **uvicorn_tls(web_config),
     )
     return 0
