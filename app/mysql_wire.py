@@ -76,8 +76,9 @@ def _timeout(connection: Connection, seconds: float | None) -> None:
 def _result(reader: "_Reader", first: bytes) -> tuple[tuple[Columns, list[Row]] | None, int]:
     """One result of the response: what it holds, and whether another follows."""
     if first[0] == 0x00 and len(first) >= 7:  # OK: a statement without a result set
-        position = _skip_length(first, _skip_length(first, 1))
-        return None, _STATUS.unpack_from(first, position)[0] & _MORE_RESULTS
+        status = _STATUS.unpack_from(first, _skip_length(first, _skip_length(first, 1)))[0]
+        reader.connection.server_status = status  # as PyMySQL keeps it (autocommit, in transaction)
+        return None, status & _MORE_RESULTS
     if first[0] == 0xFB:  # LOAD DATA LOCAL: PyMySQL refuses it unless asked for, and we never ask
         reader.connection._force_close()
         raise err.OperationalError(CR.CR_COMMANDS_OUT_OF_SYNC, "the server asked for a local file")
@@ -93,8 +94,9 @@ def _result(reader: "_Reader", first: bytes) -> tuple[tuple[Columns, list[Row]] 
     while True:
         packet = reader.packet()
         if packet[0] == 0xFE and len(packet) < 9:  # EOF: the last row was read
-            more = _STATUS.unpack_from(packet, 3)[0] & _MORE_RESULTS
-            return (tuple(names), rows), more
+            status = _STATUS.unpack_from(packet, 3)[0]
+            reader.connection.server_status = status
+            return (tuple(names), rows), status & _MORE_RESULTS
         rows.append(_row(packet, decoders))
 
 
@@ -198,8 +200,7 @@ class _Reader:
         return payload
 
     def _packet(self) -> bytes:
-        while len(self._buffer) - self._position < 4:
-            self._receive()
+        self._need(4)
         header = self._buffer[self._position : self._position + 4]
         length = header[0] | header[1] << 8 | header[2] << 16
         sequence = header[3]
@@ -209,25 +210,57 @@ class _Reader:
                 raise err.OperationalError(CR.CR_SERVER_LOST, "Lost connection to MySQL server during query")
             raise err.InternalError(f"Packet sequence number wrong - got {sequence} expected {self._sequence}")
         self._sequence = (sequence + 1) & 0xFF
-        while len(self._buffer) - self._position < 4 + length:
-            self._receive()  # moves what is left to the start of the buffer
+        self._need(4 + length)
         start = self._position + 4
         self._position = start + length
         return self._buffer[start : self._position]
 
-    def _receive(self) -> None:
-        try:
-            chunk = self.connection._sock.recv(_RECEIVE)
-        except OSError as error:
-            self.connection._force_close()
-            raise err.OperationalError(
-                CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query ({error})"
-            ) from None
-        except BaseException:
-            self.connection._force_close()
-            raise
-        if not chunk:
-            self.connection._force_close()
-            raise err.OperationalError(CR.CR_SERVER_LOST, "Lost connection to MySQL server during query")
-        self._buffer = self._buffer[self._position :] + chunk
+    def _need(self, count: int) -> None:
+        """Make the buffer hold ``count`` bytes from the position on (the bytes before it are dropped)."""
+        have = len(self._buffer) - self._position
+        if have >= count:
+            return
+        if count - have > _RECEIVE:
+            # A long packet (a large cell): the rest of it is read in place, not by one copy per chunk.
+            rest = bytearray(count - have)
+            view = memoryview(rest)
+            filled = 0
+            while filled < len(rest):
+                filled += self._receive_into(view[filled:])
+            self._buffer = self._buffer[self._position :] + rest
+        else:
+            chunks = [self._buffer[self._position :]]
+            while have < count:
+                chunks.append(self._receive())
+                have += len(chunks[-1])
+            self._buffer = b"".join(chunks)
         self._position = 0
+
+    def _receive(self) -> bytes:
+        try:
+            chunk: bytes = self.connection._sock.recv(_RECEIVE)
+        except BaseException as error:  # noqa: BLE001 - whatever it is, the connection is out of step now
+            raise self._lost(error) from None
+        if not chunk:
+            raise self._lost(None)
+        return chunk
+
+    def _receive_into(self, view: memoryview) -> int:
+        try:
+            count: int = self.connection._sock.recv_into(view)
+        except BaseException as error:  # noqa: BLE001 - whatever it is, the connection is out of step now
+            raise self._lost(error) from None
+        if not count:
+            raise self._lost(None)
+        return count
+
+    def _lost(self, error: BaseException | None) -> BaseException:
+        """Close the connection (the server may still answer on it, out of step); return what to raise."""
+        self.connection._force_close()
+        if error is not None and not isinstance(error, OSError):  # a timeout is an OSError
+            return error  # not a network error (KeyboardInterrupt...): as it is, as PyMySQL lets it through
+        detail = "" if error is None else f" ({error})"  # None: the server closed the connection
+        lost: BaseException = err.OperationalError(
+            CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query{detail}"
+        )
+        return lost

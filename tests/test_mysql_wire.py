@@ -101,10 +101,30 @@ def test_a_result_larger_than_many_reads_equals_the_cursors(connection: Any) -> 
     assert mysql_wire.fetch(connection, sql) == (expected[0], list(expected[1]))
 
 
+def test_cells_longer_than_a_read_and_than_a_packet_equal_the_cursors(server: MariaDB) -> None:
+    # A packet holds at most 16 MiB: a longer row continues in the next ones. The server must allow it.
+    (previous,) = server.root_query("select @@global.max_allowed_packet")[0]
+    server.execute(f"set global max_allowed_packet = {64 * 2**20}")
+    connection = server.exporter_connection()
+    try:
+        for size in (5 * 2**20, 2**24 - 10, 20 * 2**20):
+            sql = f"select {size} as size, repeat('é', {size // 2}) as text_, repeat(x'7f', {size}) as raw"
+            expected = fetch_with_cursor(connection, sql)
+            assert expected is not None
+            assert expected[1][0][2] is not None  # not NULL: the server did send a cell of that size
+            assert mysql_wire.fetch(connection, sql) == (expected[0], list(expected[1]))
+    finally:
+        connection.close()
+        server.execute(f"set global max_allowed_packet = {previous}")
+
+
 def test_a_statement_without_a_result_set_gives_none_and_the_connection_goes_on(connection: Any) -> None:
     assert mysql_wire.fetch(connection, "do 1") is None
     assert mysql_wire.fetch(connection, "set @seen = 41") is None
     assert mysql_wire.fetch(connection, "select @seen + 1 as answer") == (("answer",), [(42,)])
+    # What PyMySQL reads from the server's status after each statement follows these statements too.
+    assert mysql_wire.fetch(connection, "set autocommit = 0") is None
+    assert connection.get_autocommit() is False
 
 
 def test_a_server_error_is_pymysqls_exception_and_the_connection_goes_on(connection: Any) -> None:
