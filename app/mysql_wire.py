@@ -22,6 +22,7 @@ _COM_QUERY = b"\x03"
 _MAX_PACKET = 0xFFFFFF  # a payload this long continues in the next packet
 _BINARY = 63  # the charset number of binary strings: they stay bytes
 _RECEIVE = 65536
+_LARGEST_RECEIVE = 2**20
 _MORE_RESULTS = SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
 _STATUS = struct.Struct("<H")
 _UNKNOWN = object()  # the socket's timeout, before PyMySQL 1.2 kept track of it
@@ -220,39 +221,22 @@ class _Reader:
         have = len(self._buffer) - self._position
         if have >= count:
             return
-        if count - have > _RECEIVE:
-            # A long packet (a large cell): the rest of it is read in place, not by one copy per chunk.
-            rest = bytearray(count - have)
-            view = memoryview(rest)
-            filled = 0
-            while filled < len(rest):
-                filled += self._receive_into(view[filled:])
-            self._buffer = self._buffer[self._position :] + rest
-        else:
-            chunks = [self._buffer[self._position :]]
-            while have < count:
-                chunks.append(self._receive())
-                have += len(chunks[-1])
-            self._buffer = b"".join(chunks)
+        chunks = [self._buffer[self._position :]]
+        while have < count:
+            # The rest of a long packet (a large cell) in pieces of up to 1 MiB, joined once: no copy per chunk.
+            chunks.append(self._receive(min(max(count - have, _RECEIVE), _LARGEST_RECEIVE)))
+            have += len(chunks[-1])
+        self._buffer = b"".join(chunks)
         self._position = 0
 
-    def _receive(self) -> bytes:
+    def _receive(self, size: int) -> bytes:
         try:
-            chunk: bytes = self.connection._sock.recv(_RECEIVE)
+            chunk: bytes = self.connection._sock.recv(size)
         except BaseException as error:  # noqa: BLE001 - whatever it is, the connection is out of step now
             raise self._lost(error) from None
         if not chunk:
             raise self._lost(None)
         return chunk
-
-    def _receive_into(self, view: memoryview) -> int:
-        try:
-            count: int = self.connection._sock.recv_into(view)
-        except BaseException as error:  # noqa: BLE001 - whatever it is, the connection is out of step now
-            raise self._lost(error) from None
-        if not count:
-            raise self._lost(None)
-        return count
 
     def _lost(self, error: BaseException | None) -> BaseException:
         """Close the connection (the server may still answer on it, out of step); return what to raise."""
