@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -331,17 +332,10 @@ def _scrub(message: str, target: Target) -> str:
     return message.replace(password, "***") if password else message
 
 
-def _metric_result(metric: Metric, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> MetricResult:
-    positions = {name.lower(): index for index, name in enumerate(columns)}
-    value_at = positions.get(metric.value.lower())
-    if value_at is None:
-        return MetricResult(metric, error=ColumnMissing("value", metric.value, tuple(columns)))
-    label_at = []
-    for label in metric.labels:
-        position = positions.get(label.lower())
-        if position is None:
-            return MetricResult(metric, error=ColumnMissing("label", label, tuple(columns)))
-        label_at.append(position)
+def _metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> MetricResult:
+    value_at, label_at, missing = _positions(metric.value, metric.labels, columns)
+    if missing is not None:
+        return MetricResult(metric, error=ColumnMissing(*missing, columns))
     samples: dict[LabelValues, float] = {}
     skipped: dict[str, int] = {}
     for row in rows:
@@ -351,8 +345,29 @@ def _metric_result(metric: Metric, columns: Sequence[str], rows: Sequence[Sequen
     return MetricResult(metric, tuple(samples.items()), skipped)
 
 
+@lru_cache(maxsize=4096)
+def _positions(
+    value: str, labels: tuple[str, ...], columns: tuple[str, ...]
+) -> tuple[int, tuple[int, ...], tuple[str, str] | None]:
+    """Where a metric's value and labels are in a result with ``columns`` (case-insensitive), or which is missing.
+
+    Worked out once per metric and result shape: a query returns the same columns on every probe.
+    """
+    positions = {name.lower(): index for index, name in enumerate(columns)}
+    value_at = positions.get(value.lower())
+    if value_at is None:
+        return -1, (), ("value", value)
+    label_at = []
+    for label in labels:
+        position = positions.get(label.lower())
+        if position is None:
+            return -1, (), ("label", label)
+        label_at.append(position)
+    return value_at, tuple(label_at), None
+
+
 def _add_sample(
-    samples: dict[LabelValues, float], row: Sequence[Any], value_at: int, label_at: list[int]
+    samples: dict[LabelValues, float], row: Sequence[Any], value_at: int, label_at: tuple[int, ...]
 ) -> str | None:
     """Add ``row``'s sample; the reason it was skipped, if it was."""
     raw = row[value_at]
