@@ -52,9 +52,18 @@ def fetch(connection: Connection, sql: str) -> tuple[Columns, list[Row]] | None:
                 _, more = _result(reader, reader.packet())
             except err.MySQLError:
                 break  # the server ends the response with its error, or the connection is closed already
-    except (ValueError, IndexError, struct.error):
-        connection._force_close()  # out of step with the server: this connection cannot be used again
-        raise err.InternalError("malformed packet from the server") from None
+    except err.MySQLError:
+        raise  # the server's error (the connection is in step), or a lost connection (closed already)
+    except Exception as error:  # noqa: BLE001 - translated here, into an error the prober handles
+        # A cell that cannot be decoded, a malformed packet: the rest of the response is still on the socket,
+        # so the connection is closed, and the error is one that SQLAlchemy takes for a disconnect. Its type
+        # only: the message of a conversion error may quote the cell.
+        connection._force_close()
+        reason = f"could not read the result ({type(error).__name__}), connection closed"
+        raise err.OperationalError(CR.CR_COMMANDS_OUT_OF_SYNC, reason) from None
+    except BaseException:
+        connection._force_close()  # KeyboardInterrupt, MemoryError: as they are, on a connection never used again
+        raise
     return fetched
 
 
@@ -78,7 +87,7 @@ def _result(reader: "_Reader", first: bytes) -> tuple[tuple[Columns, list[Row]] 
     """One result of the response: what it holds, and whether another follows."""
     if first[0] == 0x00 and len(first) >= 7:  # OK: a statement without a result set
         status = _STATUS.unpack_from(first, _skip_length(first, _skip_length(first, 1)))[0]
-        reader.connection.server_status = status  # as PyMySQL keeps it (autocommit, in transaction)
+        reader.connection.server_status = status  # as PyMySQL keeps it from OK packets (autocommit, in transaction)
         return None, status & _MORE_RESULTS
     if first[0] == 0xFB:  # LOAD DATA LOCAL: PyMySQL refuses it unless asked for, and we never ask
         reader.connection._force_close()
@@ -90,15 +99,19 @@ def _result(reader: "_Reader", first: bytes) -> tuple[tuple[Columns, list[Row]] 
         name, decode = _column(reader.connection, reader.packet())
         names.append(name)
         decoders.append(decode)
-    reader.packet()  # the EOF after the column definitions
+    if not _is_eof(reader.packet()):  # the EOF after the column definitions
+        raise ValueError("no EOF after the column definitions")
     rows: list[Row] = []
     while True:
         packet = reader.packet()
-        if packet[0] == 0xFE and len(packet) < 9:  # EOF: the last row was read
-            status = _STATUS.unpack_from(packet, 3)[0]
-            reader.connection.server_status = status
-            return (tuple(names), rows), status & _MORE_RESULTS
+        if _is_eof(packet):  # the last row was read
+            return (tuple(names), rows), _STATUS.unpack_from(packet, 3)[0] & _MORE_RESULTS
         rows.append(_row(packet, decoders))
+
+
+def _is_eof(packet: bytes) -> bool:
+    # 0xFE also starts a row whose first cell is 2^24 bytes or longer: such a packet is longer than this.
+    return packet[0] == 0xFE and len(packet) < 9
 
 
 Decoder = tuple[str | None, Any]  # the encoding to decode with (None: keep bytes), and the converter after it

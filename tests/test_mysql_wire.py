@@ -13,6 +13,7 @@ from typing import Any
 
 import pymysql
 import pytest
+from sqlalchemy import create_engine
 
 from app import mysql_wire
 from app.engines import fetch_with_cursor
@@ -144,6 +145,20 @@ def test_an_error_inside_a_result_set_is_raised_not_a_short_result(connection: A
     with pytest.raises(pymysql.err.MySQLError) as raised:
         mysql_wire.fetch(connection, sql)
     assert (type(raised.value), raised.value.args) == (type(expected.value), expected.value.args)
+
+
+def test_a_cell_that_cannot_be_decoded_closes_the_connection_as_a_disconnect(connection: Any) -> None:
+    # Without a results charset the server sends the latin-1 byte é as it is: not UTF-8. PyMySQL's cursor would
+    # raise UnicodeDecodeError and leave the rest of the response on the socket for the next statement to misread.
+    assert mysql_wire.fetch(connection, "set character_set_results = null") is None
+    with pytest.raises(pymysql.err.OperationalError) as raised:
+        mysql_wire.fetch(connection, "select _latin1 0xE9 as cell, seq from seq_1_to_3")
+    assert "UnicodeDecodeError" in raised.value.args[1]
+    assert "0xe9" not in raised.value.args[1]  # the decoder's message, which quotes the cell, is left out
+    assert connection._sock is None
+    # So the pool replaces the connection instead of handing it out again.
+    dialect = create_engine("mysql+pymysql://").dialect
+    assert dialect.is_disconnect(raised.value, connection, None)
 
 
 def test_a_procedures_first_result_is_read_and_the_rest_drained(connection: Any) -> None:
