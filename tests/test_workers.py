@@ -79,6 +79,36 @@ def test_idle_threads_are_reused_instead_of_starting_new_ones() -> None:
     assert len(threads) == 1
 
 
+def test_with_several_idle_threads_the_last_one_to_finish_takes_each_piece() -> None:
+    ran_on: list[str] = []
+
+    async def scenario(workers: Workers) -> None:
+        release = threading.Event()
+
+        def hold() -> None:
+            release.wait()
+
+        # Three pieces at once start three threads; once released, they become idle one after another.
+        await asyncio.gather(*(_run_one(workers, hold) for _ in range(3)), _release_soon(release))
+        for _ in range(20):  # then one at a time
+            await _run_one(workers, lambda: ran_on.append(threading.current_thread().name))
+
+    workers = Workers(8, "lifo")
+    try:
+        asyncio.run(scenario(workers))
+        threads = [thread for thread in threading.enumerate() if thread.name.startswith("lifo-")]
+    finally:
+        workers.close()
+    assert len(threads) == 3
+    assert len(ran_on) == 20
+    assert len(set(ran_on)) == 1  # the same thread every time: the others are never woken
+
+
+async def _release_soon(release: threading.Event) -> None:
+    await asyncio.sleep(0.2)
+    release.set()
+
+
 def test_work_that_raises_still_wakes_the_loop_and_logs_no_message_text(caplog: pytest.LogCaptureFixture) -> None:
     secret = "s3cr3t-in-an-exception"
 
