@@ -5,7 +5,8 @@ import logging
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -70,13 +71,7 @@ def test_idle_threads_are_reused_instead_of_starting_new_ones() -> None:
         for _ in range(20):  # one at a time: the one thread is idle again before the next piece
             await _run_one(workers, lambda: None)
 
-    workers = Workers(8, "reuse")
-    try:
-        asyncio.run(scenario(workers))
-        threads = [thread for thread in threading.enumerate() if thread.name.startswith("reuse-")]
-    finally:
-        workers.close()
-    assert len(threads) == 1
+    assert len(_threads_started_by(scenario)) == 1
 
 
 def test_with_several_idle_threads_the_last_one_to_finish_takes_each_piece() -> None:
@@ -93,15 +88,19 @@ def test_with_several_idle_threads_the_last_one_to_finish_takes_each_piece() -> 
         for _ in range(20):  # then one at a time
             await _run_one(workers, lambda: ran_on.append(threading.current_thread().name))
 
-    workers = Workers(8, "lifo")
-    try:
-        asyncio.run(scenario(workers))
-        threads = [thread for thread in threading.enumerate() if thread.name.startswith("lifo-")]
-    finally:
-        workers.close()
-    assert len(threads) == 3
+    assert len(_threads_started_by(scenario)) == 3
     assert len(ran_on) == 20
     assert len(set(ran_on)) == 1  # the same thread every time: the others are never woken
+
+
+def _threads_started_by(scenario: Callable[[Workers], Coroutine[Any, Any, None]]) -> list[threading.Thread]:
+    """Run ``scenario`` on workers of up to 8 threads; the threads they started, alive at its end."""
+    workers = Workers(8, "counted")
+    try:
+        asyncio.run(scenario(workers))
+        return [thread for thread in threading.enumerate() if thread.name.startswith("counted-")]
+    finally:
+        workers.close()
 
 
 async def _release_soon(release: threading.Event) -> None:
