@@ -312,6 +312,10 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_model": model,
         "python": platform.python_version(),
+        # sqlprobe and the floor run on this interpreter too. How it was built moves every figure: on the VM of
+        # the README, pyenv's default build (libpython as a shared library, no PGO) costs 1.1-1.4x Debian's.
+        "python_executable": os.path.realpath(sys.executable),
+        "python_links_libpython": _links_libpython(),
         "platform": platform.platform(),
         "mariadb": _output(["mariadbd", "--version"]) or _output(["/usr/sbin/mariadbd", "--version"]),
         "git_commit": _output(["git", "rev-parse", "HEAD"]),
@@ -320,6 +324,12 @@ def machine() -> dict[str, Any]:
         "app_diff_sha256": hashlib.sha256(_output(["git", "diff", "HEAD", "--", "app"]).encode()).hexdigest()[:16],
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
     }
+
+
+def _links_libpython() -> bool:
+    """True if this interpreter runs from a shared libpython (pyenv's default build) rather than a static one."""
+    maps = Path("/proc/self/maps")
+    return maps.exists() and "/libpython" in maps.read_text()
 
 
 def _output(command: Sequence[str]) -> str:
@@ -350,6 +360,9 @@ def print_table(report: Mapping[str, Any]) -> None:
         f"\nsqlprobe bench ({config['mode']}): {config['targets']} targets on {config['servers']} MariaDB servers, "
         f"{config['queries_per_probe']} queries per probe, {report['machine']['cpu_count']} CPUs"
     )
+    python = report["machine"]
+    shared = ", shared libpython" if python.get("python_links_libpython") else ""
+    print(f"Python {python['python']} ({python.get('python_executable', '?')}{shared})")
     if config["mode"] == "open":
         print(f"every target every {config['interval_s']:g} s, measured {config['duration_s']:g} s\n")
         _print_figures(results)
