@@ -360,9 +360,9 @@ def print_table(report: Mapping[str, Any]) -> None:
         f"\nsqlprobe bench ({config['mode']}): {config['targets']} targets on {config['servers']} MariaDB servers, "
         f"{config['queries_per_probe']} queries per probe, {report['machine']['cpu_count']} CPUs"
     )
-    python = report["machine"]
-    shared = ", shared libpython" if python.get("python_links_libpython") else ""
-    print(f"Python {python['python']} ({python.get('python_executable', '?')}{shared})")
+    ran_on = report["machine"]
+    shared = ", shared libpython" if ran_on.get("python_links_libpython") else ""
+    print(f"Python {ran_on['python']} ({ran_on.get('python_executable', '?')}{shared})")
     if config["mode"] == "open":
         print(f"every target every {config['interval_s']:g} s, measured {config['duration_s']:g} s\n")
         _print_figures(results)
