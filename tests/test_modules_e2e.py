@@ -9,7 +9,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.conftest import missing
-from tests.helpers import ITEMS_SET, parse_samples, value
+from tests.helpers import ITEMS_SET, Samples, parse_samples, value
 from tests.prometheus import Prometheus, config_for_test, prometheus_binary, running_prometheus
 from tests.served import serve
 from tests.servers import MariaDB
@@ -70,6 +70,11 @@ def active_targets(server: Prometheus, job: str) -> dict[str, dict[str, str]] | 
     }
 
 
+def own_metrics(url: str) -> Samples:
+    """sqlprobe's own /metrics."""
+    return parse_samples(httpx.get(f"{url}/metrics").text)
+
+
 def stored_success(server: Prometheus, job: str) -> dict[tuple[str, str | None], float]:
     """probe_success by (instance, env label) as Prometheus stored it."""
     return {
@@ -108,10 +113,11 @@ def test_a_fleet_listed_only_in_an_inventory_file_is_monitored_with_the_shipped_
                 lambda: stored_success(server, "sqlprobe").get((changed[1], "prod")) == 0.0 or None,
             )
             inventory.write_text("- targets: [127.0.0.1:1\n")  # broken: the last good list stays
-            own = lambda: parse_samples(httpx.get(f"{exporter.url}/metrics").text)  # noqa: E731
             server.wait_for(
                 "the broken file noticed",
-                lambda: value(own(), "sqlprobe_inventory_file_ok", file=str(inventory)) == 0.0 or None,
+                lambda: (
+                    value(own_metrics(exporter.url), "sqlprobe_inventory_file_ok", file=str(inventory)) == 0.0 or None
+                ),
             )
             after_break = set(active_targets(server, "sqlprobe") or ())
     assert stored == {
