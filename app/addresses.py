@@ -124,8 +124,8 @@ def parse_allow_rule(text: str) -> AllowRule:
     labels = host.lower().split(".")
     if not all(_GLOB_LABEL.match(label) for label in labels) or len(host) > MAX_NAME_LENGTH:
         raise ValueError(f"{text!r} is not a valid name glob: e.g. *.db.example.net or db-*.example.net:3307")
-    looks_like_ip = any(label.isdigit() for label in labels) and all(label == "*" or label.isdigit() for label in labels)
-    if _NUMERIC_LABEL.match(labels[-1]) or looks_like_ip:
+    digits = [label.isdigit() for label in labels if label != "*"]
+    if _NUMERIC_LABEL.match(labels[-1]) or (digits and all(digits)):
         raise ValueError(f"{text!r} is not a valid name glob: a glob matches names; write IP ranges as CIDRs")
     regex = r"\.".join(re.escape(label).replace(r"\*", "[^.]*") for label in labels)
     return AllowRule(text, pattern=re.compile(regex + r"\Z"), port=port)
