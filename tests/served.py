@@ -41,7 +41,9 @@ def serve(
     into targets.yml beside the targets.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "targets.yml").write_text(yaml.safe_dump({"targets": dict(targets), "modules": dict(modules or {})}))
+    (directory / "targets.yml").write_text(
+        yaml.safe_dump({"targets": dict(targets)} | ({"modules": modules} if modules else {}))
+    )
     (directory / "queries.yml").write_text(yaml.safe_dump({"query_sets": dict(query_sets)}))
     port = free_port()
     log = directory / "sqlprobe.log"
