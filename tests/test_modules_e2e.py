@@ -2,8 +2,8 @@
 
 import secrets
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import missing
 from tests.helpers import ITEMS_SET, Samples, parse_samples, value
 from tests.prometheus import Prometheus, config_for_test, prometheus_binary, running_prometheus
-from tests.served import serve
+from tests.served import Served, serve
 from tests.servers import MariaDB
 from tests.test_inventory import write_inventory
 
@@ -30,33 +30,61 @@ def prometheus() -> str:
 FLEET_USER = "fleet_exporter"
 
 
-@pytest.fixture
-def fleet_password(fleet: Sequence[MariaDB]) -> Iterator[str]:
-    """One user with one password on every server of the fleet, as an operator would have it; dropped after."""
+@dataclass(frozen=True)
+class Monitored:
+    """sqlprobe with two modules, and one Prometheus running both shipped configs' probe jobs against it."""
+
+    exporter: Served
+    prometheus: Prometheus
+    inventory: Path  # sqlprobe's inventory file of module "m", which the job of examples/prometheus.yml finds in /sd
+    addresses: list[str]  # of the fleet's servers
+
+
+@pytest.fixture(scope="module")
+def monitored(
+    tmp_path_factory: pytest.TempPathFactory, fleet: Sequence[MariaDB], prometheus: str
+) -> Iterator[Monitored]:
+    """The fleet in sqlprobe's inventory file (module m) and in Prometheus's own file_sd (module mysql_prod)."""
+    root = tmp_path_factory.mktemp("modules-e2e")
+    addresses = [f"127.0.0.1:{server.port}" for server in fleet]
+    inventory = root / "sqlprobe" / "inventory" / "prod.yml"
+    write_inventory(inventory, [{"targets": addresses, "labels": {"env": "prod"}}])
+    discovered = root / "prometheus-sd" / "servers.yml"
+    write_inventory(discovered, [{"targets": addresses, "labels": {"env": "prod"}}])
     password = "fleet-" + secrets.token_hex(12)
     for server in fleet:
+        # One user with one password on every server, as an operator would have it.
         server.execute(
             f"create user '{FLEET_USER}'@'127.0.0.1' identified by '{password}'",
             f"grant select on probe.* to '{FLEET_USER}'@'127.0.0.1'",
         )
-    try:
-        yield password
-    finally:
-        for server in fleet:
-            server.execute(f"drop user '{FLEET_USER}'@'127.0.0.1'")
-
-
-def fleet_module(directory: Path, password: str, **keys: Any) -> dict[str, Any]:
-    """A module logging in as the fleet's user, its password in a file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "password").write_text(password)
-    return {
+    (root / "sqlprobe").mkdir(exist_ok=True)
+    (root / "sqlprobe" / "password").write_text(password)
+    module = {
         "dsn": f"mysql+pymysql://{FLEET_USER}@{{address}}/probe",
         "password_file": "password",
         "query_sets": ["items"],
         "timeout": "5s",
-        **keys,
     }
+    modules = {"m": {**module, "inventory": ["inventory/*.yml"]}, "mysql_prod": {**module, "allow": ["127.0.0.1"]}}
+    try:
+        with serve(
+            root / "sqlprobe", {}, {"items": ITEMS_SET}, "--refresh-interval", "1s", modules=modules
+        ) as exporter:
+            address = exporter.url.removeprefix("http://")
+            config = config_for_test((EXAMPLES / "prometheus.yml").read_text(), {"127.0.0.1:9104": address})
+            own_discovery = config_for_test(
+                (EXAMPLES / "prometheus-modules.yml").read_text(),
+                {"127.0.0.1:9104": address, "/etc/prometheus/mysql_prod/*.yml": str(discovered.parent / "*.yml")},
+            )
+            config["scrape_configs"] += [
+                job for job in own_discovery["scrape_configs"] if job["job_name"] == "mysql_prod"
+            ]
+            with running_prometheus(prometheus, config) as scraper:
+                yield Monitored(exporter, scraper, inventory, addresses)
+    finally:
+        for server in fleet:
+            server.execute(f"drop user '{FLEET_USER}'@'127.0.0.1'")
 
 
 def active_targets(server: Prometheus, job: str) -> dict[str, dict[str, str]] | None:
@@ -83,73 +111,54 @@ def stored_success(server: Prometheus, job: str) -> dict[tuple[str, str | None],
     }
 
 
-def test_a_fleet_listed_only_in_an_inventory_file_is_monitored_with_the_shipped_config_and_follows_the_file(
-    tmp_path: Path, fleet: Sequence[MariaDB], fleet_password: str, closed_port: int, prometheus: str
-) -> None:
-    addresses = [f"127.0.0.1:{server.port}" for server in fleet]
-    inventory = tmp_path / "sqlprobe" / "inventory" / "prod.yml"
-    write_inventory(inventory, [{"targets": addresses, "labels": {"env": "prod"}}])
-    module = fleet_module(tmp_path / "sqlprobe", fleet_password, inventory=["inventory/*.yml"])
-    with serve(
-        tmp_path / "sqlprobe", {}, {"items": ITEMS_SET}, "--refresh-interval", "1s", modules={"m": module}
-    ) as exporter:
-        address = exporter.url.removeprefix("http://")
-        config = config_for_test((EXAMPLES / "prometheus.yml").read_text(), {"127.0.0.1:9104": address})
-        with running_prometheus(prometheus, config) as server:
-            expected = {(instance, "prod"): 1.0 for instance in addresses}
-            server.wait_for("both servers probed", lambda: stored_success(server, "sqlprobe") == expected or None)
-            stored = {
-                (labels["instance"], labels["kind"]): found
-                for labels, found in server.query('query_exporter_qty_by_kind{job="sqlprobe"}')
-            }
-            # One server leaves the file, another (down) joins it: Prometheus follows with no reload anywhere.
-            changed = [addresses[0], f"127.0.0.1:{closed_port}"]
-            write_inventory(inventory, [{"targets": changed, "labels": {"env": "prod"}}])
-            server.wait_for(
-                "the new list", lambda: set(active_targets(server, "sqlprobe") or ()) == set(changed) or None
-            )
-            server.wait_for(
-                "the new server probed and failing",
-                lambda: stored_success(server, "sqlprobe").get((changed[1], "prod")) == 0.0 or None,
-            )
-            inventory.write_text("- targets: [127.0.0.1:1\n")  # broken: the last good list stays
-            server.wait_for(
-                "the broken file noticed",
-                lambda: (
-                    value(own_metrics(exporter.url), "sqlprobe_inventory_file_ok", file=str(inventory)) == 0.0 or None
-                ),
-            )
-            after_break = set(active_targets(server, "sqlprobe") or ())
-    assert stored == {
-        (f"127.0.0.1:{fleet_server.port}", kind): float(qty)
-        for fleet_server in fleet
-        for kind, qty in fleet_server.query(ITEMS_SET["qty_by_kind"]["query"])
+def expected_qty(fleet: Sequence[MariaDB]) -> dict[tuple[str, str], float]:
+    """qty_by_kind by (instance, kind), from the same SQL run directly on each server."""
+    return {
+        (f"127.0.0.1:{server.port}", kind): float(qty)
+        for server in fleet
+        for kind, qty in server.query(ITEMS_SET["qty_by_kind"]["query"])
     }
-    assert after_break == set(changed)
+
+
+def stored_qty(server: Prometheus, job: str) -> dict[tuple[str, str], float]:
+    """qty_by_kind by (instance, kind) as Prometheus stored it."""
+    return {
+        (labels["instance"], labels["kind"]): found
+        for labels, found in server.query(f'query_exporter_qty_by_kind{{job="{job}"}}')
+    }
 
 
 def test_prometheus_own_discovery_probes_through_the_module_param_of_the_shipped_example(
-    tmp_path: Path, fleet: Sequence[MariaDB], fleet_password: str, prometheus: str
+    monitored: Monitored, fleet: Sequence[MariaDB]
 ) -> None:
-    module = fleet_module(tmp_path / "sqlprobe", fleet_password, allow=["127.0.0.1"])
-    discovered = tmp_path / "prometheus-sd" / "servers.yml"
-    addresses = [f"127.0.0.1:{server.port}" for server in fleet]
-    write_inventory(discovered, [{"targets": addresses, "labels": {"env": "prod"}}])
-    with serve(tmp_path / "sqlprobe", {}, {"items": ITEMS_SET}, modules={"mysql_prod": module}) as exporter:
-        address = exporter.url.removeprefix("http://")
-        config = config_for_test(
-            (EXAMPLES / "prometheus-modules.yml").read_text(),
-            {"127.0.0.1:9104": address, "/etc/prometheus/mysql_prod/*.yml": str(discovered.parent / "*.yml")},
-        )
-        with running_prometheus(prometheus, config) as server:
-            expected = {(instance, "prod"): 1.0 for instance in addresses}
-            server.wait_for("both servers probed", lambda: stored_success(server, "mysql_prod") == expected or None)
-            stored = {
-                (labels["instance"], labels["kind"]): found
-                for labels, found in server.query('query_exporter_qty_by_kind{job="mysql_prod"}')
-            }
-    assert stored == {
-        (f"127.0.0.1:{fleet_server.port}", kind): float(qty)
-        for fleet_server in fleet
-        for kind, qty in fleet_server.query(ITEMS_SET["qty_by_kind"]["query"])
-    }
+    server = monitored.prometheus
+    expected = {(instance, "prod"): 1.0 for instance in monitored.addresses}
+    server.wait_for("both servers probed", lambda: stored_success(server, "mysql_prod") == expected or None)
+    assert stored_qty(server, "mysql_prod") == expected_qty(fleet)
+
+
+def test_a_fleet_listed_only_in_an_inventory_file_is_monitored_with_the_shipped_config_and_follows_the_file(
+    monitored: Monitored, fleet: Sequence[MariaDB], closed_port: int
+) -> None:
+    server, inventory, addresses = monitored.prometheus, monitored.inventory, monitored.addresses
+    expected = {(instance, "prod"): 1.0 for instance in addresses}
+    server.wait_for("both servers probed", lambda: stored_success(server, "sqlprobe") == expected or None)
+    stored = stored_qty(server, "sqlprobe")
+    # One server leaves the file, another (down) joins it: Prometheus follows with no reload anywhere.
+    changed = [addresses[0], f"127.0.0.1:{closed_port}"]
+    write_inventory(inventory, [{"targets": changed, "labels": {"env": "prod"}}])
+    server.wait_for("the new list", lambda: set(active_targets(server, "sqlprobe") or ()) == set(changed) or None)
+    server.wait_for(
+        "the new server probed and failing",
+        lambda: stored_success(server, "sqlprobe").get((changed[1], "prod")) == 0.0 or None,
+    )
+    inventory.write_text("- targets: [127.0.0.1:1\n")  # broken: the last good list stays
+    server.wait_for(
+        "the broken file noticed",
+        lambda: (
+            value(own_metrics(monitored.exporter.url), "sqlprobe_inventory_file_ok", file=str(inventory)) == 0.0 or None
+        ),
+    )
+    after_break = set(active_targets(server, "sqlprobe") or ())
+    assert stored == expected_qty(fleet)
+    assert after_break == set(changed)
