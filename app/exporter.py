@@ -15,6 +15,7 @@ from app.inventory import Inventory
 from app.module_targets import ModuleTargets
 from app.modules import AddressNotAllowed, Module, UnknownModule
 from app.prober import Prober
+from app.results import ProbeResult
 from app.secret_files import changed_files
 from app.telemetry import Telemetry
 
@@ -61,6 +62,13 @@ class Exporter:
                 "it is neither listed in the module's inventory nor matched by its allow list"
             )
         return self.module_targets.target(module, address)
+
+    def observe(self, result: ProbeResult) -> None:
+        """Account for a finished probe; of a module target let go while it ran, nothing is kept (series, engine)."""
+        self.telemetry.observe(result)
+        target = result.target
+        if target.module is not None and not self.module_targets.holds(target):
+            self._let_go([target.name])
 
     def _allowed(self, module: Module, address: Address) -> bool:
         return self.inventory.labels(module.name, address) is not None or module.allows(address)

@@ -5,7 +5,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from app.addresses import Address
+from app.addresses import Address, parse_address
 from app.modules import Module
 
 if TYPE_CHECKING:
@@ -73,6 +73,12 @@ class ModuleTargets:
                 for address in [address for address, (_, target) in targets.items() if target.name in gone]:
                     found.append(targets.pop(address)[1].name)
         return found
+
+    def holds(self, target: "Target") -> bool:
+        """Whether a target of this name (module and address) is kept now."""
+        address = parse_address(target.name.partition("/")[2])
+        with self._lock:
+            return target.module is not None and address in self._targets.get(target.module, {})
 
     def count(self, module: str) -> int:
         """Targets of ``module`` kept now."""

@@ -1,8 +1,10 @@
 """Modules: /probe?target=ADDRESS&module=NAME probes an allowed address with the module's settings, and no other."""
 
 import logging
+import os
 import socket
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,9 @@ import pytest
 import yaml
 
 from app.config import Config, load_config
-from tests.helpers import ITEMS_SET, client_for, parse_samples, value
-from tests.servers import EXPORTER_USER, MariaDB
+from tests.helpers import ITEMS_SET, client_for, parse_samples, value, wait_until
+from tests.servers import EXPORTER_USER, MariaDB, silent_listener
+from tests.test_fault_suite import connections_to
 
 
 def write_modules(
@@ -200,3 +203,25 @@ def test_probing_more_addresses_than_max_targets_keeps_that_many_engines_and_ser
     assert probed == {f"m/{address}" for address in addresses[-3:]}
     failed = {dict(labels)["target"] for labels in own["sqlprobe_query_errors_total"]}
     assert failed == probed
+
+
+def test_a_target_let_go_while_its_probe_runs_leaves_no_series_or_engine_behind(tmp_path: Path) -> None:
+    module = {
+        "dsn": "mysql+pymysql://u:p@{address}/",
+        "query_sets": ["basic"],
+        "allow": ["127.0.0.1"],
+        "max_targets": 1,
+        "timeout": "1s",
+    }
+    config = write_modules(tmp_path, {"m": module}, {"basic": {"one": {**ITEMS_SET["items_created"]}}})
+    with silent_listener() as first_port, silent_listener() as second_port, client_for(config) as client:
+        first, second = f"127.0.0.1:{first_port}", f"127.0.0.1:{second_port}"
+        with ThreadPoolExecutor(1) as pool:
+            # The first probe hangs on its silent server while the second address takes its place.
+            running = pool.submit(client.get, "/probe", params={"target": first, "module": "m"})
+            assert wait_until(lambda: connections_to(os.getpid(), first_port) > 0, 5)
+            client.get("/probe", params={"target": second, "module": "m"})
+            assert value(parse_samples(running.result().text), "probe_success") == 0.0
+        own = parse_samples(client.get("/metrics").text)
+    assert {dict(labels)["target"] for labels in own["sqlprobe_probes_total"]} == {f"m/{second}"}
+    assert value(own, "sqlprobe_engines") == 1
