@@ -79,8 +79,8 @@ class Exporter:
         self.prober.forget_targets(names)
         self.telemetry.forget_targets(names)
 
-    def _refresh_inventory(self, config: Config) -> dict[str, Target]:
-        """Read the inventory files again; let go of module targets no longer allowed; the module targets kept."""
+    def _refresh_inventory(self, config: Config) -> tuple[dict[str, Target], list[str]]:
+        """Read the inventory files again and let go of module targets no longer allowed: those kept, those let go."""
         self.inventory.refresh(config.modules)
         self.telemetry.inventory_files(self.inventory.file_states())
         return self.module_targets.retain(config.modules, self._allowed)
@@ -130,8 +130,8 @@ class Exporter:
             disposed: list[str] = []
             if changed:
                 self.config = config
-                module_targets = self._refresh_inventory(config)
-                disposed = self.engines.retain({**config.targets, **module_targets})
+                module_targets, let_go = self._refresh_inventory(config)
+                disposed = let_go + self.engines.retain({**config.targets, **module_targets})
                 self.prober.forget_results()
             self.telemetry.config_loaded(changed=changed)
             log.info(

@@ -40,10 +40,12 @@ class ModuleTargets:
             self._dispose(evicted)
         return made[1]
 
-    def retain(self, modules: Mapping[str, Module], keep: Callable[[Module, Address], bool]) -> dict[str, "Target"]:
+    def retain(
+        self, modules: Mapping[str, Module], keep: Callable[[Module, Address], bool]
+    ) -> tuple[dict[str, "Target"], list[str]]:
         """Remake every target from ``modules`` (after a reload or refresh), letting go those ``keep`` refuses.
 
-        Returns the targets kept, by name.
+        Returns the targets kept, by name, and the names of those let go.
         """
         evicted: list[str] = []
         with self._lock:
@@ -62,7 +64,7 @@ class ModuleTargets:
             kept = {target.name: target for targets in self._targets.values() for _, target in targets.values()}
         if evicted:
             self._dispose(evicted)
-        return kept
+        return kept, evicted
 
     def forget(self, names: Iterable[str]) -> list[str]:
         """Let go of the targets named (their engines were disposed as idle) without a dispose call; those found."""

@@ -225,3 +225,29 @@ def test_a_target_let_go_while_its_probe_runs_leaves_no_series_or_engine_behind(
         own = parse_samples(client.get("/metrics").text)
     assert {dict(labels)["target"] for labels in own["sqlprobe_probes_total"]} == {f"m/{second}"}
     assert value(own, "sqlprobe_engines") == 1
+
+
+def test_a_reload_keeps_the_engines_of_an_unchanged_module_and_lets_go_of_a_removed_one(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[1]
+    module = mariadb_module(tmp_path, server, ["127.0.0.1"])
+    config = write_modules(tmp_path, {"mysql_prod": module}, {"items": ITEMS_SET})
+    probe = {"target": f"127.0.0.1:{server.port}", "module": "mysql_prod"}
+    other = {"dsn": "sqlite://", "query_sets": ["items"]}
+    with client_for(config) as client:
+        client.get("/probe", params=probe)
+        sessions = {session for session, *_ in server.exporter_sessions()}
+        write_modules(tmp_path, {"mysql_prod": module}, {"items": ITEMS_SET}, {"other": other})
+        assert client.post("/-/reload").text.endswith("0 engines disposed\n")
+        after_reload = value(parse_samples(client.get("/probe", params=probe).text), "probe_success")
+        sessions_after = {session for session, *_ in server.exporter_sessions()}
+        write_modules(tmp_path, {}, {"items": ITEMS_SET}, {"other": other})
+        assert client.post("/-/reload").text.endswith("1 engines disposed\n")
+        gone = client.get("/probe", params=probe)
+        own = parse_samples(client.get("/metrics").text)
+    assert after_reload == 1.0
+    assert sessions_after == sessions  # the same pooled connection: the engine was kept
+    assert gone.status_code == 400
+    assert value(own, "sqlprobe_engines") == 0
+    assert "sqlprobe_probes_total" not in own
