@@ -2,25 +2,36 @@
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine
+from sqlalchemy import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.config import Metric, Query, Target
-from app.engines import EngineCache, Fetch, Interrupt, checkout_deadline, fetcher_for, interrupter_for
+from app.engines import (
+    EngineCache,
+    Fetch,
+    Fetched,
+    Interrupt,
+    checkout_deadline,
+    fetch_with_cursor,
+    fetcher_for,
+    interrupter_for,
+)
 from app.errors import ColumnMissing, ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
+from app.parameters import ParameterSets, bind
 from app.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -39,6 +50,8 @@ class MetricResult(NamedTuple):
     samples: tuple[tuple[LabelValues, float], ...] = ()
     skipped: Mapping[str, int] = _NOTHING_SKIPPED
     error: ProbeError | None = None
+    # Each sample's time in Unix seconds (None: none in its row), in the order of samples; () without timestamp_value.
+    timestamps: tuple[float | None, ...] = ()
 
 
 class QueryResult(NamedTuple):
@@ -83,8 +96,8 @@ def failed_query(query: Query, error: ProbeError, duration: float = 0.0) -> Quer
     return QueryResult(query, duration, None, error, tuple(MetricResult(m, error=error) for m in query.metrics))
 
 
-# Results of queries whose metrics set min_interval, by (target name, SQL): the target they ran for and the result.
-ResultCache = dict[tuple[str, str], tuple[Target, QueryResult]]
+# Results of queries whose metrics set min_interval, by (target name, SQL, parameters): the target and the result.
+ResultCache = dict[tuple[str, str, ParameterSets], tuple[Target, QueryResult]]
 
 
 @dataclass(slots=True)
@@ -221,7 +234,10 @@ class _Run:
                     connection.invalidate()
                     return
                 if query.min_interval is not None and result.success:
-                    self._cache[self.target.name, query.sql] = (self.target, result)  # never a failure
+                    self._cache[self.target.name, query.sql, query.parameters] = (
+                        self.target,
+                        result,
+                    )  # never a failure
         except _Abandoned:
             return
         finally:
@@ -241,7 +257,7 @@ class _Run:
         """A successful result of ``query`` younger than its min_interval, for the metrics it feeds now."""
         if query.min_interval is None:
             return None
-        target, result = self._cache.get((self.target.name, query.sql), (None, None))
+        target, result = self._cache.get((self.target.name, query.sql, query.parameters), (None, None))
         if target is not self.target or result is None or time.monotonic() - result.ran_at >= query.min_interval:
             return None
         by_key = {metric_result.metric.key: metric_result for metric_result in result.metrics}
@@ -274,7 +290,7 @@ class _Run:
                 raise _Abandoned
             self._running = (started, engine, connection.dbapi_connection)
         try:
-            fetched = fetch(connection.dbapi_connection, query.sql)
+            fetched = self._fetch(fetch, dialect, connection.dbapi_connection, query)
             if fetched is None:
                 raise QueryFailed("the statement returned no result set")
         except dialect.loaded_dbapi.Error as error:
@@ -288,6 +304,23 @@ class _Run:
         columns, rows = fetched
         metrics = tuple(_metric_result(metric, columns, rows) for metric in query.metrics)
         return QueryResult(query, duration, len(rows), None, metrics, ran_at=started)
+
+    def _fetch(self, fetch: Fetch, dialect: Dialect, dbapi_connection: Any, query: Query) -> Fetched:
+        """The query's columns and rows: of its one run, or the union of its runs, one per parameter set."""
+        if not query.parameters:
+            return fetch(dbapi_connection, query.sql)  # the SQL as written: % and :name need no escaping
+        columns: tuple[str, ...] = ()
+        rows: list[Sequence[Any]] = []
+        for parameter_set in query.parameters:
+            if self._abandoned:
+                raise _Abandoned
+            statement, arguments = bind(dialect, query.sql, parameter_set)
+            fetched = fetch_with_cursor(dbapi_connection, statement, arguments)
+            if fetched is None:
+                return None
+            columns = fetched[0]
+            rows.extend(fetched[1])
+        return columns, rows
 
     def _fail_rest(self, error: ProbeError) -> None:
         """Every query that has no result yet fails with ``error`` (unless the probe was given up)."""
@@ -333,41 +366,58 @@ def _scrub(message: str, target: Target) -> str:
 
 
 def _metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> MetricResult:
-    value_at, label_at, missing = _positions(metric.value, metric.labels, columns)
+    values_at, label_at, timestamp_at, missing = _positions(metric.values, metric.labels, metric.timestamp, columns)
     if missing is not None:
         return MetricResult(metric, error=ColumnMissing(*missing, columns))
     samples: dict[LabelValues, float] = {}
     skipped: dict[str, int] = {}
+    static = tuple(value for _, value in metric.static_labels)
+    if len(values_at) == 1 and metric.value_label is None and timestamp_at is None:
+        # The common shape, one value column per row, kept on its own short path: it runs for most rows probed.
+        value_at = values_at[0]
+        for row in rows:
+            reason = (
+                _add_sample(samples, row, value_at, label_at, static) if len(samples) < metric.max_rows else "max_rows"
+            )
+            if reason is not None:
+                skipped[reason] = skipped.get(reason, 0) + 1
+        return MetricResult(metric, tuple(samples.items()), skipped)
+    timestamps: list[float | None] = []
     for row in rows:
-        reason = _add_sample(samples, row, value_at, label_at) if len(samples) < metric.max_rows else "max_rows"
-        if reason is not None:
+        for reason in _add_row_samples(samples, timestamps, row, metric, values_at, label_at, timestamp_at, static):
             skipped[reason] = skipped.get(reason, 0) + 1
-    return MetricResult(metric, tuple(samples.items()), skipped)
+    return MetricResult(metric, tuple(samples.items()), skipped, timestamps=tuple(timestamps) if timestamp_at else ())
 
 
 @lru_cache(maxsize=4096)
 def _positions(
-    value: str, labels: tuple[str, ...], columns: tuple[str, ...]
-) -> tuple[int, tuple[int, ...], tuple[str, str] | None]:
-    """Where a metric's value and labels are in a result with ``columns`` (case-insensitive), or which is missing.
+    values: tuple[str, ...], labels: tuple[str, ...], timestamp: str | None, columns: tuple[str, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], int | None, tuple[str, str] | None]:
+    """Where a metric's values, labels and timestamp are in a result with ``columns`` (case-insensitive), or which is
+    missing.
 
     Worked out once per metric and result shape: a query returns the same columns on every probe.
     """
     positions = {name.lower(): index for index, name in enumerate(columns)}
-    value_at = positions.get(value.lower())
-    if value_at is None:
-        return -1, (), ("value", value)
-    label_at = []
-    for label in labels:
-        position = positions.get(label.lower())
+    wanted = [("value", name) for name in values] + [("label", name) for name in labels]
+    if timestamp is not None:
+        wanted.append(("timestamp", timestamp))
+    found: list[int] = []
+    for role, name in wanted:
+        position = positions.get(name.lower())
         if position is None:
-            return -1, (), ("label", label)
-        label_at.append(position)
-    return value_at, tuple(label_at), None
+            return (), (), None, (role, name)
+        found.append(position)
+    timestamp_at = found.pop() if timestamp is not None else None
+    return tuple(found[: len(values)]), tuple(found[len(values) :]), timestamp_at, None
 
 
 def _add_sample(
-    samples: dict[LabelValues, float], row: Sequence[Any], value_at: int, label_at: tuple[int, ...]
+    samples: dict[LabelValues, float],
+    row: Sequence[Any],
+    value_at: int,
+    label_at: tuple[int, ...],
+    static: LabelValues,
 ) -> str | None:
     """Add ``row``'s sample; the reason it was skipped, if it was."""
     raw = row[value_at]
@@ -376,10 +426,64 @@ def _add_sample(
     if isinstance(value, str):
         return value
     labels = tuple([_label(row[position]) for position in label_at]) if label_at else ()
+    if static:
+        labels += static
     if labels in samples:
         return "duplicate_labels"
     samples[labels] = value
     return None
+
+
+def _add_row_samples(
+    samples: dict[LabelValues, float],
+    timestamps: list[float | None],
+    row: Sequence[Any],
+    metric: Metric,
+    values_at: tuple[int, ...],
+    label_at: tuple[int, ...],
+    timestamp_at: int | None,
+    static: LabelValues,
+) -> list[str]:
+    """Add ``row``'s samples (one per value column, or one of the static value); the reasons of those skipped."""
+    stamp = None if timestamp_at is None else _timestamp(row[timestamp_at])
+    if isinstance(stamp, str):
+        return [stamp]
+    labels = tuple([_label(row[position]) for position in label_at])
+    # (value label, value or reason) per sample this row gives.
+    cells: list[tuple[LabelValues, float | str]] = (
+        [((), metric.static_value)]
+        if metric.static_value is not None
+        else [
+            ((() if metric.value_label is None else (column,)), _number(row[position]))
+            for column, position in zip(metric.values, values_at, strict=True)
+        ]
+    )
+    reasons = []
+    for value_label, value in cells:
+        key = labels + value_label + static
+        if len(samples) >= metric.max_rows:
+            reasons.append("max_rows")
+        elif isinstance(value, str):
+            reasons.append(value)
+        elif key in samples:
+            reasons.append("duplicate_labels")
+        else:
+            samples[key] = value
+            timestamps.append(stamp)
+    return reasons
+
+
+def _timestamp(raw: object) -> float | str | None:
+    """A sample's time in Unix seconds from a DATETIME/TIMESTAMP or a number; None if NULL; else the skip reason."""
+    if raw is None:
+        return None
+    if isinstance(raw, datetime):
+        # DATETIME has no time zone: taken as UTC (as sql_exporter's Go driver does by default).
+        return (raw if raw.tzinfo is not None else raw.replace(tzinfo=UTC)).timestamp()
+    seconds = _number(raw)
+    if isinstance(seconds, str) or not math.isfinite(seconds) or isinstance(raw, timedelta):
+        return "invalid_timestamp"
+    return seconds
 
 
 _NUMBER_TYPES = frozenset({int, float, Decimal})
