@@ -21,18 +21,18 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def parse_parameters(raw: object) -> ParameterSets:
     """A list of mappings, or query-exporter's matrix (named lists, every combination), as parameter sets."""
     if isinstance(raw, list):
-        sets = [_parameter_set(item, f"[{index}]") for index, item in enumerate(raw)]
+        sets = [_parameter_set(item, f"set {index + 1}") for index, item in enumerate(raw)]
     elif isinstance(raw, dict):
         sets = _matrix(raw)
     else:
-        raise ValueError("parameters: expected a list of mappings, or a mapping of lists of mappings")
+        raise ValueError("expected a list of mappings, or a mapping of lists of mappings")
     if not sets:
-        raise ValueError("parameters: is empty")
+        raise ValueError("is empty")
     names = [tuple(sorted(name for name, _ in parameter_set)) for parameter_set in sets]
     for index, these in enumerate(names):
         if these != names[0]:
             raise ValueError(
-                f"parameters: every set must name the same parameters ({', '.join(names[0])}), "
+                f"every set must name the same parameters ({', '.join(names[0])}), "
                 f"set {index + 1} names {', '.join(these) or 'none'}"
             )
     return tuple(sets)
@@ -43,12 +43,12 @@ def _matrix(raw: Mapping[object, object]) -> list[ParameterSet]:
     groups: list[list[ParameterSet]] = []
     for group, items in raw.items():
         if not isinstance(group, str) or not _NAME.match(group):
-            raise ValueError(f"parameters: invalid name {group!r}: must match {_NAME.pattern}")
+            raise ValueError(f"invalid name {group!r}: must match {_NAME.pattern}")
         if not isinstance(items, list) or not items:
-            raise ValueError(f"parameters.{group}: expected a non-empty list of mappings")
+            raise ValueError(f"{group}: expected a non-empty list of mappings")
         groups.append(
             [
-                tuple((f"{group}__{name}", value) for name, value in _parameter_set(item, f".{group}[{index}]"))
+                tuple((f"{group}__{name}", value) for name, value in _parameter_set(item, f"{group}, set {index + 1}"))
                 for index, item in enumerate(items)
             ]
         )
@@ -57,12 +57,12 @@ def _matrix(raw: Mapping[object, object]) -> list[ParameterSet]:
 
 def _parameter_set(item: object, where: str) -> ParameterSet:
     if not isinstance(item, dict) or not item:
-        raise ValueError(f"parameters{where}: expected a mapping of parameter names to values")
+        raise ValueError(f"{where}: expected a mapping of parameter names to values")
     for name, value in item.items():
         if not isinstance(name, str) or not _NAME.match(name):
-            raise ValueError(f"parameters{where}: invalid name {name!r}: must match {_NAME.pattern}")
+            raise ValueError(f"{where}: invalid name {name!r}: must match {_NAME.pattern}")
         if not (value is None or isinstance(value, str | int | float | bool)):
-            raise ValueError(f"parameters{where}.{name}: expected a string, a number, true/false or null")
+            raise ValueError(f"{where}, {name}: expected a string, a number, true/false or null")
     return tuple(sorted(item.items()))
 
 
