@@ -1,25 +1,20 @@
-"""Probe one target: run its queries within a deadline and turn rows into samples. Knows no HTTP."""
+"""Probe one target: run its queries within a deadline, sharing a run between probes that arrive together. No HTTP."""
 
 import asyncio
 import logging
-import math
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from functools import lru_cache
-from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import PoolProxiedConnection
 
-from app.config import Metric, Query, Target
+from app.config import Query, Target
 from app.engines import (
     EngineCache,
     Fetch,
@@ -30,71 +25,13 @@ from app.engines import (
     fetcher_for,
     interrupter_for,
 )
-from app.errors import ColumnMissing, ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
+from app.errors import ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
 from app.parameters import ParameterSets, bind
+from app.results import ProbeResult, QueryResult, failed_query
+from app.samples import metric_result
 from app.workers import Workers
 
 log = logging.getLogger(__name__)
-
-LabelValues = tuple[str, ...]
-_NOTHING_SKIPPED: Mapping[str, int] = MappingProxyType({})
-
-# Results are named tuples: immutable like the config's frozen dataclasses, and made several times per probe, where
-# a frozen dataclass's __init__ (object.__setattr__ per field) costs three times as much.
-
-
-class MetricResult(NamedTuple):
-    """The samples one metric got from its query, the rows it skipped, or why it failed."""
-
-    metric: Metric
-    samples: tuple[tuple[LabelValues, float], ...] = ()
-    skipped: Mapping[str, int] = _NOTHING_SKIPPED
-    error: ProbeError | None = None
-    # Each sample's time in Unix seconds (None: none in its row), in the order of samples; () without timestamp_value.
-    timestamps: tuple[float | None, ...] = ()
-
-
-class QueryResult(NamedTuple):
-    """One SQL text's run: rows returned, time taken, and what its metrics made of the rows."""
-
-    query: Query
-    duration: float
-    rows: int | None
-    error: ProbeError | None
-    metrics: tuple[MetricResult, ...]
-    ran_at: float = 0.0  # time.monotonic() when the SQL ran
-    from_cache: bool = False  # served again within the metrics' min_interval, not run by this probe
-
-    @property
-    def success(self) -> bool:
-        """True when the query ran and every metric it feeds could read its columns."""
-        return self.error is None and all(result.error is None for result in self.metrics)
-
-
-class ProbeResult(NamedTuple):
-    """Everything one probe found, in the order the queries ran."""
-
-    target: Target
-    budget: float
-    duration: float
-    queries: tuple[QueryResult, ...]
-
-    @property
-    def success(self) -> bool:
-        """True only if the connection and every query succeeded."""
-        return all(query.success for query in self.queries)
-
-    def metric_results(self) -> Iterator[tuple[MetricResult, QueryResult]]:
-        """Each metric's result with the query result that fed it."""
-        for query in self.queries:
-            for metric in query.metrics:
-                yield metric, query
-
-
-def failed_query(query: Query, error: ProbeError, duration: float = 0.0) -> QueryResult:
-    """A query that did not run (or did not finish): every metric it feeds fails with ``error``."""
-    return QueryResult(query, duration, None, error, tuple(MetricResult(m, error=error) for m in query.metrics))
-
 
 # Results of queries whose metrics set min_interval, by (target name, SQL, parameters): the target and the result.
 ResultCache = dict[tuple[str, str, ParameterSets], tuple[Target, QueryResult]]
@@ -302,7 +239,7 @@ class _Run:
             return failed_query(query, error, time.monotonic() - started)
         duration = time.monotonic() - started
         columns, rows = fetched
-        metrics = tuple(_metric_result(metric, columns, rows) for metric in query.metrics)
+        metrics = tuple(metric_result(metric, columns, rows) for metric in query.metrics)
         return QueryResult(query, duration, len(rows), None, metrics, ran_at=started)
 
     def _fetch(self, fetch: Fetch, dialect: Dialect, dbapi_connection: Any, query: Query) -> Fetched:
@@ -363,153 +300,3 @@ def _scrub(message: str, target: Target) -> str:
     """Driver messages never hold the password; this makes sure of it."""
     password = target.url.password
     return message.replace(password, "***") if password else message
-
-
-def _metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> MetricResult:
-    values_at, label_at, timestamp_at, missing = _positions(metric.values, metric.labels, metric.timestamp, columns)
-    if missing is not None:
-        return MetricResult(metric, error=ColumnMissing(*missing, columns))
-    samples: dict[LabelValues, float] = {}
-    skipped: dict[str, int] = {}
-    static = tuple(value for _, value in metric.static_labels)
-    if len(values_at) == 1 and metric.value_label is None and timestamp_at is None:
-        # The common shape, one value column per row, kept on its own short path: it runs for most rows probed.
-        value_at = values_at[0]
-        for row in rows:
-            reason = (
-                _add_sample(samples, row, value_at, label_at, static) if len(samples) < metric.max_rows else "max_rows"
-            )
-            if reason is not None:
-                skipped[reason] = skipped.get(reason, 0) + 1
-        return MetricResult(metric, tuple(samples.items()), skipped)
-    timestamps: list[float | None] = []
-    for row in rows:
-        for reason in _add_row_samples(samples, timestamps, row, metric, values_at, label_at, timestamp_at, static):
-            skipped[reason] = skipped.get(reason, 0) + 1
-    return MetricResult(metric, tuple(samples.items()), skipped, timestamps=tuple(timestamps) if timestamp_at else ())
-
-
-@lru_cache(maxsize=4096)
-def _positions(
-    values: tuple[str, ...], labels: tuple[str, ...], timestamp: str | None, columns: tuple[str, ...]
-) -> tuple[tuple[int, ...], tuple[int, ...], int | None, tuple[str, str] | None]:
-    """Where a metric's values, labels and timestamp are in a result with ``columns`` (case-insensitive), or which is
-    missing.
-
-    Worked out once per metric and result shape: a query returns the same columns on every probe.
-    """
-    positions = {name.lower(): index for index, name in enumerate(columns)}
-    wanted = [("value", name) for name in values] + [("label", name) for name in labels]
-    if timestamp is not None:
-        wanted.append(("timestamp", timestamp))
-    found: list[int] = []
-    for role, name in wanted:
-        position = positions.get(name.lower())
-        if position is None:
-            return (), (), None, (role, name)
-        found.append(position)
-    timestamp_at = found.pop() if timestamp is not None else None
-    return tuple(found[: len(values)]), tuple(found[len(values) :]), timestamp_at, None
-
-
-def _add_sample(
-    samples: dict[LabelValues, float],
-    row: Sequence[Any],
-    value_at: int,
-    label_at: tuple[int, ...],
-    static: LabelValues,
-) -> str | None:
-    """Add ``row``'s sample; the reason it was skipped, if it was."""
-    raw = row[value_at]
-    # Most cells are numbers already: they need no more than float().
-    value = float(raw) if type(raw) in _NUMBER_TYPES else _number(raw)
-    if isinstance(value, str):
-        return value
-    labels = tuple([_label(row[position]) for position in label_at]) if label_at else ()
-    if static:
-        labels += static
-    if labels in samples:
-        return "duplicate_labels"
-    samples[labels] = value
-    return None
-
-
-def _add_row_samples(
-    samples: dict[LabelValues, float],
-    timestamps: list[float | None],
-    row: Sequence[Any],
-    metric: Metric,
-    values_at: tuple[int, ...],
-    label_at: tuple[int, ...],
-    timestamp_at: int | None,
-    static: LabelValues,
-) -> list[str]:
-    """Add ``row``'s samples (one per value column, or one of the static value); the reasons of those skipped."""
-    stamp = None if timestamp_at is None else _timestamp(row[timestamp_at])
-    if isinstance(stamp, str):
-        return [stamp]
-    labels = tuple([_label(row[position]) for position in label_at])
-    # (value label, value or reason) per sample this row gives.
-    cells: list[tuple[LabelValues, float | str]] = (
-        [((), metric.static_value)]
-        if metric.static_value is not None
-        else [
-            ((() if metric.value_label is None else (column,)), _number(row[position]))
-            for column, position in zip(metric.values, values_at, strict=True)
-        ]
-    )
-    reasons = []
-    for value_label, value in cells:
-        key = labels + value_label + static
-        if len(samples) >= metric.max_rows:
-            reasons.append("max_rows")
-        elif isinstance(value, str):
-            reasons.append(value)
-        elif key in samples:
-            reasons.append("duplicate_labels")
-        else:
-            samples[key] = value
-            timestamps.append(stamp)
-    return reasons
-
-
-def _timestamp(raw: object) -> float | str | None:
-    """A sample's time in Unix seconds from a DATETIME/TIMESTAMP or a number; None if NULL; else the skip reason."""
-    if raw is None:
-        return None
-    if isinstance(raw, datetime):
-        # DATETIME has no time zone: taken as UTC (as sql_exporter's Go driver does by default).
-        return (raw if raw.tzinfo is not None else raw.replace(tzinfo=UTC)).timestamp()
-    seconds = _number(raw)
-    if isinstance(seconds, str) or not math.isfinite(seconds) or isinstance(raw, timedelta):
-        return "invalid_timestamp"
-    return seconds
-
-
-_NUMBER_TYPES = frozenset({int, float, Decimal})
-
-
-def _number(raw: object) -> float | str:
-    """The sample value of a cell, or the reason it has none."""
-    if raw is None:
-        return "null_value"
-    if isinstance(raw, int | float | Decimal):
-        return float(raw)
-    if isinstance(raw, timedelta):  # MySQL TIME columns, e.g. the age of the oldest query
-        return raw.total_seconds()
-    if isinstance(raw, bytes | bytearray):
-        raw = raw.decode("utf-8", "replace")
-    if isinstance(raw, str):
-        try:
-            return float(raw)
-        except ValueError:
-            return "non_numeric_value"
-    return "non_numeric_value"
-
-
-def _label(raw: object) -> str:
-    if raw is None:
-        return ""
-    if isinstance(raw, bytes | bytearray):
-        return raw.decode("utf-8", "replace")
-    return str(raw)

@@ -4,7 +4,7 @@ import time
 
 from app.config import Metric
 from app.errors import ConnectFailed
-from app.prober import ProbeResult
+from app.results import ProbeResult
 
 
 def debug_report(result: ProbeResult, exposition: str) -> str:
