@@ -97,7 +97,8 @@ def test_timestamp_value_stamps_samples_in_both_formats_and_rows_without_one_kee
     server = fleet[0]
     # Times as a DATETIME column, and as Unix seconds with a fraction; one row of each has none.
     datetimes = "select 'a' as source, 1 as n, timestamp('2026-11-01 12:00:00') as at union all select 'c', 3, null"
-    seconds = "select 'b' as source, 2 as n, 1793534460.25 as at union all select 'd', 4, null"
+    # (The time column first: its position is 0.)
+    seconds = "select 1793534460.25 as at, 'b' as source, 2 as n union all select null, 'd', 4"
     metrics = {
         "fresh": shape(datetimes, labels=["source"], value="n", timestamp_value="at"),
         "fresh_seconds": shape(seconds, labels=["source"], value="n", timestamp_value="at"),
