@@ -1,0 +1,64 @@
+"""What a conversion produces (targets, query sets, notes on what has no equivalent) and writing it out."""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+class Unreadable(Exception):
+    """The input cannot be read as a configuration of the exporter named: one sentence for the user."""
+
+
+@dataclass
+class Conversion:
+    """The converted configuration, built up key by key, and every note on what was left out or changed."""
+
+    source: str  # what was converted, for the files' header
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    query_sets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, path: str, message: str) -> None:
+        """Record that the input's ``path`` has no (or an inexact) equivalent, and what to do instead."""
+        self.notes.append(f"{path}: {message}")
+
+    def write(self, directory: Path) -> tuple[Path, Path]:
+        """Write targets.yml and queries.yml into ``directory``; their paths."""
+        directory.mkdir(parents=True, exist_ok=True)
+        header = f"# Converted by sqlprobe-convert from {self.source}.\n"
+        if self.notes:
+            header += "# Not converted or converted with a difference (sqlprobe-convert printed these too):\n"
+            header += "".join(f"#   {line}\n" for note in self.notes for line in note.splitlines())
+        targets_path, queries_path = directory / "targets.yml", directory / "queries.yml"
+        targets_path.write_text(header + _dump({"targets": self.targets}), encoding="utf-8")
+        queries_path.write_text(header + _dump({"namespace": "", "query_sets": self.query_sets}), encoding="utf-8")
+        return targets_path, queries_path
+
+
+def target_name(name: str) -> str:
+    """``name`` as a sqlprobe target or query set name (letters, digits, ``_ . : -``)."""
+    return _NAME.sub("_", name) or "_"
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes a list shared by several metrics out in full each time: no &anchors and *aliases for people to read."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    # SQL over several lines stays readable: as a literal block.
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_Dumper.add_representer(str, _text)
+
+
+def _dump(data: object) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
