@@ -92,7 +92,7 @@ def _metrics(specs: dict[str, Any], conversion: Conversion) -> dict[str, dict[st
             continue
         kind = spec.get("type")
         if kind not in ("gauge", "counter"):
-            advice = _NO_EQUIVALENT.get(kind, "export it as a gauge or a counter")
+            advice = _NO_EQUIVALENT.get(str(kind), "export it as a gauge or a counter")
             conversion.note(
                 f"{where}.type", f"sqlprobe exports gauges and counters, not {kind}s: not converted; {advice}"
             )

@@ -196,8 +196,8 @@ def _target(
     timeout: str | None,
     conversion: Conversion,
 ) -> None:
-    query_sets = []
-    for reference in collector_refs or ():
+    query_sets: list[str] = []
+    for reference in collector_refs if isinstance(collector_refs, list) else ():
         matched = [set_name for set_name in conversion.query_sets if fnmatch.fnmatchcase(set_name, str(reference))]
         if not matched:
             conversion.note(where, f"collector {reference!r} was not converted (or is unknown)")
@@ -224,7 +224,7 @@ def _socket_directory(path: str) -> tuple[str, str]:
 
 def _dsn(raw: object, where: str, conversion: Conversion) -> str | None:
     """A dburl DSN as a SQLAlchemy URL with the driver sqlprobe ships, or None after noting why not."""
-    if not isinstance(raw, str) or "://" not in raw and ":" not in raw:
+    if not isinstance(raw, str) or ("://" not in raw and ":" not in raw):
         conversion.note(where, "no data_source_name sqlprobe can read")
         return None
     scheme, _, rest = raw.partition(":")
