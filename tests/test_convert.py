@@ -115,7 +115,16 @@ def test_what_has_no_equivalent_is_listed_with_its_key_path_and_the_rest_is_conv
     ("exporter", "content", "expected"),
     [
         ("query-exporter", None, "sqlprobe-convert: cannot read {config}: No such file or directory"),
-        ("query-exporter", "databases: [unclosed", "sqlprobe-convert: {config} is not valid YAML: "),
+        (
+            "query-exporter",
+            "databases:\n  db:\n    dsn: mysql://u:hunter2-secret@h/db\n    labels: [unclosed\n",
+            "sqlprobe-convert: {config} is not valid YAML at line 5: expected ',' or ']', but got '<stream end>'",
+        ),
+        (
+            "query-exporter",
+            "databases: !include config.yaml",
+            "sqlprobe-convert: {config} includes {config}, which includes it again",
+        ),
         (
             "query-exporter",
             "target: {data_source_name: 'mysql://u@h/db', collectors: [c]}",
@@ -127,7 +136,13 @@ def test_what_has_no_equivalent_is_listed_with_its_key_path_and_the_rest_is_conv
             "sqlprobe-convert: {config} is not a sql_exporter configuration: no target or jobs",
         ),
     ],
-    ids=["missing", "invalid-yaml", "sql-exporter-config-as-query-exporter", "query-exporter-config-as-sql-exporter"],
+    ids=[
+        "missing",
+        "invalid-yaml",
+        "includes-itself",
+        "sql-exporter-config-as-query-exporter",
+        "query-exporter-config-as-sql-exporter",
+    ],
 )
 def test_input_it_cannot_read_exits_1_with_a_sentence_and_writes_nothing(
     tmp_path: Path, exporter: str, content: str | None, expected: str
@@ -137,10 +152,31 @@ def test_input_it_cannot_read_exits_1_with_a_sentence_and_writes_nothing(
         config.write_text(content)
     result = convert(exporter, config, tmp_path / "out")
     assert result.returncode == 1
-    assert result.stderr.startswith(expected.format(config=config))
-    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr == expected.format(config=config) + "\n"
+    assert "hunter2" not in result.stderr  # a YAML error never quotes the line: it may hold a password
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_names_that_become_the_same_once_made_valid_stay_apart(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "databases:\n"
+        "  'db 1': {dsn: 'sqlite://'}\n"
+        "  db_1: {dsn: 'sqlite://'}\n"
+        "metrics:\n  n: {type: gauge}\n  m: {type: gauge}\n"
+        "queries:\n"
+        "  'q 1': {databases: ['db 1', db_1], metrics: [n], sql: 'select 1 as n'}\n"
+        "  q_1: {databases: ['db 1'], metrics: [m], sql: 'select 2 as m'}\n"
+    )
+    result = convert("query-exporter", config, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "  queries.q_1: became query set 'q_1_2': another query has the name 'q_1'" in result.stdout.splitlines()
+    loaded = load_config(tmp_path / "out" / "targets.yml", tmp_path / "out" / "queries.yml", {})
+    assert {name: target.query_sets for name, target in loaded.targets.items()} == {
+        "db_1": ("q_1", "q_1_2"),
+        "db_1_2": ("q_1",),
+    }
 
 
 def _collector_metrics(config: Path) -> dict[str, dict[str, Any]]:

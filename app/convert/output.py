@@ -1,6 +1,7 @@
 """What a conversion produces (targets, query sets, notes on what has no equivalent) and writing it out."""
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,14 @@ class Conversion:
         return targets_path, queries_path
 
 
+def yaml_problem(path: Path, error: yaml.YAMLError) -> Unreadable:
+    """The YAML error as one sentence naming the file and line, never quoting the line (it may hold a password)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    problem = getattr(error, "problem", None) or type(error).__name__
+    return Unreadable(f"{path} is not valid YAML{where}: {problem}")
+
+
 def target_name(name: str) -> str:
     """``name`` as a sqlprobe target or query set name (letters, digits, ``_ . : -``)."""
     return _NAME.sub("_", name) or "_"
@@ -58,6 +67,16 @@ def _text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 
 
 _Dumper.add_representer(str, _text)
+
+
+def unused_name(name: str, taken: Mapping[str, object]) -> str:
+    """``name``, or ``name_2``, ``name_3``… if it is taken already."""
+    if name not in taken:
+        return name
+    number = 2
+    while f"{name}_{number}" in taken:
+        number += 1
+    return f"{name}_{number}"
 
 
 def _dump(data: object) -> str:

@@ -9,7 +9,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from app.convert.dsn import EnvRef, render, sqlprobe_drivername
-from app.convert.output import Conversion, Unreadable, target_name
+from app.convert.output import Conversion, Unreadable, target_name, unused_name, yaml_problem
 
 _SECTIONS = ("databases", "metrics", "queries")
 _INTERVAL = re.compile(r"^([0-9]+)([smhd]?)$")
@@ -51,17 +51,21 @@ def convert(path: Path) -> Conversion:
     return conversion
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path, including: tuple[Path, ...] = ()) -> Any:
+    if path.absolute() in including:
+        raise Unreadable(f"{including[-1]} includes {path}, which includes it again")
     try:
         with path.open(encoding="utf-8") as stream:
-            return yaml.load(stream, _loader(path.parent))
+            return yaml.load(stream, _loader(path.parent, (*including, path.absolute())))
     except OSError as error:
         raise Unreadable(f"cannot read {path}: {error.strerror}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise Unreadable(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
+    except UnicodeDecodeError:
+        raise Unreadable(f"{path} is not UTF-8 text") from None
+    except yaml.YAMLError as error:
+        raise yaml_problem(path, error) from None
 
 
-def _loader(base: Path) -> type[yaml.SafeLoader]:
+def _loader(base: Path, including: tuple[Path, ...]) -> type[yaml.SafeLoader]:
     """A safe YAML loader knowing query-exporter's tags: !env stays a reference, !file a path, !include is read."""
 
     class Loader(yaml.SafeLoader):
@@ -74,7 +78,7 @@ def _loader(base: Path) -> type[yaml.SafeLoader]:
         return FileRef(base / str(loader.construct_scalar(node)))  # type: ignore[arg-type]
 
     def include(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-        return _load(base / str(loader.construct_scalar(node)))  # type: ignore[arg-type]
+        return _load(base / str(loader.construct_scalar(node)), including)  # type: ignore[arg-type]
 
     Loader.add_constructor("!env", env)
     Loader.add_constructor("!file", file)
@@ -139,6 +143,11 @@ def _query_sets(
                 "not converted: the target's timeout bounds the whole probe (default 10s, and the scrape timeout)",
             )
         set_name = target_name(str(name))
+        if set_name in conversion.query_sets:
+            set_name = unused_name(set_name, conversion.query_sets)
+            conversion.note(
+                where, f"became query set {set_name!r}: another query has the name {target_name(str(name))!r}"
+            )
         blocks = {}
         for metric in query.get("metrics") or ():
             if metric in metrics:
@@ -189,9 +198,10 @@ def _target(name: str, database: object, sets_of: dict[str, list[str]], conversi
         "database": name,
         **{str(k): _label_value(v) for k, v in (database.get("labels") or {}).items()},
     }
-    conversion.targets[target_name(name)] = target
-    if target_name(name) != name:
-        conversion.note(where, f"became target {target_name(name)!r} (sqlprobe's names take letters, digits, _ . : -)")
+    new_name = unused_name(target_name(name), conversion.targets)
+    conversion.targets[new_name] = target
+    if new_name != name:
+        conversion.note(where, f"became target {new_name!r} (sqlprobe's names take letters, digits, _ . : -)")
 
 
 def _label_value(value: object) -> str:

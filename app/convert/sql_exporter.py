@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 import yaml
 
 from app.convert.dsn import sqlprobe_drivername
-from app.convert.output import Conversion, Unreadable, target_name
+from app.convert.output import Conversion, Unreadable, target_name, unused_name, yaml_problem
 
 # dburl's scheme aliases (sql_exporter reads its DSNs with xo/dburl) for the backends sqlprobe probes.
 _BACKENDS = {
@@ -68,8 +68,10 @@ def _load(path: Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise Unreadable(f"cannot read {path}: {error.strerror}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise Unreadable(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
+    except UnicodeDecodeError:
+        raise Unreadable(f"{path} is not UTF-8 text") from None
+    except yaml.YAMLError as error:
+        raise yaml_problem(path, error) from None
 
 
 def _global_settings(settings: dict[str, Any], conversion: Conversion) -> str | None:
@@ -128,7 +130,7 @@ def _query_set(
     if renamed:
         conversion.note(where, f"counters are exported with _total added, as sqlprobe names them: {', '.join(renamed)}")
     if metrics:
-        conversion.query_sets[target_name(name)] = metrics
+        conversion.query_sets[unused_name(target_name(name), conversion.query_sets)] = metrics
     else:
         conversion.note(where, "no metric converted")
 
@@ -211,7 +213,10 @@ def _target(
         target["labels"] = labels
     if timeout is not None:
         target["timeout"] = timeout
-    conversion.targets[target_name(name)] = target
+    new_name = unused_name(target_name(name), conversion.targets)
+    if new_name != name:
+        conversion.note(where, f"became target {new_name!r} (sqlprobe's names take letters, digits, _ . : -)")
+    conversion.targets[new_name] = target
 
 
 def _socket_directory(path: str) -> tuple[str, str]:
