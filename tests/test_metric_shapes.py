@@ -4,7 +4,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import client_for, parse_samples, target, value, write_config
+from tests.helpers import client_for, parse_samples, target, value, wait_until, write_config
+from tests.postgres import PostgreSQL
 from tests.servers import MariaDB
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -187,3 +188,68 @@ def test_without_parameters_percent_and_colon_words_reach_the_server_as_written(
     ((text, n),) = server.query(sql)
     assert samples["query_exporter_odd"] == {(("text", text),): float(n)}
     assert text == ":kind 100%"
+
+
+def test_parameters_bind_through_sqlite_and_postgresql_drivers_too(tmp_path: Path, postgres: PostgreSQL) -> None:
+    # SQLite's driver takes ? placeholders in order, PostgreSQL's %(name)s: each gets its own style.
+    sqlite_sql = "select :b as b, :a as a, :a + :b as n"
+    # The matrix form names the parameter schema__x; cast() because :name::text would not be a parameter.
+    postgres_sql = (
+        "select cast(:schema__x as text) as schema_name, count(*) as n from information_schema.tables "
+        "where table_schema = :schema__x and table_name like '%'"
+    )
+    query_sets = {
+        "lite": {
+            "sum": shape(sqlite_sql, labels=["a", "b"], value="n", parameters=[{"a": 1, "b": 2}, {"a": 3, "b": 4}])
+        },
+        "pg": {
+            "tables": shape(postgres_sql, labels=["schema_name"], value="n", parameters={"schema": [{"x": "public"}]})
+        },
+    }
+    config = write_config(tmp_path, {"lite": target("sqlite://", "lite"), "pg": target(postgres.dsn, "pg")}, query_sets)
+    with client_for(config) as client:
+        lite = parse_samples(client.get("/probe", params={"target": "lite"}).text)
+        pg = parse_samples(client.get("/probe", params={"target": "pg"}).text)
+    assert lite["query_exporter_sum"] == {(("a", "1"), ("b", "2")): 3.0, (("a", "3"), ("b", "4")): 7.0}
+    ((schema, n),) = postgres.query(postgres_sql.replace(":schema__x", "'public'"))
+    assert pg["query_exporter_tables"] == {(("schema_name", schema),): float(n)}
+    assert value(pg, "probe_success") == 1.0
+
+
+def test_a_run_of_parameter_sets_past_the_deadline_times_out_and_its_statement_is_stopped(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    sql = "select :s as s, sleep(:s) as n"
+    metrics = {"slow": shape(sql, labels=["s"], value="n", parameters=[{"s": 0}, {"s": 30}, {"s": 0}])}
+    config = write_config(tmp_path, {"db": target(server.dsn, "shapes", timeout="1s")}, {"shapes": metrics})
+    with client_for(config) as client:
+        samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
+        assert value(samples, "probe_success") == 0.0
+        assert value(samples, "sqlprobe_query_success", metric="slow") == 0.0
+        own = parse_samples(client.get("/metrics").text)
+        assert value(own, "sqlprobe_query_errors_total", target="db", metric="slow", reason="timeout") == 1.0
+        # The second set's statement was stopped on the server, not left sleeping for 30 s.
+        assert wait_until(
+            lambda: not [s for s in server.exporter_sessions() if s[2] and "sleep" in s[2]], seconds=10
+        ), server.exporter_sessions()
+
+
+def test_metrics_with_the_same_sql_and_other_parameters_keep_their_own_results_for_min_interval(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[1]
+    sql = "select :kind as kind, sum(qty) as qty from items where kind = :kind"
+    metrics = {
+        "bolts": shape(sql, labels=["kind"], value="qty", parameters=[{"kind": "bolt"}], min_interval="1h"),
+        "nuts": shape(sql, labels=["kind"], value="qty", parameters=[{"kind": "nut"}], min_interval="1h"),
+    }
+    config = write_config(tmp_path, {"db": target(server.dsn, "shapes")}, {"shapes": metrics})
+    with client_for(config) as client:
+        first = parse_samples(client.get("/probe", params={"target": "db"}).text)
+        debug = client.get("/probe", params={"target": "db", "debug": "true"}).text
+        second = parse_samples(client.get("/probe", params={"target": "db"}).text)
+    for kind, name in (("bolt", "query_exporter_bolts"), ("nut", "query_exporter_nuts")):
+        ((_, qty),) = server.query(sql.replace(":kind", f"'{kind}'"))
+        assert first[name] == second[name] == {(("kind", kind),): float(qty)}
+    assert debug.count("  not run: the result of") == 2
