@@ -155,6 +155,8 @@ def test_a_refused_address_gets_403_naming_the_module_and_sqlprobe_opens_no_sock
         "db..example.net",
         "db-.example.net",
         "db%2eexample.net",
+        "[fe80::1%eth0]:3306",
+        "a" * 5000,
     ],
 )
 def test_a_target_that_is_not_a_plain_address_gets_400(tmp_path: Path, target: str) -> None:
@@ -165,6 +167,7 @@ def test_a_target_that_is_not_a_plain_address_gets_400(tmp_path: Path, target: s
         engines = value(parse_samples(client.get("/metrics").text), "sqlprobe_engines")
     assert answer.status_code == 400, answer.text
     assert answer.text.startswith("invalid target for module 'm': ")
+    assert len(answer.text) < 400  # a sentence, not the request echoed back
     assert engines == 0
 
 
