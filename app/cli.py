@@ -12,6 +12,7 @@ import uvicorn
 from app import __version__
 from app.config import Config, load_config
 from app.errors import ConfigError, ConfigProblem
+from app.history import DEFAULT_HISTORY_LIMIT
 from app.http_protocol import HttpProtocol
 from app.logs import LOG_FORMATS, configure_logging
 from app.schema import duration_seconds
@@ -34,6 +35,12 @@ def _duration(value: str) -> float:
         return duration_seconds(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 0 or more")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_IDLE_ENGINE_TIMEOUT,
         metavar="DURATION",
         help="dispose a target's engine and connections when no probe used it this long (default: 15m)",
+    )
+    parser.add_argument(
+        "--history-limit",
+        type=_count,
+        default=DEFAULT_HISTORY_LIMIT,
+        metavar="N",
+        help="failed probes kept for the status page and /logs, besides each target's last (default: %(default)s)",
     )
     parser.add_argument("--version", action="version", version=f"sqlprobe {__version__}")
     return parser
@@ -135,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reload_on_sighup=True,
             web_config=web_config,
             idle_engine_timeout=args.idle_engine_timeout,
+            history_limit=args.history_limit,
         ),
         host=host,
         port=port,

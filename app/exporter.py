@@ -9,6 +9,7 @@ from pathlib import Path
 from app.config import Config, load_config
 from app.engines import EngineCache
 from app.errors import ConfigError
+from app.history import DEFAULT_HISTORY_LIMIT, History
 from app.prober import Prober
 from app.telemetry import Telemetry
 
@@ -27,8 +28,9 @@ class Reloaded:
 class Exporter:
     """What the handlers share. ``config`` is replaced whole by a reload; a probe keeps the one it started with."""
 
-    def __init__(self, config: Config, max_workers: int) -> None:
+    def __init__(self, config: Config, max_workers: int, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
         self.config = config
+        self.history = History(history_limit)
         self.engines = EngineCache()
         self.prober = Prober(self.engines, max_workers)
         self.telemetry = Telemetry(self.engines.__len__)
@@ -56,6 +58,7 @@ class Exporter:
                 self.config = config
                 disposed = self.engines.retain(config.targets)
                 self.prober.forget_results()
+                self.history.retain(config.targets)
             self.telemetry.config_loaded(changed=changed)
             log.info(
                 "reload: %s, %d targets, %d engines disposed",

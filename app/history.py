@@ -1,0 +1,104 @@
+"""Probe history: each target's last probe and a bounded ring of failed ones, kept as the results themselves.
+
+Recording a probe stores references to the result the probe already built; nothing is rendered until the status
+page or /logs asks (the way blackbox_exporter's prober/history.go keeps its recent probes).
+"""
+
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+from app.prober import ProbeResult
+
+DEFAULT_HISTORY_LIMIT = 100
+# Module targets (any address a module allows) are kept by recency, up to this many; named ones all.
+DEFAULT_MODULE_TARGET_LIMIT = 2000
+
+
+class TargetKey(NamedTuple):
+    """A target as the history knows it: a name from targets.yml (module None), or an address probed with a module."""
+
+    module: str | None
+    name: str
+
+    def __str__(self) -> str:
+        return self.name if self.module is None else f"{self.name} (module {self.module})"
+
+
+class Probe(NamedTuple):
+    """One finished probe: what it found, and when it ended (wall clock for people, monotonic for ages)."""
+
+    key: TargetKey
+    result: ProbeResult
+    ended_at: float  # time.time()
+    ended_monotonic: float  # time.monotonic()
+
+
+class TargetState:
+    """A target's last probe and since when its state (ok or failing) has held."""
+
+    __slots__ = ("last", "since")
+
+    def __init__(self, last: Probe) -> None:
+        self.last = last
+        self.since = last.ended_at
+
+    @property
+    def ok(self) -> bool:
+        """True when the last probe succeeded."""
+        return self.last.result.success
+
+
+class History:
+    """The last probe of every target, and the last ``limit`` failed probes of all targets together."""
+
+    def __init__(self, limit: int = DEFAULT_HISTORY_LIMIT, module_targets: int = DEFAULT_MODULE_TARGET_LIMIT) -> None:
+        self.limit = limit
+        self.started_at = time.time()
+        self._named: dict[TargetKey, TargetState] = {}
+        self._modules: dict[TargetKey, TargetState] = {}  # oldest probe first
+        self._module_limit = module_targets
+        self._failed: deque[Probe] = deque(maxlen=limit)
+
+    def record(self, key: TargetKey, result: ProbeResult) -> None:
+        """Keep ``result`` as ``key``'s last probe (and in the failed ring if it failed): a few references, no copy."""
+        probe = Probe(key, result, time.time(), time.monotonic())
+        states = self._named if key.module is None else self._modules
+        state = states.get(key)
+        if state is None:
+            state = TargetState(probe)
+        else:
+            if state.last.result.success != result.success:
+                state.since = probe.ended_at
+            state.last = probe
+            if key.module is not None:
+                del states[key]  # re-inserted last: the dict's order is the order of last probes
+        states[key] = state
+        if key.module is not None and len(states) > self._module_limit:
+            del states[next(iter(states))]
+        if not result.success and self.limit:
+            self._failed.append(probe)
+
+    def state(self, key: TargetKey) -> TargetState | None:
+        """``key``'s state, or None if it was not probed since sqlprobe started (or since it left the config)."""
+        return (self._named if key.module is None else self._modules).get(key)
+
+    def module_targets(self) -> Iterator[tuple[TargetKey, TargetState]]:
+        """The module targets probed lately, with their states."""
+        return iter(list(self._modules.items()))
+
+    def last_failed(self, key: TargetKey) -> Probe | None:
+        """``key``'s most recent failed probe still in the ring."""
+        return next((probe for probe in reversed(self._failed) if probe.key == key), None)
+
+    def retain(self, names: Iterable[str]) -> None:
+        """Forget the named targets that are no longer configured (after a reload, from the reloading thread).
+
+        Probes are recorded on the event loop meanwhile: list() copies a dict or deque in one step under the GIL,
+        where iterating it directly could meet an insertion half-way.
+        """
+        kept = set(names)
+        self._named = {key: state for key, state in list(self._named.items()) if key.name in kept}
+        failed = [probe for probe in list(self._failed) if probe.key.module is not None or probe.key.name in kept]
+        self._failed = deque(failed, maxlen=self.limit)

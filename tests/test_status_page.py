@@ -1,0 +1,256 @@
+"""The status page at / and /logs: which targets fail, since when and why, and the accounts of their probes."""
+
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Sequence
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.history import History, TargetKey
+from app.status_page import render_status_page
+from tests.helpers import ITEMS_SET, client_for, metric, target, write_config
+from tests.servers import MariaDB
+
+SQLITE_SET = {"widgets": metric("select count(*) as n from widgets", "n")}
+PASSWORD = "pw-status-7d1e0a"
+
+
+class StatusPage(HTMLParser):
+    """The page as a person reads it: the counts on top, and each table row's cells and links."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.counts: dict[str, int] = {}
+        self.rows: list[dict[str, Any]] = []
+        self._count: str | None = None
+        self._cell: list[str] | None = None
+        self.feed(text)
+
+    @property
+    def states(self) -> list[tuple[str, str]]:
+        """(target, state) of each row, in the page's order."""
+        return [(row["cells"][0], row["cells"][1]) for row in self.rows]
+
+    def row(self, name: str) -> dict[str, Any]:
+        """The row of target ``name``."""
+        return next(row for row in self.rows if row["cells"][0] == name)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "b" and found.get("id") in {"total", "failing", "never", "ok"}:
+            self._count = found["id"]
+        elif tag == "tr" and "class" in found:
+            self.rows.append({"class": found["class"], "cells": [], "links": {}, "titles": []})
+        elif tag == "td" and self.rows:
+            self._cell = []
+            self.rows[-1]["titles"].append(found.get("title"))
+        elif tag == "a" and self._cell is not None:
+            self._link = found["href"]
+
+    def handle_data(self, data: str) -> None:
+        if self._count is not None:
+            self.counts[self._count] = int(data)
+            self._count = None
+        elif self._cell is not None:
+            self._cell.append(data)
+            if getattr(self, "_link", None):
+                self.rows[-1]["links"][data] = self._link
+                self._link = None
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None:
+            self.rows[-1]["cells"].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+
+def _sqlite_target(path: Path) -> dict[str, Any]:
+    return target(f"sqlite:///{path}", "widgets", timeout="2s")
+
+
+def test_page_counts_targets_and_shows_failing_ones_first_with_reason_and_metrics(
+    tmp_path: Path, fleet: Sequence[MariaDB], closed_port: int
+) -> None:
+    server = fleet[0]
+    targets = {
+        "a-healthy": target(server.dsn, "items"),
+        "b-never": target(server.dsn, "items"),
+        "z-dead": target(f"mysql+pymysql://exporter:{PASSWORD}@127.0.0.1:{closed_port}/", "items", timeout="2s"),
+    }
+    config = write_config(tmp_path, targets, {"items": ITEMS_SET})
+    with client_for(config) as client:
+        for name in ("a-healthy", "z-dead"):
+            client.get("/probe", params={"target": name})
+        debug = client.get("/probe", params={"target": "z-dead", "debug": "true"}).text
+        response = client.get("/")
+    assert response.headers["content-type"].startswith("text/html")
+    assert PASSWORD not in response.text
+    page = StatusPage(response.text)
+    assert page.counts == {"total": 3, "failing": 1, "never": 1, "ok": 1}
+    assert page.states == [("z-dead", "failing"), ("b-never", "never probed"), ("a-healthy", "ok")]
+    dead = page.row("z-dead")
+    # The reason, the driver's message as the debug page has it, and every metric it cost.
+    connect_line = next(line for line in debug.splitlines() if line.startswith("connection failed (connect): "))
+    message = connect_line.removeprefix("connection failed (connect): ")
+    assert dead["cells"][5] == f"connect {' '.join(message.split())} ({', '.join(ITEMS_SET)})"
+    assert dead["links"] == {
+        "log": "/logs?target=z-dead",
+        "debug": "/probe?target=z-dead&debug=true",
+        "probe": "/probe?target=z-dead",
+    }
+    assert page.row("a-healthy")["cells"][5] == ""
+    assert page.row("a-healthy")["cells"][3].endswith(" ago")
+    never = page.row("b-never")
+    assert never["cells"][3:6] == ["", "", ""]
+    assert "log" not in never["links"]
+
+
+def test_state_holds_its_since_until_a_probe_changes_it(tmp_path: Path) -> None:
+    database = tmp_path / "widgets.sqlite"
+    config = write_config(tmp_path, {"shop": _sqlite_target(database)}, {"widgets": SQLITE_SET})
+    key = TargetKey(None, "shop")
+    with client_for(config) as client:
+        history = client.app.state.exporter.history  # type: ignore[attr-defined]
+        client.get("/probe", params={"target": "shop"})  # no table yet: failing
+        failing_since = history.state(key).since
+        client.get("/probe", params={"target": "shop"})
+        assert history.state(key).since == failing_since
+        with sqlite3.connect(database) as db:
+            db.execute("create table widgets (id integer)")
+        client.get("/probe", params={"target": "shop"})
+        recovered = history.state(key)
+        assert (recovered.ok, recovered.since) == (True, recovered.last.ended_at)
+        assert recovered.since > failing_since
+        page = StatusPage(client.get("/").text)
+    assert page.states == [("shop", "ok")]
+
+
+def test_logs_answer_the_last_probe_as_debug_printed_it_and_the_last_failed_one(tmp_path: Path) -> None:
+    database = tmp_path / "widgets.sqlite"
+    config = write_config(tmp_path, {"shop": _sqlite_target(database)}, {"widgets": SQLITE_SET})
+    with client_for(config) as client:
+        failed_debug = client.get("/probe", params={"target": "shop", "debug": "true"}).text
+        failed_log = client.get("/logs", params={"target": "shop"}).text
+        with sqlite3.connect(database) as db:
+            db.execute("create table widgets (id integer)")
+            db.execute("insert into widgets values (1), (2)")
+        ok_debug = client.get("/probe", params={"target": "shop", "debug": "true"}).text
+        response = client.get("/logs", params={"target": "shop"})
+    assert response.headers["content-type"].startswith("text/plain")
+    heading, _, body = failed_log.partition("\n")
+    assert heading.startswith("# last probe of shop: failed, ended ")
+    assert body == failed_debug
+    assert "no such table: widgets" in body
+    last, failed = response.text.split("\n\n# last failed probe of shop: failed, ended ")
+    assert last.startswith("# last probe of shop: succeeded, ended ")
+    assert last.partition("\n")[2] == ok_debug
+    assert failed.partition("\n")[2] == failed_debug
+
+
+def test_failed_probes_beyond_the_history_limit_are_forgotten(tmp_path: Path) -> None:
+    database = tmp_path / "widgets.sqlite"
+    targets = {name: _sqlite_target(database) for name in ("a", "b", "c")}
+    config = write_config(tmp_path, targets, {"widgets": SQLITE_SET})
+    with client_for(config, history_limit=2) as client:
+        client.get("/probe", params={"target": "a"})  # fails: no table
+        with sqlite3.connect(database) as db:
+            db.execute("create table widgets (id integer)")
+        client.get("/probe", params={"target": "a"})
+        assert "# last failed probe of a" in client.get("/logs", params={"target": "a"}).text
+        with sqlite3.connect(database) as db:
+            db.execute("drop table widgets")
+        client.get("/probe", params={"target": "b"})
+        client.get("/probe", params={"target": "c"})
+        text = client.get("/logs", params={"target": "a"}).text
+        page = StatusPage(client.get("/").text)
+    # a's failure left the ring of two; its last probe (a success) is still kept and shown.
+    assert text.startswith("# last probe of a: succeeded")
+    assert "# last failed probe" not in text
+    assert page.states == [("b", "failing"), ("c", "failing"), ("a", "ok")]
+
+
+def test_logs_of_an_unknown_or_unprobed_target_or_a_bad_request_get_a_sentence(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"shop": _sqlite_target(tmp_path / "w.sqlite")}, {"widgets": SQLITE_SET})
+    with client_for(config) as client:
+        answers = [
+            (response.status_code, response.text)
+            for response in (
+                client.get("/logs", params={"target": "nope"}),
+                client.get("/logs", params={"target": "shop"}),
+                client.get("/logs"),
+                client.get("/logs?target=shop&target=shop"),
+                client.get("/logs", params={"target": "shop", "module": "mysql"}),
+            )
+        ]
+    assert answers == [
+        (404, f"unknown target 'nope': it is not in {tmp_path / 'targets.yml'}\n"),
+        (404, "target shop has not been probed since sqlprobe started (or was reloaded)\n"),
+        (400, "invalid request: target: Field required\n"),
+        (400, "give one 'target' (and at most one 'module') parameter to /logs\n"),
+        (404, "target shop (module mysql) has not been probed since sqlprobe started (or was reloaded)\n"),
+    ]
+
+
+def test_a_target_removed_by_a_reload_leaves_the_page_and_its_logs(tmp_path: Path) -> None:
+    database = tmp_path / "widgets.sqlite"
+    config = write_config(
+        tmp_path, {name: _sqlite_target(database) for name in ("kept", "gone")}, {"widgets": SQLITE_SET}
+    )
+    with client_for(config) as client:
+        for name in ("kept", "gone"):
+            client.get("/probe", params={"target": name})
+        write_config(tmp_path, {"kept": _sqlite_target(database)}, {"widgets": SQLITE_SET})
+        assert client.post("/-/reload").status_code == 200
+        page = StatusPage(client.get("/").text)
+        gone = client.get("/logs", params={"target": "gone"})
+        kept = client.get("/logs", params={"target": "kept"})
+    assert page.states == [("kept", "failing")]
+    assert gone.status_code == 404
+    assert kept.text.startswith("# last probe of kept: failed")
+
+
+def test_what_the_database_says_is_shown_as_text_never_as_markup(tmp_path: Path) -> None:
+    hostile = {"evil": metric("select '<script>alert(1)</script>' as n from no_such_table", "n")}
+    config = write_config(tmp_path, {"shop": target("sqlite://", "evil")}, {"evil": hostile})
+    with client_for(config) as client:
+        client.get("/probe", params={"target": "shop"})
+        text = client.get("/").text
+    assert "<script>alert" not in text
+    assert "no such table: no_such_table" in StatusPage(text).row("shop")["cells"][5]
+
+
+def test_module_targets_probed_lately_are_rows_of_their_own_and_bounded_in_number(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, {"shop": target("sqlite://", "one")}, {"one": {"one": metric("select 1 as n", "n")}}
+    )
+    with client_for(config) as client:
+        client.get("/probe", params={"target": "shop"})
+        result = client.app.state.exporter.history.state(TargetKey(None, "shop")).last.result  # type: ignore[attr-defined]
+    history = History(limit=10, module_targets=2)
+    for address in ("db-1:3306", "db-2:3306", "db-3:3306"):
+        history.record(TargetKey("mysql", address), result)
+    page = StatusPage(render_status_page(config, history))
+    assert page.states == [("shop", "never probed"), ("db-2:3306 mysql", "ok"), ("db-3:3306 mysql", "ok")]
+    assert page.row("db-3:3306 mysql")["links"]["log"] == "/logs?target=db-3%3A3306&module=mysql"
+
+
+@pytest.mark.parametrize("value", ["-1", "ten"])
+def test_history_limit_flag_must_be_a_count(value: str) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "app", "--history-limit", value, "--check-config"], capture_output=True, text=True
+    )
+    assert finished.returncode == 2
+    assert f"argument --history-limit: {value!r} is not a whole number of 0 or more" in finished.stderr
+
+
+def test_page_and_logs_stay_usable_with_no_failed_probes_kept(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"shop": _sqlite_target(tmp_path / "w.sqlite")}, {"widgets": SQLITE_SET})
+    with client_for(config, history_limit=0) as client:
+        client.get("/probe", params={"target": "shop"})
+        text = client.get("/logs", params={"target": "shop"}).text
+        page = StatusPage(client.get("/").text)
+    assert text.startswith("# last probe of shop: failed")
+    assert page.states == [("shop", "failing")]
