@@ -31,4 +31,4 @@ check: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) demo.sqlite .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
