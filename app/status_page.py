@@ -117,7 +117,8 @@ body{{font:14px system-ui,sans-serif;margin:1.5em;color:#222}}
 table{{border-collapse:collapse;width:100%}}
 th,td{{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd;vertical-align:top}}
 th{{background:#f4f4f4}}
-.s{{font-weight:bold;white-space:nowrap}}
+.s{{font-weight:bold}}
+.s,td:first-child,td:last-child{{white-space:nowrap}}
 .failing .s,.bad{{color:#b00020}}
 .ok .s{{color:#1b7f3b}}
 .never-probed .s{{color:#777}}

@@ -52,13 +52,18 @@ class MariaDB:
         return f"mysql+pymysql://{EXPORTER_USER}:{self.password}@127.0.0.1:{self.port}/probe"
 
     def install(self, installer: str) -> None:
-        """Create the data directory."""
-        self.root.mkdir(parents=True)
+        """Create the data directory, and one for the server's temporary files.
+
+        Servers sharing /tmp collide on their temporary tables' names now and then ("Unknown table
+        'mysql.tmp_user_sys'" while installing, when the machine runs several test suites at once).
+        """
+        (self.root / "tmp").mkdir(parents=True)
         subprocess.run(
             [
                 installer,
                 "--no-defaults",
                 f"--datadir={self.root / 'data'}",
+                f"--tmpdir={self.root / 'tmp'}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 "--skip-name-resolve",
@@ -75,6 +80,7 @@ class MariaDB:
                 server,
                 "--no-defaults",
                 f"--datadir={self.root / 'data'}",
+                f"--tmpdir={self.root / 'tmp'}",
                 f"--port={self.port}",
                 "--bind-address=127.0.0.1",
                 f"--socket={self.root / 'mysql.sock'}",
