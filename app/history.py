@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from app.prober import ProbeResult
+from app.results import ProbeResult
 
 DEFAULT_HISTORY_LIMIT = 100
 # Module targets (any address a module allows) are kept by recency, up to this many; named ones all.

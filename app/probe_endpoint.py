@@ -17,8 +17,8 @@ from app.errors import where_it_failed
 from app.exporter import Exporter
 from app.exposition import render_probe
 from app.history import TargetKey
-from app.prober import ProbeResult
 from app.report import debug_report, failures
+from app.results import ProbeResult
 
 log = logging.getLogger(__name__)
 

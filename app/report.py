@@ -6,7 +6,7 @@ from typing import NamedTuple
 from app.errors import ConnectFailed
 from app.exposition import render_probe
 from app.history import Probe
-from app.prober import ProbeResult
+from app.results import ProbeResult
 
 
 class Failure(NamedTuple):
