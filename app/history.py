@@ -12,8 +12,9 @@ from typing import NamedTuple
 from app.results import ProbeResult
 
 DEFAULT_HISTORY_LIMIT = 100
-# Module targets (any address a module allows) are kept by recency, up to this many; named ones all.
-DEFAULT_MODULE_TARGET_LIMIT = 2000
+# Module targets leave with their engines (app/module_targets.py); this bounds the rest (a probe that ended after
+# its target was let go), keeping the most recently probed.
+DEFAULT_MODULE_TARGET_LIMIT = 10_000
 
 
 class TargetKey(NamedTuple):
@@ -73,10 +74,10 @@ class History:
                 state.since = probe.ended_at
             state.last = probe
             if key.module is not None:
-                del states[key]  # re-inserted last: the dict's order is the order of last probes
+                states.pop(key, None)  # re-inserted last: the dict's order is the order of last probes
         states[key] = state
         if key.module is not None and len(states) > self._module_limit:
-            del states[next(iter(states))]
+            states.pop(next(iter(states)), None)
         if not result.success and self.limit:
             self._failed.append(probe)
 
@@ -91,6 +92,12 @@ class History:
     def last_failed(self, key: TargetKey) -> Probe | None:
         """``key``'s most recent failed probe still in the ring."""
         return next((probe for probe in reversed(self._failed) if probe.key == key), None)
+
+    def forget_module_targets(self, names: Iterable[str]) -> None:
+        """Forget the module targets let go, by their names (MODULE/ADDRESS); called from any thread."""
+        for name in names:
+            module, _, address = name.partition("/")
+            self._modules.pop(TargetKey(module, address), None)
 
     def retain(self, names: Iterable[str]) -> None:
         """Forget the named targets that are no longer configured (after a reload, from the reloading thread).

@@ -7,8 +7,8 @@ from typing import NamedTuple
 from urllib.parse import urlencode
 
 from app import __version__
-from app.config import Config
-from app.history import History, Probe, TargetKey
+from app.exporter import Exporter
+from app.history import Probe, TargetKey
 from app.report import failures
 
 FAILING, NEVER_PROBED, OK = "failing", "never probed", "ok"
@@ -27,30 +27,41 @@ class Row(NamedTuple):
     title: str  # shown on hover: what the target is
 
 
-def status_rows(config: Config, history: History) -> list[Row]:
-    """Every named target, then the module targets probed lately: failing first, then never probed, then ok."""
-    rows = list(_rows(config, history))
+def status_rows(exporter: Exporter) -> list[Row]:
+    """Named targets, module targets listed in inventories or probed lately: failing, never probed, then ok."""
+    rows = list(_rows(exporter))
     rows.sort(key=lambda row: (_ORDER[row.state], row.key.name, row.key.module or ""))
     return rows
 
 
-def _rows(config: Config, history: History) -> Iterator[Row]:
+def _rows(exporter: Exporter) -> Iterator[Row]:
+    config, history = exporter.config, exporter.history
     for target in config.targets.values():
-        key = TargetKey(None, target.name)
-        title = f"{target.display_dsn} (query sets: {', '.join(target.query_sets)})"
-        state = history.state(key)
-        if state is None:
-            yield Row(key, NEVER_PROBED, history.started_at, None, title)
-        else:
-            yield Row(key, OK if state.ok else FAILING, state.since, state.last, title)
-    for key, state in history.module_targets():
+        yield _target_row(
+            exporter, TargetKey(None, target.name), f"{target.display_dsn} ({', '.join(target.query_sets)})"
+        )
+    probed = dict(history.module_targets())
+    for module in config.modules.values():
+        title = f"module {module.name}: {module.display_dsn} ({', '.join(module.template.query_sets)})"
+        for address in list(exporter.inventory.servers(module.name)):
+            key = TargetKey(module.name, str(address))
+            probed.pop(key, None)
+            yield _target_row(exporter, key, title)
+    for key, state in probed.items():
         yield Row(key, OK if state.ok else FAILING, state.since, state.last, f"module {key.module}")
 
 
-def render_status_page(config: Config, history: History) -> str:
-    """The whole page: counts, then one table row per target."""
+def _target_row(exporter: Exporter, key: TargetKey, title: str) -> Row:
+    state = exporter.history.state(key)
+    if state is None:
+        return Row(key, NEVER_PROBED, exporter.history.started_at, None, title)
+    return Row(key, OK if state.ok else FAILING, state.since, state.last, title)
+
+
+def render_status_page(exporter: Exporter) -> str:
+    """The whole page: counts, one table row per target, then the modules."""
     now = time.time()
-    rows = status_rows(config, history)
+    rows = status_rows(exporter)
     counts = {state: 0 for state in _ORDER}
     for row in rows:
         counts[row.state] += 1
@@ -60,8 +71,32 @@ def render_status_page(config: Config, history: History) -> str:
         failing=counts[FAILING],
         never=counts[NEVER_PROBED],
         ok=counts[OK],
-        limit=history.limit,
+        limit=exporter.history.limit,
         rows="".join(_row(row, now) for row in rows),
+        modules=_modules(exporter),
+    )
+
+
+def _modules(exporter: Exporter) -> str:
+    """The modules and where they may connect: /probe?target=ADDRESS&module=NAME."""
+    modules = exporter.config.modules.values()
+    if not modules:
+        return ""
+    rows = "".join(
+        "<tr><td>{name}</td><td>{sets}</td><td>{dsn}</td><td>{allow}</td><td>{servers}</td><td>{probed}</td></tr>\n".format(
+            name=html.escape(module.name),
+            sets=html.escape(", ".join(module.template.query_sets)),
+            dsn=html.escape(module.display_dsn),
+            allow=html.escape(", ".join(rule.text for rule in module.allow)),
+            servers=len(exporter.inventory.servers(module.name)),
+            probed=exporter.module_targets.count(module.name),
+        )
+        for module in modules
+    )
+    return (
+        f"<h2>Modules ({len(modules)})</h2>\n<p>Probe with <code>/probe?target=ADDRESS&amp;module=NAME</code>.</p>\n"
+        "<table>\n<thead><tr><th>module</th><th>query sets</th><th>DSN</th><th>allow</th><th>inventory servers</th>"
+        f"<th>engines</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n"
     )
 
 
@@ -139,7 +174,7 @@ sqlprobe {version}: own metrics at <a href="/metrics">/metrics</a>, targets for 
 </tr></thead>
 <tbody id="targets">
 {rows}</tbody></table>
-<script>
+{modules}<script>
 document.getElementById("filter").oninput = function () {{
   var words = this.value.toLowerCase();
   for (var row of document.getElementById("targets").rows) row.hidden = !row.textContent.toLowerCase().includes(words);

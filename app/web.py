@@ -18,10 +18,11 @@ from app import __version__
 from app.basicauth import BasicAuth
 from app.config import Config
 from app.discovery import target_groups
-from app.errors import ConfigError
+from app.errors import ConfigError, where_it_failed
 from app.exporter import Exporter
 from app.exposition import encode
 from app.history import DEFAULT_HISTORY_LIMIT, TargetKey
+from app.modules import ModuleRequestError
 from app.probe_endpoint import OPENAPI_OPERATION, PATH, BadRequest, ProbeEndpoint
 from app.report import probe_log
 from app.status_page import render_status_page
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_WORKERS = 128
 # An engine no probe used for this long is disposed with its connections: longer than any scrape interval.
 DEFAULT_IDLE_ENGINE_TIMEOUT = 900.0
+# How often inventory files are read again and password and TLS files checked for a change.
+DEFAULT_REFRESH_INTERVAL = 30.0
 
 
 async def get_exporter(request: Request) -> Exporter:
@@ -52,6 +55,7 @@ def create_app(
     reload_on_sighup: bool = False,
     web_config: WebConfig | None = None,
     idle_engine_timeout: float = DEFAULT_IDLE_ENGINE_TIMEOUT,
+    refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
     history_limit: int = DEFAULT_HISTORY_LIMIT,
 ) -> FastAPI:
     """Build the FastAPI app that serves ``config`` (``reload_on_sighup`` only where the app owns the process).
@@ -67,8 +71,10 @@ def create_app(
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload_logged(exporter)))
         sweeper = asyncio.create_task(_dispose_idle_engines(exporter, idle_engine_timeout))
+        refresher = asyncio.create_task(_refresh_files(exporter, refresh_interval))
         yield
         sweeper.cancel()
+        refresher.cancel()
         exporter.close()
 
     users = web_config.users if web_config is not None else {}
@@ -132,13 +138,13 @@ async def service_discovery(
     config = exporter.config
     if query_set is not None and query_set not in config.query_sets:
         raise BadRequest(f"unknown query set {query_set!r}: it is not in {config.queries_file}")
-    return JSONResponse(target_groups(config, query_set))
+    return JSONResponse(target_groups(config, exporter.inventory, query_set))
 
 
 @router.get("/", response_class=HTMLResponse)
 async def status_page(exporter: ExporterDep) -> HTMLResponse:
     """The fleet at a glance: every target's state, since when, its last probe and why it fails."""
-    return HTMLResponse(render_status_page(exporter.config, exporter.history))
+    return HTMLResponse(render_status_page(exporter))
 
 
 @router.get("/logs", response_class=PlainTextResponse)
@@ -151,10 +157,19 @@ async def probe_logs(
     """The debug account of the target's last probe, and of its last failed one if the last succeeded."""
     if len(request.query_params.getlist("target")) > 1 or len(request.query_params.getlist("module")) > 1:
         raise BadRequest("give one 'target' (and at most one 'module') parameter to /logs")
-    key = TargetKey(module, target)
     config = exporter.config
-    if module is None and target not in config.targets:
-        raise BadRequest(f"unknown target {target!r}: it is not in {config.targets_file}", 404)
+    if module is None:
+        if target not in config.targets:
+            raise BadRequest(f"unknown target {target!r}: it is not in {config.targets_file}", 404)
+        key = TargetKey(None, target)
+    else:
+        found = config.modules.get(module)
+        if found is None:
+            raise BadRequest(f"unknown module {module!r}: it is not in {config.targets_file}", 404)
+        try:
+            key = TargetKey(module, str(found.address(target)))
+        except ModuleRequestError as error:
+            raise BadRequest(str(error)) from None
     state = exporter.history.state(key)
     if state is None:
         raise BadRequest(f"target {key} has not been probed since sqlprobe started (or was reloaded)", 404)
@@ -185,7 +200,7 @@ async def _dispose_idle_engines(exporter: Exporter, idle_for: float) -> None:
     """Every so often, close the engines of targets no longer probed (removed from Prometheus, say)."""
     while True:
         await asyncio.sleep(min(60.0, idle_for / 2))
-        disposed = await asyncio.to_thread(exporter.engines.dispose_idle, idle_for)
+        disposed = await asyncio.to_thread(exporter.dispose_idle, idle_for)
         if disposed:
             log.info(
                 "disposed the engines of %d targets not probed for %gs",
@@ -193,6 +208,16 @@ async def _dispose_idle_engines(exporter: Exporter, idle_for: float) -> None:
                 idle_for,
                 extra={"event": "idle_engines_disposed", "targets": disposed},
             )
+
+
+async def _refresh_files(exporter: Exporter, interval: float) -> None:
+    """Every ``interval``: inventory files read again, and the config reloaded if a password or TLS file changed."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(exporter.refresh_files)
+        except Exception as error:  # noqa: BLE001 - the next refresh tries again; the loop must not die
+            log.error("refreshing inventory and secret files failed: %s", where_it_failed(error))
 
 
 async def _reload_logged(exporter: Exporter) -> None:

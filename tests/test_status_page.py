@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from app.history import History, TargetKey
-from app.status_page import render_status_page
 from tests.helpers import ITEMS_SET, client_for, metric, target, write_config
 from tests.servers import MariaDB
+from tests.test_inventory import write_inventory
+from tests.test_modules import mariadb_module, write_modules
 
 SQLITE_SET = {"widgets": metric("select count(*) as n from widgets", "n")}
 PASSWORD = "pw-status-7d1e0a"
@@ -28,6 +29,7 @@ class StatusPage(HTMLParser):
         self.rows: list[dict[str, Any]] = []
         self._count: str | None = None
         self._cell: list[str] | None = None
+        self._in_targets = False
         self.feed(text)
 
     @property
@@ -43,9 +45,11 @@ class StatusPage(HTMLParser):
         found = dict(attrs)
         if tag == "b" and found.get("id") in {"total", "failing", "never", "ok"}:
             self._count = found["id"]
-        elif tag == "tr" and "class" in found:
+        elif tag == "tbody":
+            self._in_targets = found.get("id") == "targets"
+        elif tag == "tr" and self._in_targets:
             self.rows.append({"class": found["class"], "cells": [], "links": {}, "titles": []})
-        elif tag == "td" and self.rows:
+        elif tag == "td" and self._in_targets:
             self._cell = []
             self.rows[-1]["titles"].append(found.get("title"))
         elif tag == "a" and self._cell is not None:
@@ -62,6 +66,8 @@ class StatusPage(HTMLParser):
                 self._link = None
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "tbody":
+            self._in_targets = False
         if tag == "td" and self._cell is not None:
             self.rows[-1]["cells"].append(" ".join("".join(self._cell).split()))
             self._cell = None
@@ -190,7 +196,7 @@ def test_logs_of_an_unknown_or_unprobed_target_or_a_bad_request_get_a_sentence(t
         (404, "target shop has not been probed since sqlprobe started (or was reloaded)\n"),
         (400, "invalid request: target: Field required\n"),
         (400, "give one 'target' (and at most one 'module') parameter to /logs\n"),
-        (404, "target shop (module mysql) has not been probed since sqlprobe started (or was reloaded)\n"),
+        (404, f"unknown module 'mysql': it is not in {tmp_path / 'targets.yml'}\n"),
     ]
 
 
@@ -222,7 +228,40 @@ def test_what_the_database_says_is_shown_as_text_never_as_markup(tmp_path: Path)
     assert "no such table: no_such_table" in StatusPage(text).row("shop")["cells"][5]
 
 
-def test_module_targets_probed_lately_are_rows_of_their_own_and_bounded_in_number(tmp_path: Path) -> None:
+def test_module_targets_in_an_inventory_or_probed_lately_have_rows_and_logs_of_their_own(
+    tmp_path: Path, fleet: Sequence[MariaDB], closed_port: int
+) -> None:
+    server = fleet[0]
+    listed, refused, legacy = f"127.0.0.1:{server.port}", f"127.0.0.1:{closed_port}", "db-legacy.example.org:3306"
+    write_inventory(tmp_path / "inventory" / "prod.yml", [{"targets": [listed, "db-legacy.example.org"]}])
+    module = mariadb_module(tmp_path, server, ["127.0.0.1"], inventory=["inventory/*.yml"], default_port=3306)
+    config = write_modules(tmp_path, {"mysql_prod": module}, {"items": ITEMS_SET})
+    with client_for(config) as client:
+        for address in (listed, refused):
+            client.get("/probe", params={"target": address, "module": "mysql_prod"})
+        page = StatusPage(client.get("/").text)
+        refused_row = page.row(f"{refused} mysql_prod")
+        log = client.get(refused_row["links"]["log"]).text
+        unknown = client.get("/logs", params={"target": listed, "module": "nope"})
+    assert page.states == [
+        (f"{refused} mysql_prod", "failing"),
+        (f"{legacy} mysql_prod", "never probed"),
+        (f"{listed} mysql_prod", "ok"),
+    ]
+    assert refused_row["links"] == {
+        "log": f"/logs?target=127.0.0.1%3A{closed_port}&module=mysql_prod",
+        "debug": f"/probe?target=127.0.0.1%3A{closed_port}&module=mysql_prod&debug=true",
+        "probe": f"/probe?target=127.0.0.1%3A{closed_port}&module=mysql_prod",
+    }
+    assert log.startswith(f"# last probe of {refused} (module mysql_prod): failed, ended ")
+    assert f"target: mysql_prod/{refused}" in log
+    assert (unknown.status_code, unknown.text) == (
+        404,
+        f"unknown module 'nope': it is not in {tmp_path / 'targets.yml'}\n",
+    )
+
+
+def test_module_targets_let_go_or_beyond_the_bound_leave_the_history(tmp_path: Path) -> None:
     config = write_config(
         tmp_path, {"shop": target("sqlite://", "one")}, {"one": {"one": metric("select 1 as n", "n")}}
     )
@@ -230,11 +269,11 @@ def test_module_targets_probed_lately_are_rows_of_their_own_and_bounded_in_numbe
         client.get("/probe", params={"target": "shop"})
         result = client.app.state.exporter.history.state(TargetKey(None, "shop")).last.result  # type: ignore[attr-defined]
     history = History(limit=10, module_targets=2)
-    for address in ("db-1:3306", "db-2:3306", "db-3:3306"):
-        history.record(TargetKey("mysql", address), result)
-    page = StatusPage(render_status_page(config, history))
-    assert page.states == [("shop", "never probed"), ("db-2:3306 mysql", "ok"), ("db-3:3306 mysql", "ok")]
-    assert page.row("db-3:3306 mysql")["links"]["log"] == "/logs?target=db-3%3A3306&module=mysql"
+    keys = [TargetKey("mysql", f"db-{index}:3306") for index in range(3)]
+    for key in keys:
+        history.record(key, result)
+    history.forget_module_targets(["mysql/db-2:3306"])
+    assert [key for key, _ in history.module_targets()] == [keys[1]]
 
 
 @pytest.mark.parametrize("value", ["-1", "ten"])
