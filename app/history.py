@@ -27,6 +27,10 @@ class TargetKey(NamedTuple):
         return self.name if self.module is None else f"{self.name} (module {self.module})"
 
 
+# The query sets a probe was restricted to (/probe?query_set=...), or None for all of the target's.
+Selection = frozenset[str] | None
+
+
 class Probe(NamedTuple):
     """One finished probe: what it found, and when it ended (wall clock for people, monotonic for ages)."""
 
@@ -34,21 +38,32 @@ class Probe(NamedTuple):
     result: ProbeResult
     ended_at: float  # time.time()
     ended_monotonic: float  # time.monotonic()
+    selection: Selection = None
 
 
 class TargetState:
-    """A target's last probe and since when its state (ok or failing) has held."""
+    """A target's last probe of each selection of query sets, and since when its state (ok or failing) has held.
 
-    __slots__ = ("last", "since")
+    A target probed for its slow set on a longer interval than for the rest fails while either selection's last
+    probe fails: its state does not flip with whichever scrape came last.
+    """
+
+    __slots__ = ("last", "latest", "since")
 
     def __init__(self, last: Probe) -> None:
-        self.last = last
+        self.last = last  # the most recent probe, of any selection
+        self.latest = {last.selection: last}
         self.since = last.ended_at
 
     @property
     def ok(self) -> bool:
-        """True when the last probe succeeded."""
-        return self.last.result.success
+        """True when the last probe of every selection succeeded."""
+        return all(probe.result.success for probe in self.latest.values())
+
+    def failing(self) -> list[Probe]:
+        """The last probes that failed, one per selection, the most recent first."""
+        failed = [probe for probe in self.latest.values() if not probe.result.success]
+        return sorted(failed, key=lambda probe: probe.ended_at, reverse=True)
 
 
 class History:
@@ -62,17 +77,19 @@ class History:
         self._module_limit = module_targets
         self._failed: deque[Probe] = deque(maxlen=limit)
 
-    def record(self, key: TargetKey, result: ProbeResult) -> None:
+    def record(self, key: TargetKey, result: ProbeResult, selection: Selection = None) -> None:
         """Keep ``result`` as ``key``'s last probe (and in the failed ring if it failed): a few references, no copy."""
-        probe = Probe(key, result, time.time(), time.monotonic())
+        probe = Probe(key, result, time.time(), time.monotonic(), selection)
         states = self._named if key.module is None else self._modules
         state = states.get(key)
         if state is None:
             state = TargetState(probe)
         else:
-            if state.last.result.success != result.success:
-                state.since = probe.ended_at
+            was_ok = state.ok
+            state.latest[selection] = probe
             state.last = probe
+            if state.ok != was_ok:
+                state.since = probe.ended_at
             if key.module is not None:
                 states.pop(key, None)  # re-inserted last: the dict's order is the order of last probes
         states[key] = state

@@ -111,7 +111,7 @@ class ProbeEndpoint:
         budget = _budget(found, headers.get(_SCRAPE_TIMEOUT))
         result = await self._exporter.prober.probe(found, selected, budget)
         self._exporter.telemetry.observe(result)
-        self._exporter.history.record(_history_key(found, modules), result)
+        self._exporter.history.record(_history_key(found, modules), result, selected)
         _log_failure(result)
         if debug:
             text, _ = render_probe(result, None)

@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 from app.errors import ConnectFailed
 from app.exposition import render_probe
-from app.history import Probe
+from app.history import Probe, TargetState
 from app.results import ProbeResult
 
 
@@ -89,11 +89,13 @@ def _probed_sets(result: ProbeResult) -> list[str]:
     return [name for name in result.target.query_sets if name in probed]
 
 
-def probe_log(last: Probe, last_failed: Probe | None) -> str:
-    """/logs: the debug account of a target's last probe, and of its last failed one if that one succeeded."""
+def probe_log(state: TargetState, last_failed: Probe | None) -> str:
+    """/logs: the debug account of a target's last probe of each selection of query sets, the most recent first,
+    and of its last failed probe if none of those failed."""
     now = time.time()
-    parts = [_logged("last probe", last, now)]
-    if last.result.success and last_failed is not None:
+    latest = sorted(state.latest.values(), key=lambda probe: probe.ended_at, reverse=True)
+    parts = [_logged("last probe", probe, now) for probe in latest]
+    if state.ok and last_failed is not None:
         parts.append(_logged("last failed probe", last_failed, now))
     return "\n\n".join(parts)
 
@@ -102,5 +104,6 @@ def _logged(title: str, probe: Probe, now: float) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(probe.ended_at))
     outcome = "succeeded" if probe.result.success else "failed"
     exposition = render_probe(probe.result, None)[0].decode()
-    heading = f"# {title} of {probe.key}: {outcome}, ended {when} ({now - probe.ended_at:.0f}s ago)"
+    sets = "" if probe.selection is None else f" (query sets {', '.join(sorted(probe.selection))})"
+    heading = f"# {title} of {probe.key}{sets}: {outcome}, ended {when} ({now - probe.ended_at:.0f}s ago)"
     return f"{heading}\n{debug_report(probe.result, exposition, probe.ended_monotonic)}"

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from app import __version__
 from app.exporter import Exporter
-from app.history import Probe, TargetKey
+from app.history import History, Probe, TargetKey, TargetState
 from app.report import failures
 
 FAILING, NEVER_PROBED, OK = "failing", "never probed", "ok"
@@ -25,6 +25,7 @@ class Row(NamedTuple):
     since: float
     last: Probe | None
     title: str  # shown on hover: what the target is
+    failing: tuple[Probe, ...] = ()  # the last failed probe of each selection of query sets
 
 
 def status_rows(exporter: Exporter) -> list[Row]:
@@ -37,25 +38,22 @@ def status_rows(exporter: Exporter) -> list[Row]:
 def _rows(exporter: Exporter) -> Iterator[Row]:
     config, history = exporter.config, exporter.history
     for target in config.targets.values():
-        yield _target_row(
-            exporter, TargetKey(None, target.name), f"{target.display_dsn} ({', '.join(target.query_sets)})"
-        )
+        key = TargetKey(None, target.name)
+        yield _row_of(key, history.state(key), history, f"{target.display_dsn} ({', '.join(target.query_sets)})")
     probed = dict(history.module_targets())
     for module in config.modules.values():
         title = f"module {module.name}: {module.display_dsn} ({', '.join(module.template.query_sets)})"
         for address in list(exporter.inventory.servers(module.name)):
             key = TargetKey(module.name, str(address))
-            probed.pop(key, None)
-            yield _target_row(exporter, key, title)
+            yield _row_of(key, probed.pop(key, None), history, title)
     for key, state in probed.items():
-        yield Row(key, OK if state.ok else FAILING, state.since, state.last, f"module {key.module}")
+        yield _row_of(key, state, history, f"module {key.module}")
 
 
-def _target_row(exporter: Exporter, key: TargetKey, title: str) -> Row:
-    state = exporter.history.state(key)
+def _row_of(key: TargetKey, state: TargetState | None, history: History, title: str) -> Row:
     if state is None:
-        return Row(key, NEVER_PROBED, exporter.history.started_at, None, title)
-    return Row(key, OK if state.ok else FAILING, state.since, state.last, title)
+        return Row(key, NEVER_PROBED, history.started_at, None, title)
+    return Row(key, OK if state.ok else FAILING, state.since, state.last, title, tuple(state.failing()))
 
 
 def render_status_page(exporter: Exporter) -> str:
@@ -114,9 +112,10 @@ def _row(row: Row, now: float) -> str:
         duration = f"{row.last.result.duration:.3f}s"
         last = f' title="{_when(row.last.ended_at)}"'
         problem = "".join(
-            f"<div><b>{html.escape(failure.reason)}</b> {html.escape(_shortened(failure.message))}"
+            f"<div>{_sets(probe)}<b>{html.escape(failure.reason)}</b> {html.escape(_shortened(failure.message))}"
             f' <span class="m">({html.escape(", ".join(failure.metrics))})</span></div>'
-            for failure in failures(row.last.result)
+            for probe in row.failing
+            for failure in failures(probe.result)
         )
     state_class = row.state.replace(" ", "-")
     return (
@@ -124,6 +123,13 @@ def _row(row: Row, now: float) -> str:
         f'<td class="s">{row.state}</td><td title="{_when(row.since)}">{_span(now - row.since)}</td>'
         f"<td{last}>{age}</td><td>{duration}</td><td>{problem}</td><td>{links}</td></tr>\n"
     )
+
+
+def _sets(probe: Probe) -> str:
+    """For a probe restricted to some query sets, which."""
+    if probe.selection is None:
+        return ""
+    return f'<span class="m">[{html.escape(", ".join(sorted(probe.selection)))}]</span> '
 
 
 def _shortened(message: str) -> str:

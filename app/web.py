@@ -173,7 +173,7 @@ async def probe_logs(
     state = exporter.history.state(key)
     if state is None:
         raise BadRequest(f"target {key} has not been probed since sqlprobe started (or was reloaded)", 404)
-    return PlainTextResponse(probe_log(state.last, exporter.history.last_failed(key)))
+    return PlainTextResponse(probe_log(state, exporter.history.last_failed(key)))
 
 
 @router.post("/-/reload", response_class=PlainTextResponse)

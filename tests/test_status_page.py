@@ -92,8 +92,10 @@ def test_page_counts_targets_and_shows_failing_ones_first_with_reason_and_metric
             client.get("/probe", params={"target": name})
         debug = client.get("/probe", params={"target": "z-dead", "debug": "true"}).text
         response = client.get("/")
+        log = client.get("/logs", params={"target": "z-dead"}).text
     assert response.headers["content-type"].startswith("text/html")
     assert PASSWORD not in response.text
+    assert PASSWORD not in log
     page = StatusPage(response.text)
     assert page.counts == {"total": 3, "failing": 1, "never": 1, "ok": 1}
     assert page.states == [("z-dead", "failing"), ("b-never", "never probed"), ("a-healthy", "ok")]
@@ -154,6 +156,28 @@ def test_logs_answer_the_last_probe_as_debug_printed_it_and_the_last_failed_one(
     assert last.startswith("# last probe of shop: succeeded, ended ")
     assert last.partition("\n")[2] == ok_debug
     assert failed.partition("\n")[2] == failed_debug
+
+
+def test_a_set_probed_apart_that_fails_keeps_the_target_failing_whichever_probe_came_last(tmp_path: Path) -> None:
+    # A slow set scraped by a job of its own (/probe?target=NAME&query_set=slow), the rest by the main job.
+    sets = {
+        "fast": {"one": metric("select 1 as n", "n")},
+        "slow": {"sizes": metric("select n from no_such_table", "n")},
+    }
+    config = write_config(tmp_path, {"shop": target("sqlite://", "fast", "slow")}, sets)
+    with client_for(config) as client:
+        client.get("/probe", params={"target": "shop", "query_set": "slow"})
+        failed_since = client.app.state.exporter.history.state(TargetKey(None, "shop")).since  # type: ignore[attr-defined]
+        client.get("/probe", params={"target": "shop", "query_set": "fast"})
+        state = client.app.state.exporter.history.state(TargetKey(None, "shop"))  # type: ignore[attr-defined]
+        page = StatusPage(client.get("/").text)
+        log = client.get("/logs", params={"target": "shop"}).text
+    assert (state.ok, state.since) == (False, failed_since)
+    assert page.states == [("shop", "failing")]
+    assert page.row("shop")["cells"][5] == "[slow] query no such table: no_such_table (sizes)"
+    fast, slow = log.split("\n\n# last probe of shop (query sets slow): failed, ended ")
+    assert fast.startswith("# last probe of shop (query sets fast): succeeded, ended ")
+    assert "no such table: no_such_table" in slow
 
 
 def test_failed_probes_beyond_the_history_limit_are_forgotten(tmp_path: Path) -> None:
