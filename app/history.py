@@ -38,7 +38,8 @@ class Probe(NamedTuple):
     result: ProbeResult
     ended_at: float  # time.time()
     ended_monotonic: float  # time.monotonic()
-    selection: Selection = None
+    selection: Selection
+    success: bool  # result.success, worked out once
 
 
 class TargetState:
@@ -58,11 +59,11 @@ class TargetState:
     @property
     def ok(self) -> bool:
         """True when the last probe of every selection succeeded."""
-        return all(probe.result.success for probe in self.latest.values())
+        return all(probe.success for probe in self.latest.values())
 
     def failing(self) -> list[Probe]:
         """The last probes that failed, one per selection, the most recent first."""
-        failed = [probe for probe in self.latest.values() if not probe.result.success]
+        failed = [probe for probe in self.latest.values() if not probe.success]
         return sorted(failed, key=lambda probe: probe.ended_at, reverse=True)
 
 
@@ -79,7 +80,8 @@ class History:
 
     def record(self, key: TargetKey, result: ProbeResult, selection: Selection = None) -> None:
         """Keep ``result`` as ``key``'s last probe (and in the failed ring if it failed): a few references, no copy."""
-        probe = Probe(key, result, time.time(), time.monotonic(), selection)
+        success = result.success
+        probe = Probe(key, result, time.time(), time.monotonic(), selection, success)
         states = self._named if key.module is None else self._modules
         state = states.get(key)
         if state is None:
@@ -95,7 +97,7 @@ class History:
         states[key] = state
         if key.module is not None and len(states) > self._module_limit:
             states.pop(next(iter(states)), None)
-        if not result.success and self.limit:
+        if not success and self.limit:
             self._failed.append(probe)
 
     def state(self, key: TargetKey) -> TargetState | None:

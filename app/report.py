@@ -102,7 +102,7 @@ def probe_log(state: TargetState, last_failed: Probe | None) -> str:
 
 def _logged(title: str, probe: Probe, now: float) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(probe.ended_at))
-    outcome = "succeeded" if probe.result.success else "failed"
+    outcome = "succeeded" if probe.success else "failed"
     exposition = render_probe(probe.result, None)[0].decode()
     sets = "" if probe.selection is None else f" (query sets {', '.join(sorted(probe.selection))})"
     heading = f"# {title} of {probe.key}{sets}: {outcome}, ended {when} ({now - probe.ended_at:.0f}s ago)"
