@@ -267,6 +267,7 @@ def test_module_targets_in_an_inventory_or_probed_lately_have_rows_and_logs_of_t
         refused_row = page.row(f"{refused} mysql_prod")
         log = client.get(refused_row["links"]["log"]).text
         unknown = client.get("/logs", params={"target": listed, "module": "nope"})
+        not_an_address = client.get("/logs", params={"target": "db/1", "module": "mysql_prod"})
     assert page.states == [
         (f"{refused} mysql_prod", "failing"),
         (f"{legacy} mysql_prod", "never probed"),
