@@ -148,12 +148,20 @@ def fetcher_for(engine: Engine) -> Fetch:
     return fetch_with_cursor if dialect is None or dialect.fetch is None else dialect.fetch
 
 
-def fetch_with_cursor(dbapi_connection: Any, sql: str) -> Fetched:
-    """Run ``sql`` on a DBAPI cursor; its column names and rows, or None if it has no result set."""
+def fetch_with_cursor(
+    dbapi_connection: Any, sql: str, parameters: Sequence[Any] | Mapping[str, Any] | None = None
+) -> Fetched:
+    """Run ``sql`` on a DBAPI cursor; its column names and rows, or None if it has no result set.
+
+    Without ``parameters`` the driver sends the SQL as written (% and :name need no escaping); with them,
+    ``sql`` is in the driver's parameter style and the driver binds them.
+    """
     cursor = dbapi_connection.cursor()
     try:
-        # No parameters: the driver sends the SQL as written (% and :name need no escaping).
-        cursor.execute(sql)
+        if parameters is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, parameters)
         if cursor.description is None:
             return None
         return tuple(column[0] for column in cursor.description), cursor.fetchall()

@@ -11,11 +11,12 @@ from app.addresses import Address
 from app.config import Config, Target, load_config
 from app.engines import EngineCache
 from app.errors import ConfigError
-from app.history import DEFAULT_HISTORY_LIMIT, History
+from app.history import DEFAULT_HISTORY_LIMIT, History, Selection, TargetKey
 from app.inventory import Inventory
 from app.module_targets import ModuleTargets
 from app.modules import AddressNotAllowed, Module, UnknownModule
 from app.prober import Prober
+from app.results import ProbeResult
 from app.secret_files import changed_files
 from app.telemetry import Telemetry
 
@@ -64,6 +65,22 @@ class Exporter:
             )
         return self.module_targets.target(module, address)
 
+    def observe(self, result: ProbeResult, selection: Selection = None) -> None:
+        """Account for a finished probe; of a module target let go while it ran, nothing is kept (series, engine).
+
+        ``selection`` is the query sets the probe was restricted to (None: all of the target's).
+        """
+        self.telemetry.observe(result)
+        target = result.target
+        if target.module is None:
+            self.history.record(TargetKey(None, target.name), result, selection)
+        elif self.module_targets.holds(target):
+            self.history.record(
+                TargetKey(target.module, target.name.removeprefix(f"{target.module}/")), result, selection
+            )
+        else:
+            self._let_go([target.name])
+
     def _allowed(self, module: Module, address: Address) -> bool:
         return self.inventory.labels(module.name, address) is not None or module.allows(address)
 
@@ -74,8 +91,8 @@ class Exporter:
         self.telemetry.forget_targets(names)
         self.history.forget_module_targets(names)
 
-    def _refresh_inventory(self, config: Config) -> dict[str, Target]:
-        """Read the inventory files again; let go of module targets no longer allowed; the module targets kept."""
+    def _refresh_inventory(self, config: Config) -> tuple[dict[str, Target], list[str]]:
+        """Read the inventory files again and let go of module targets no longer allowed: those kept, those let go."""
         self.inventory.refresh(config.modules)
         self.telemetry.inventory_files(self.inventory.file_states())
         return self.module_targets.retain(config.modules, self._allowed)
@@ -126,8 +143,8 @@ class Exporter:
             disposed: list[str] = []
             if changed:
                 self.config = config
-                module_targets = self._refresh_inventory(config)
-                disposed = self.engines.retain({**config.targets, **module_targets})
+                module_targets, let_go = self._refresh_inventory(config)
+                disposed = let_go + self.engines.retain({**config.targets, **module_targets})
                 self.prober.forget_results()
                 self.history.retain(config.targets)
             self.telemetry.config_loaded(changed=changed)

@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
+from app.config import Target
 from app.results import ProbeResult
 
 DEFAULT_HISTORY_LIMIT = 100
@@ -22,6 +23,13 @@ class TargetKey(NamedTuple):
 
     module: str | None
     name: str
+
+    @classmethod
+    def of(cls, target: Target) -> "TargetKey":
+        """A named target's key, or a module target's (its name is MODULE/ADDRESS)."""
+        if target.module is None:
+            return cls(None, target.name)
+        return cls(target.module, target.name.removeprefix(f"{target.module}/"))
 
     def __str__(self) -> str:
         return self.name if self.module is None else f"{self.name} (module {self.module})"

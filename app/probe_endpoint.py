@@ -16,7 +16,6 @@ from app.config import Target
 from app.errors import where_it_failed
 from app.exporter import Exporter
 from app.exposition import render_probe
-from app.history import TargetKey
 from app.modules import AddressNotAllowed, ModuleRequestError
 from app.report import debug_report, failures
 from app.results import ProbeResult
@@ -110,8 +109,7 @@ class ProbeEndpoint:
         selected = _query_sets(found, [value for name, value in parameters if name == "query_set"])
         budget = _budget(found, headers.get(_SCRAPE_TIMEOUT))
         result = await self._exporter.prober.probe(found, selected, budget)
-        self._exporter.telemetry.observe(result)
-        self._exporter.history.record(_history_key(found, modules), result, selected)
+        self._exporter.observe(result, selected)
         _log_failure(result)
         if debug:
             text, _ = render_probe(result, None)
@@ -126,13 +124,6 @@ class ProbeEndpoint:
             raise BadRequest(str(error), 403) from None
         except ModuleRequestError as error:
             raise BadRequest(str(error)) from None
-
-
-def _history_key(target: Target, modules: list[str]) -> TargetKey:
-    """A named target by its name; a module target by its module and address (its name is MODULE/ADDRESS)."""
-    if not modules:
-        return TargetKey(None, target.name)
-    return TargetKey(modules[0], target.name.removeprefix(modules[0] + "/"))
 
 
 async def _answer(

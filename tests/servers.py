@@ -52,18 +52,16 @@ class MariaDB:
         return f"mysql+pymysql://{EXPORTER_USER}:{self.password}@127.0.0.1:{self.port}/probe"
 
     def install(self, installer: str) -> None:
-        """Create the data directory, and one for the server's temporary files.
-
-        Servers sharing /tmp collide on their temporary tables' names now and then ("Unknown table
-        'mysql.tmp_user_sys'" while installing, when the machine runs several test suites at once).
-        """
-        (self.root / "tmp").mkdir(parents=True)
+        """Create the data directory."""
+        self.root.mkdir(parents=True)
         subprocess.run(
             [
                 installer,
                 "--no-defaults",
                 f"--datadir={self.root / 'data'}",
-                f"--tmpdir={self.root / 'tmp'}",
+                # Its own temporary directory: bootstraps running at once in a shared /tmp collide on the names
+                # of their temporary tables (#sql-temptable-…) and fail now and then.
+                f"--tmpdir={self.root}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 "--skip-name-resolve",
@@ -80,8 +78,8 @@ class MariaDB:
                 server,
                 "--no-defaults",
                 f"--datadir={self.root / 'data'}",
-                f"--tmpdir={self.root / 'tmp'}",
                 f"--port={self.port}",
+                f"--tmpdir={self.root}",
                 "--bind-address=127.0.0.1",
                 f"--socket={self.root / 'mysql.sock'}",
                 f"--pid-file={self.root / 'mysql.pid'}",

@@ -31,9 +31,9 @@ def test_demo_target_serves_live_non_zero_sqlite_metrics_with_no_mysql_at_hand(t
     metrics = config.query_sets["sqlite_demo"]
     with client_for(config) as client:
         for _ in range(3):  # the values follow the clock: a second may tick between the probe and the direct runs
-            before = {m.key: _direct(m.sql, m.labels, m.value) for m in metrics}
+            before = {m.key: _direct(m.sql, m.labels, m.values[0]) for m in metrics}
             samples = parse_samples(client.get("/probe", params={"target": "demo"}).text)
-            after = {m.key: _direct(m.sql, m.labels, m.value) for m in metrics}
+            after = {m.key: _direct(m.sql, m.labels, m.values[0]) for m in metrics}
             if before == after:
                 break
     assert value(samples, "probe_success") == 1.0

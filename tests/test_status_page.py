@@ -284,6 +284,8 @@ def test_module_targets_in_an_inventory_or_probed_lately_have_rows_and_logs_of_t
         404,
         f"unknown module 'nope': it is not in {tmp_path / 'targets.yml'}\n",
     )
+    assert not_an_address.status_code == 400
+    assert not_an_address.text.startswith("invalid target for module 'mysql_prod': ")
 
 
 def test_module_targets_let_go_or_beyond_the_bound_leave_the_history(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The bench's fleet: throwaway MariaDB servers, a database user per target, and sqlprobe serving them."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -75,7 +76,10 @@ def database_fleet(servers: int, targets: int, root: Path) -> Iterator[tuple[Seq
     server_binary, installer = binaries
     per_server = -(-targets // servers)
     options = [f"--max-connections={per_server * CONNECTIONS_PER_TARGET + 100}", "--max-connect-errors=1000000"]
-    fleet = [MariaDB(f"db{index}", root / f"db{index}", options=options) for index in range(servers)]
+    fleet = [
+        MariaDB(f"db{index}", root / f"db{index}", options=[*options, f"--tmpdir={root / f'tmp{index}'}"])
+        for index in range(servers)
+    ]
 
     def start(index: int) -> None:
         server = fleet[index]
@@ -92,8 +96,8 @@ def database_fleet(servers: int, targets: int, root: Path) -> Iterator[tuple[Seq
             connection.close()
 
     try:
-        for server in fleet:
-            server.install(installer)
+        for index, server in enumerate(fleet):
+            _install(server, installer, root / f"tmp{index}")
         with ThreadPoolExecutor(servers) as pool:
             list(pool.map(start, range(servers)))
         dsns = {}
@@ -105,6 +109,25 @@ def database_fleet(servers: int, targets: int, root: Path) -> Iterator[tuple[Seq
     finally:
         for server in fleet:
             server.stop()
+
+
+def _install(server: MariaDB, installer: str, tmpdir: Path) -> None:
+    """Create the server's data directory, with temporary files of its own.
+
+    Servers sharing /tmp collide on their temporary tables' names now and then ("Unknown table
+    'mysql.tmp_user_sys'" while installing), so each gets its own directory, passed to mariadb-install-db
+    through TMPDIR, one install at a time since the environment is the process's.
+    """
+    tmpdir.mkdir()
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmpdir)
+    try:
+        server.install(installer)
+    finally:
+        if saved is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved
 
 
 @contextmanager
