@@ -9,6 +9,7 @@ the connection, as PyMySQL does.
 """
 
 import struct
+import time
 from typing import Any
 
 from pymysql import converters, err
@@ -243,10 +244,18 @@ class _Reader:
         self._position = 0
 
     def _receive(self, size: int) -> bytes:
-        try:
-            chunk: bytes = self.connection._sock.recv(size)
-        except BaseException as error:  # noqa: BLE001 - whatever it is, the connection is out of step now
-            raise self._lost(error) from None
+        while True:
+            try:
+                chunk: bytes = self.connection._sock.recv(size)
+                break
+            except TimeoutError as error:
+                # A probe that joined the run may have moved its deadline while this statement ran: wait on till then.
+                left = getattr(self.connection, "read_until", 0.0) - time.monotonic()
+                if left <= 0:
+                    raise self._lost(error) from None
+                _timeout(self.connection, left)
+            except BaseException as error:  # noqa: BLE001 - whatever it is, the connection is out of step now
+                raise self._lost(error) from None
         if not chunk:
             raise self._lost(None)
         return chunk

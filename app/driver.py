@@ -1,0 +1,151 @@
+"""A target's driver handle: connections checked out within a deadline, statements bounded by it and kept read-only,
+and the ways to stop a statement from another thread."""
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.pool import PoolProxiedConnection
+
+from app.engines import (
+    MIN_WAIT,
+    Fetched,
+    Interrupt,
+    checkout_deadline,
+    dialect_of,
+    fetch_with_cursor,
+    interrupter_for,
+)
+from app.errors import ConnectFailed
+
+T = TypeVar("T")
+
+# Marks a pooled DBAPI connection (in its SQLAlchemy info dict) once a probe has used it.
+_USED = "sqlprobe_used"
+
+
+class Stale(Exception):
+    """A connection reused from the pool was dead before the statement reached the server: a new one may run it."""
+
+
+@dataclass(slots=True)
+class Session:
+    """One connection, checked out for one run."""
+
+    proxied: PoolProxiedConnection
+    reused: bool  # it came from the pool: an earlier probe used it
+    sent: bool = False  # something was sent on it during this checkout
+    in_transaction: bool = False  # the read-only transaction is open
+    restart: bool = False  # a statement failed in the read-only transaction: reopen it before the next
+
+    @property
+    def dbapi(self) -> Any:
+        """The driver's own connection."""
+        return self.proxied.dbapi_connection
+
+    @property
+    def valid(self) -> bool:
+        """False once the connection was lost or discarded."""
+        return self.proxied.is_valid
+
+
+class Driver:
+    """One target's engine as probes use it: every wait within the probe's deadline, every statement read-only."""
+
+    def __init__(self, engine: Engine, slots: threading.BoundedSemaphore, read_only: bool) -> None:
+        self.engine = engine
+        self._dialect = dialect_of(engine.url)
+        self._read_only = read_only and self._dialect is not None
+        self.errors: type[Exception] = engine.dialect.loaded_dbapi.Error
+        # The engine's connections checked out, waited for with the time left: SQLAlchemy's pool takes no per-call
+        # wait (its own is the target's timeout, and never reached while these are held).
+        self._slots = slots
+
+    def checkout(self, deadline: float) -> Session:
+        """A connection from the pool, or a new one, by ``deadline``; the driver's and SQLAlchemy's errors as is."""
+        if not self._slots.acquire(timeout=max(MIN_WAIT, deadline - time.monotonic())):
+            raise ConnectFailed("no free connection in the target's pool (too many probes of it at once)")
+        try:
+            with checkout_deadline(deadline):
+                # The pooled DBAPI connection itself: SQLAlchemy's Connection and result objects cost as much CPU
+                # as the driver's own work for these small queries, and probes need none of what they add.
+                proxied = self.engine.raw_connection()
+        except BaseException:
+            self._slots.release()
+            raise
+        reused = bool(proxied.info.get(_USED))
+        proxied.info[_USED] = True
+        return Session(proxied, reused)
+
+    def execute(self, session: Session, sql: str, deadline: float) -> Fetched:
+        """Run a statement of queries.yml, by ``deadline``, in the read-only transaction when the target is read-only.
+
+        Raises Stale when a reused connection proved dead before the statement could have run; the driver's errors
+        otherwise (a lost connection is discarded first).
+        """
+        dialect = self._dialect
+        if dialect is None:
+            return self._guarded(session, lambda: fetch_with_cursor(session.dbapi, sql))
+        dialect.bound_statement(session.dbapi, deadline)
+        if self._read_only and (session.restart or not session.in_transaction):
+            command = dialect.restart if session.restart else dialect.begin
+            self._guarded(session, lambda: dialect.command(session.dbapi, command))
+            session.in_transaction, session.restart = True, False
+        try:
+            return self._guarded(session, lambda: dialect.fetch(session.dbapi, sql))
+        except self.errors:
+            session.restart = self._read_only
+            raise
+
+    def ping(self, session: Session, deadline: float) -> None:
+        """The cheapest round trip that proves the server answers (Stale as for execute)."""
+        if self._dialect is not None:
+            self._dialect.bound_statement(session.dbapi, deadline)
+        self._guarded(session, lambda: self.engine.dialect.do_ping(session.dbapi))
+
+    def _guarded(self, session: Session, call: Callable[[], T]) -> T:
+        first = not session.sent
+        session.sent = True
+        try:
+            result: T = call()
+        except self.errors as error:
+            if self.engine.dialect.is_disconnect(error, session.dbapi, None):  # type: ignore[arg-type]
+                session.proxied.invalidate(error)  # lost or killed: never back to the pool
+                if first and session.reused:
+                    # The pool handed out a connection that had gone stale (server restarted, wait_timeout,
+                    # session killed): nothing of the statement reached the server, or it is the first round trip.
+                    raise Stale from error
+            raise
+        return result
+
+    def release(self, session: Session, deadline: float, discard: bool = False) -> None:
+        """Give the connection back to the pool with its read-only transaction closed, or close it for good."""
+        try:
+            if not discard and session.valid and session.in_transaction and self._dialect is not None:
+                self._dialect.bound_statement(session.dbapi, deadline)
+                try:
+                    self._dialect.command(session.dbapi, self._dialect.end)
+                except self.errors:
+                    discard = True
+            if discard and session.valid:
+                session.proxied.invalidate()
+            session.proxied.close()
+        finally:
+            self._slots.release()
+
+    def interrupter(self, session: Session) -> Interrupt | None:
+        """How to stop the statement running on ``session`` from another thread (KILL QUERY, a cancel request)."""
+        return interrupter_for(self.engine, session.dbapi)
+
+    def extend(self, session: Session, deadline: float) -> None:
+        """A probe joined the run: the statement running on ``session`` may wait until ``deadline`` now."""
+        if self._dialect is not None:
+            self._dialect.bound_statement(session.dbapi, deadline)
+
+    def sever(self, session: Session) -> None:
+        """Cut ``session``'s socket: a statement waiting on a silent peer fails at once (from another thread)."""
+        if self._dialect is not None:
+            self._dialect.sever(session.dbapi)
