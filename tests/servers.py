@@ -59,6 +59,8 @@ class MariaDB:
                 installer,
                 "--no-defaults",
                 f"--datadir={self.root / 'data'}",
+                # Its own temporary files: bootstraps running at once in a shared /tmp collide on temp table names.
+                f"--tmpdir={self.root}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 "--skip-name-resolve",
@@ -76,6 +78,7 @@ class MariaDB:
                 "--no-defaults",
                 f"--datadir={self.root / 'data'}",
                 f"--port={self.port}",
+                f"--tmpdir={self.root}",
                 "--bind-address=127.0.0.1",
                 f"--socket={self.root / 'mysql.sock'}",
                 f"--pid-file={self.root / 'mysql.pid'}",
