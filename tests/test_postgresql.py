@@ -191,3 +191,32 @@ def test_shipped_postgresql_overview_set_succeeds_with_the_values_of_its_sql(
     connections = dict(after["postgresql_connections"])
     connections[(("state", "idle"),)] -= 1
     assert probed("postgresql_connections") == {labels: n for labels, n in connections.items() if n}
+
+
+def test_postgresql_statements_cannot_lift_read_only_for_later_ones_or_change_later_sessions(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    count = "select count(*) from items"
+    rows = postgres.query(count)
+    path = "select length(current_setting('search_path')) as n"
+    sets = {
+        "turn": {
+            # Returns a row, and makes the session's later transactions read-write (and its search path another).
+            "lifted": metric("select length(set_config('default_transaction_read_only', 'off', false)) as n", "n"),
+            "deleted": metric("delete from items returning 1 as n", "n"),
+            # Two statements in one text: the first ends the read-only transaction.
+            "chained": metric("commit; delete from items returning 1 as n", "n"),
+            "path_set": metric("select length(set_config('search_path', 'pg_catalog', false)) as n", "n"),
+        },
+        "check": {"path": metric(path, "n")},
+    }
+    config = write_config(tmp_path, {"pg": target(postgres.dsn, "turn", "check")}, sets)
+    with client_for(config) as client:
+        same_probe = probe_views(client, "pg")
+        later = parse_samples(client.get("/probe", params={"target": "pg", "query_set": "check"}).text)
+    assert postgres.query(count) == rows
+    assert value(same_probe.samples, "sqlprobe_query_success", metric="chained") == 0.0
+    assert value(same_probe.samples, "sqlprobe_query_success", metric="deleted") == 0.0
+    assert "cannot execute DELETE in a read-only transaction" in same_probe.debug
+    ((expected,),) = postgres.query(path)
+    assert value(later, "query_exporter_path") == float(expected)
