@@ -63,6 +63,7 @@ class Dialect:
     restart: str
     end: str
     connect: Callable[..., Any] | None = None  # opens a driver connection, if not the dialect's own way
+    connected: Callable[[Any, Target], None] | None = None  # sets up a new driver connection, if it needs more
 
 
 def create_target_engine(target: Target) -> Engine:
@@ -92,6 +93,13 @@ def create_target_engine(target: Target) -> Engine:
         if (seconds := _seconds_left()) is not None:
             dialect.bound_connect(cparams, seconds)
         return None if dialect.connect is None else dialect.connect(*cargs, **cparams)
+
+    if dialect.connected is not None:
+        set_up = dialect.connected
+
+        @event.listens_for(engine, "connect")
+        def connected(dbapi_connection: Any, record: Any) -> None:
+            set_up(dbapi_connection, target)
 
     return engine
 
@@ -269,9 +277,11 @@ def _libpq_seconds(seconds: float) -> int:
 def _postgresql_connect_args(target: Target) -> dict[str, Any]:
     # The server itself ends a statement that outlives any probe's deadline (a probe waits at most the target's
     # timeout), even when the cancel request is lost. Appended to the DSN's own options: ours have the last word.
-    options = [str(target.url.query.get("options", "")), f"-c statement_timeout={_milliseconds(target.timeout)}"]
+    milliseconds = _milliseconds(target.timeout)
+    options = [str(target.url.query.get("options", "")), f"-c statement_timeout={milliseconds}"]
     if target.read_only:
-        options.append("-c default_transaction_read_only=on")
+        # A session cut off inside its read-only transaction (a partition) ends, and lets go of its table locks, soon.
+        options += ["-c default_transaction_read_only=on", f"-c idle_in_transaction_session_timeout={milliseconds}"]
     tls = {} if target.tls is None else _libpq_tls(target.tls)
     return {
         "connect_timeout": _libpq_seconds(target.timeout),
@@ -282,7 +292,7 @@ def _postgresql_connect_args(target: Target) -> dict[str, Any]:
         "keepalives_idle": max(1, math.ceil(target.timeout)),
         "keepalives_interval": 1,
         "keepalives_count": 3,
-        "tcp_user_timeout": _milliseconds(target.timeout),
+        "tcp_user_timeout": milliseconds,
     } | tls
 
 
@@ -337,6 +347,14 @@ def _mysql_command(dbapi_connection: Any, sql: str) -> None:
     _fetch_mysql(dbapi_connection, sql)
 
 
+def _mysql_connected(dbapi_connection: Any, target: Target) -> None:
+    # A session cut off inside its read-only transaction (a partition) ends, and lets go of its metadata locks, soon
+    # after the deadline rather than at wait_timeout. MariaDB only (10.3 on): MySQL has no such setting.
+    if target.read_only and "MariaDB" in dbapi_connection.get_server_info():
+        seconds = math.ceil(target.timeout + DEADLINE_GRACE)
+        _mysql_command(dbapi_connection, f"SET SESSION idle_readonly_transaction_timeout = {seconds}")
+
+
 def _postgresql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
     # A cancel request on a connection of its own, so it works while the pool is exhausted.
     return partial(dbapi_connection.cancel_safe, timeout=CANCEL_TIMEOUT)
@@ -355,6 +373,7 @@ _MYSQL = Dialect(
     restart="START TRANSACTION READ ONLY",  # ends the current one
     end="COMMIT",
     connect=_PyMySQLConnection,
+    connected=_mysql_connected,
 )
 _POSTGRESQL = Dialect(
     _postgresql_connect_args,

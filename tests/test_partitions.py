@@ -5,6 +5,7 @@ marker in what the exporter sends, and from then on forwards nothing, in either 
 keeping every socket open (as a peer behind a dead link does).
 """
 
+import contextlib
 import secrets
 import socket
 import threading
@@ -73,8 +74,11 @@ class SilentRelay:
                 return
 
     def close(self) -> None:
-        """Close every socket of the relay."""
+        """Close every socket of the relay, so that the server ends the sessions the exporter left behind."""
         for sock in self._sockets:
+            # Shut down first: close() alone leaves the connection open while a pump thread waits in recv().
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 

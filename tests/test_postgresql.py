@@ -116,14 +116,20 @@ def test_slow_postgresql_query_is_cancelled_on_the_server_at_the_deadline(tmp_pa
         assert wait_until(lambda: postgres.exporter_sessions() == [], 5), postgres.exporter_sessions()
 
 
-def test_postgresql_server_ends_statements_soon_after_the_probe_deadline(tmp_path: Path, postgres: PostgreSQL) -> None:
-    timeouts = {"timeout": metric("select setting::int as ms from pg_settings where name = 'statement_timeout'", "ms")}
+def test_postgresql_server_ends_statements_and_cut_off_transactions_soon_after_any_deadline(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    names = ("statement_timeout", "idle_in_transaction_session_timeout")
+    timeouts = {
+        name: metric(f"select setting::int as ms from pg_settings where name = '{name}'", "ms") for name in names
+    }
     config = write_config(tmp_path, {"pg": target(postgres.dsn, "timeouts", timeout="3s")}, {"timeouts": timeouts})
     with client_for(config) as client:
         samples = parse_samples(client.get("/probe", params={"target": "pg"}).text)
-    # What is left of the 3 s budget, plus the grace that lets the cancel request come first.
-    assert 3000 < value(samples, "query_exporter_timeout") <= 3000 + DEADLINE_GRACE * 1000
-    assert postgres.query("show statement_timeout") == [("0",)]
+    for name in names:
+        # The target's timeout (no probe waits longer), plus the grace that lets the cancel request come first.
+        assert value(samples, f"query_exporter_{name}") == 3000 + DEADLINE_GRACE * 1000
+        assert postgres.query(f"show {name}") == [("0",)]
 
 
 def test_postgresql_sessions_are_read_only(tmp_path: Path, postgres: PostgreSQL) -> None:

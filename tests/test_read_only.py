@@ -6,6 +6,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from app.engines import DEADLINE_GRACE
 from tests.helpers import client_for, metric, parse_samples, probe_views, target, value, write_config
 from tests.servers import MariaDB
 
@@ -120,3 +121,18 @@ def test_session_settings_made_by_a_statement_do_not_outlive_it(tmp_path: Path, 
         ((expected,),) = server.query(sql)
         assert value(later, f"query_exporter_{name}") == float(expected), name
         assert value(same, f"query_exporter_{name}") == float(expected), name
+
+
+def test_a_mariadb_session_cut_off_inside_its_read_only_transaction_ends_soon_after_any_deadline(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    sql = "select @@session.idle_readonly_transaction_timeout as seconds"
+    config = write_config(
+        tmp_path, {"db": target(server.dsn, "idle", timeout="3s")}, {"idle": {"t": metric(sql, "seconds")}}
+    )
+    with client_for(config) as client:
+        samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
+    # The target's timeout (no probe waits longer) and the grace, in whole seconds; the server's default is none.
+    assert value(samples, "query_exporter_t") == 3 + DEADLINE_GRACE
+    assert server.query(sql) == [(0,)]
