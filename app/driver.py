@@ -80,8 +80,8 @@ class Driver:
         proxied.info[_USED] = True
         return Session(proxied, reused)
 
-    def execute(self, session: Session, sql: str, deadline: float) -> Fetched:
-        """Run a statement of queries.yml, by ``deadline``, in the read-only transaction when the target is read-only.
+    def execute(self, session: Session, sql: str) -> Fetched:
+        """Run a statement of queries.yml (bounded first: see bound), in the read-only transaction if the target is.
 
         Raises Stale when a reused connection proved dead before the statement could have run; the driver's errors
         otherwise (a lost connection is discarded first).
@@ -89,7 +89,6 @@ class Driver:
         dialect = self._dialect
         if dialect is None:
             return self._guarded(session, lambda: fetch_with_cursor(session.dbapi, sql))
-        dialect.bound_statement(session.dbapi, deadline)
         if self._read_only and (session.restart or not session.in_transaction):
             command = dialect.restart if session.restart else dialect.begin
             self._guarded(session, lambda: dialect.command(session.dbapi, command))
@@ -140,8 +139,8 @@ class Driver:
         """How to stop the statement running on ``session`` from another thread (KILL QUERY, a cancel request)."""
         return interrupter_for(self.engine, session.dbapi)
 
-    def extend(self, session: Session, deadline: float) -> None:
-        """A probe joined the run: the statement running on ``session`` may wait until ``deadline`` now."""
+    def bound(self, session: Session, deadline: float) -> None:
+        """The statement about to run on ``session``, or running on it, gives up by ``deadline`` (and the grace)."""
         if self._dialect is not None:
             self._dialect.bound_statement(session.dbapi, deadline)
 

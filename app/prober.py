@@ -247,8 +247,9 @@ class _Run:
                 if self._abandoned:
                     raise _Abandoned
                 self._running = (started, session)
+                driver.bound(session, self._deadline)  # under the lock, as extend() moves it
             try:
-                return driver.execute(session, query.sql, self._deadline)
+                return driver.execute(session, query.sql)
             finally:
                 with self._lock:
                     self._running = None  # before the connection may be closed: see sever()
@@ -288,7 +289,7 @@ class _Run:
                 return
             self._deadline = deadline
             if self._running is not None and self._driver is not None:
-                self._driver.extend(self._running[1], deadline)
+                self._driver.bound(self._running[1], deadline)
 
     def abandon(self) -> tuple[Interrupt | None, _Running | None]:
         """Mark the run as given up; how to stop the statement still running, if any, and which it is."""
