@@ -80,24 +80,30 @@ class Driver:
         proxied.info[_USED] = True
         return Session(proxied, reused)
 
-    def execute(self, session: Session, sql: str) -> Fetched:
+    def execute(self, session: Session, sql: str, last: bool) -> Fetched:
         """Run a statement of queries.yml (bounded first: see bound), in the read-only transaction if the target is.
 
-        Raises Stale when a reused connection proved dead before the statement could have run; the driver's errors
-        otherwise (a lost connection is discarded first).
+        The transaction is opened with the first statement and closed with the ``last``, in the same round trip where
+        the protocol allows. Raises Stale when a reused connection proved dead before the statement could have run;
+        the driver's errors otherwise (a lost connection is discarded first).
         """
         dialect = self._dialect
         if dialect is None:
             return self._guarded(session, lambda: fetch_with_cursor(session.dbapi, sql))
-        if self._read_only and (session.restart or not session.in_transaction):
-            command = dialect.restart if session.restart else dialect.begin
-            self._guarded(session, lambda: dialect.command(session.dbapi, command))
-            session.in_transaction, session.restart = True, False
+        before = after = ""
+        if self._read_only:
+            if session.restart or not session.in_transaction:
+                before = dialect.restart if session.restart else dialect.begin
+            if last:
+                after = dialect.end
         try:
-            return self._guarded(session, lambda: dialect.fetch(session.dbapi, sql))
+            fetched = self._guarded(session, lambda: dialect.fetch(session.dbapi, sql, before, after))
         except self.errors:
-            session.restart = self._read_only
+            # Where the transaction stands is not known: the next statement opens a new one, or the release ends it.
+            session.in_transaction = session.restart = self._read_only
             raise
+        session.in_transaction, session.restart = self._read_only and not last, False
+        return fetched
 
     def ping(self, session: Session, deadline: float) -> None:
         """The cheapest round trip that proves the server answers (Stale as for execute)."""
@@ -108,6 +114,12 @@ class Driver:
     def _guarded(self, session: Session, call: Callable[[], T]) -> T:
         first = not session.sent
         session.sent = True
+        closed_by_server = None if self._dialect is None else self._dialect.closed_by_server
+        if first and session.reused and closed_by_server is not None:
+            if closed_by_server(session.dbapi):
+                session.proxied.invalidate()
+                raise Stale  # known without sending anything
+            first = False  # so a connection lost from here on may have run the statement: it is not sent again
         try:
             result: T = call()
         except self.errors as error:

@@ -4,6 +4,7 @@ import contextlib
 import logging
 import math
 import os
+import select
 import socket
 import ssl
 import threading
@@ -57,12 +58,16 @@ class Dialect:
     stopper: Callable[[Engine, Any], Interrupt]  # stops the connection's statement from another thread
     sever: Callable[[Any], None]  # cuts the connection's socket from another thread: a read waiting on it ends
     command: Callable[[Any, str], None]  # runs sqlprobe's own statements (the read-only transaction's)
-    fetch: Fetch  # runs a statement of queries.yml on a driver connection
+    # Runs a statement of queries.yml on a driver connection, with sqlprobe's own statements (without result sets)
+    # before and after it ("" for none): in one round trip where the protocol allows.
+    fetch: Callable[[Any, str, str, str], Fetched]
     # The read-only transaction around a probe's statements: opened before the first, reopened after a failed one
-    # (PostgreSQL aborts a transaction on error), closed before the connection goes back to the pool.
+    # (PostgreSQL aborts a transaction on error), closed after the last or before the connection goes back to the pool.
     begin: str
     restart: str
     end: str
+    # True if a pooled connection is known dead without a round trip (the server closed it); None: no way to tell.
+    closed_by_server: Callable[[Any], bool] | None = None
     connect: Callable[..., Any] | None = None  # opens a driver connection, if not the dialect's own way
     connected: Callable[[Any, Target], None] | None = None  # sets up a new driver connection, if it needs more
 
@@ -254,11 +259,34 @@ def _preferred_tls_context() -> ssl.SSLContext:
     return context
 
 
-def _fetch_mysql(dbapi_connection: Any, sql: str) -> Fetched:
+def _fetch_mysql(dbapi_connection: Any, sql: str, before: str = "", after: str = "") -> Fetched:
     # PyMySQL's cursor and result objects cost a third of a small query's CPU: the same protocol without them.
     if isinstance(dbapi_connection, pymysql.connections.Connection) and mysql_wire.fits(sql):
-        return mysql_wire.fetch(dbapi_connection, sql)
-    return fetch_with_cursor(dbapi_connection, sql)
+        return mysql_wire.fetch(dbapi_connection, sql, before, after)
+    return _one_by_one(fetch_with_cursor, _mysql_command, dbapi_connection, sql, before, after)
+
+
+def _one_by_one(
+    fetch: Fetch, command: Callable[[Any, str], None], dbapi_connection: Any, sql: str, before: str, after: str
+) -> Fetched:
+    """``before``, ``sql`` and ``after`` one round trip each."""
+    if before:
+        command(dbapi_connection, before)
+    fetched = fetch(dbapi_connection, sql)
+    if after:
+        command(dbapi_connection, after)
+    return fetched
+
+
+def _mysql_closed_by_server(dbapi_connection: Any) -> bool:
+    # An idle connection has nothing to read: anything there (end of stream, the error packet MySQL 8 sends before
+    # closing an idle session) means the server has closed it. Looked at without waiting, and without a round trip.
+    sock: socket.socket | None = getattr(dbapi_connection, "_sock", None)
+    if sock is None:
+        return True
+    poller = select.poll()  # not recv(MSG_DONTWAIT): on a socket with a timeout, Python waits for it first
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _kill_mysql_query(engine: Engine, session_id: int) -> None:
@@ -326,7 +354,11 @@ def _sever_postgresql(dbapi_connection: Any) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _fetch_postgresql(dbapi_connection: Any, sql: str) -> Fetched:
+def _fetch_postgresql(dbapi_connection: Any, sql: str, before: str = "", after: str = "") -> Fetched:
+    return _one_by_one(_stream_postgresql, _postgresql_command, dbapi_connection, sql, before, after)
+
+
+def _stream_postgresql(dbapi_connection: Any, sql: str) -> Fetched:
     # The extended protocol (stream) takes one statement per text: with the simple one, a text could end the
     # read-only transaction ("...; commit; delete ...") and go on writing.
     cursor = dbapi_connection.cursor()
@@ -341,7 +373,7 @@ def _fetch_postgresql(dbapi_connection: Any, sql: str) -> Fetched:
 
 
 def _postgresql_command(dbapi_connection: Any, sql: str) -> None:
-    dbapi_connection.execute(sql)
+    dbapi_connection.execute(sql)  # the simple protocol: sqlprobe's own statements may come several in one text
 
 
 def _mysql_command(dbapi_connection: Any, sql: str) -> None:
@@ -375,6 +407,7 @@ _MYSQL = Dialect(
     end="COMMIT",
     connect=_PyMySQLConnection,
     connected=_mysql_connected,
+    closed_by_server=_mysql_closed_by_server,
 )
 _POSTGRESQL = Dialect(
     _postgresql_connect_args,

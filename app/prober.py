@@ -255,7 +255,7 @@ class _Run:
                 self._running = (started, session)
                 driver.bound(session, self._deadline)  # under the lock, as extend() moves it
             try:
-                return driver.execute(session, query.sql)
+                return driver.execute(session, query.sql, last=query is self._queries[-1])
             finally:
                 with self._lock:
                     self._running = None  # before the connection may be closed: see sever()
