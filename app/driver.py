@@ -105,10 +105,8 @@ class Driver:
         session.in_transaction, session.restart = self._read_only and not last, False
         return fetched
 
-    def ping(self, session: Session, deadline: float) -> None:
-        """The cheapest round trip that proves the server answers (Stale as for execute)."""
-        if self._dialect is not None:
-            self._dialect.bound_statement(session.dbapi, deadline)
+    def ping(self, session: Session) -> None:
+        """The cheapest round trip that proves the server answers (bounded first; Stale as for execute)."""
         self._guarded(session, lambda: self.engine.dialect.do_ping(session.dbapi))
 
     def _guarded(self, session: Session, call: Callable[[], T]) -> T:
@@ -132,16 +130,16 @@ class Driver:
             raise
         return result
 
-    def release(self, session: Session, deadline: float, discard: bool = False) -> None:
-        """Give the connection back to the pool with its read-only transaction closed, or close it for good."""
+    def end(self, session: Session) -> None:
+        """Close the read-only transaction still open on ``session`` (bounded first); the driver's errors as is."""
+        if self._dialect is not None and session.in_transaction:
+            self._dialect.command(session.dbapi, self._dialect.end)
+        session.in_transaction = False
+
+    def release(self, session: Session, discard: bool = False) -> None:
+        """Give the connection back to the pool, or close it for good (always, if a transaction is still open)."""
         try:
-            if not discard and session.valid and session.in_transaction and self._dialect is not None:
-                self._dialect.bound_statement(session.dbapi, deadline)
-                try:
-                    self._dialect.command(session.dbapi, self._dialect.end)
-                except self.errors:
-                    discard = True
-            if discard and session.valid:
+            if (discard or session.in_transaction) and session.valid:
                 session.proxied.invalidate()
             session.proxied.close()
         finally:

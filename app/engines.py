@@ -227,7 +227,8 @@ def _sever_mysql(dbapi_connection: Any) -> None:
     sock: socket.socket | None = getattr(dbapi_connection, "_sock", None)  # PyMySQL has no public way to it
     if sock is not None:
         with contextlib.suppress(OSError):  # closed meanwhile
-            sock.shutdown(socket.SHUT_RDWR)
+            # The plain socket's shutdown, also under TLS: SSLSocket's would drop its SSL object under the reader.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _mysql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:

@@ -185,8 +185,27 @@ class _Run:
 
     def _release(self, driver: Driver, discard: bool) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None:
-            driver.release(connection, self._deadline, discard)
+        if connection is None:
+            return
+        if not discard and connection.valid and connection.in_transaction:
+            try:
+                self._tracked(driver, connection, lambda: driver.end(connection))
+            except (driver.errors, _Abandoned):
+                discard = True
+        driver.release(connection, discard)
+
+    def _tracked(self, driver: Driver, session: Session, step: Callable[[], T], started: float | None = None) -> T:
+        """``step`` on ``session`` as the run's running statement: bounded by the deadline, stopped when given up."""
+        with self._lock:
+            if self._abandoned:
+                raise _Abandoned
+            self._running = (time.monotonic() if started is None else started, session)
+            driver.bound(session, self._deadline)  # under the lock, as extend() moves the deadline
+        try:
+            return step()
+        finally:
+            with self._lock:
+                self._running = None  # before the connection may be closed: see sever()
 
     def _on_fresh_if_stale(self, driver: Driver, step: Callable[[Session], T]) -> T:
         """``step`` on the run's connection, or on new ones while the pool hands out stale ones."""
@@ -201,7 +220,9 @@ class _Run:
     def _ping(self, driver: Driver) -> None:
         failure: ProbeError
         try:
-            self._on_fresh_if_stale(driver, lambda session: driver.ping(session, self._deadline))
+            self._on_fresh_if_stale(
+                driver, lambda session: self._tracked(driver, session, lambda: driver.ping(session))
+            )
             return
         except driver.errors as error:
             failure = ConnectFailed(f"the server did not answer a ping: {_scrub(str(error), self.target)}")
@@ -249,16 +270,8 @@ class _Run:
         started = time.monotonic()
 
         def execute(session: Session) -> Fetched:
-            with self._lock:
-                if self._abandoned:
-                    raise _Abandoned
-                self._running = (started, session)
-                driver.bound(session, self._deadline)  # under the lock, as extend() moves it
-            try:
-                return driver.execute(session, query.sql, last=query is self._queries[-1])
-            finally:
-                with self._lock:
-                    self._running = None  # before the connection may be closed: see sever()
+            last = query is self._queries[-1]
+            return self._tracked(driver, session, lambda: driver.execute(session, query.sql, last), started)
 
         try:
             fetched = self._on_fresh_if_stale(driver, execute)
