@@ -3,8 +3,9 @@ and the ways to stop a statement from another thread."""
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -18,6 +19,7 @@ from app.engines import (
     dialect_of,
     fetch_with_cursor,
     interrupter_for,
+    one_by_one,
 )
 from app.errors import ConnectFailed
 
@@ -25,6 +27,13 @@ T = TypeVar("T")
 
 # Marks a pooled DBAPI connection (in its SQLAlchemy info dict) once a probe has used it.
 _USED = "sqlprobe_used"
+
+
+Arguments = Sequence[Any] | Mapping[str, Any]
+
+
+def _fetch_bound(dbapi_connection: Any, sql: str, arguments: Arguments) -> Fetched:
+    return fetch_with_cursor(dbapi_connection, sql, arguments)
 
 
 class Stale(Exception):
@@ -80,16 +89,20 @@ class Driver:
         proxied.info[_USED] = True
         return Session(proxied, reused)
 
-    def execute(self, session: Session, sql: str, last: bool) -> Fetched:
+    def execute(self, session: Session, sql: str, last: bool, arguments: Arguments | None = None) -> Fetched:
         """Run a statement of queries.yml (bounded first: see bound), in the read-only transaction if the target is.
 
         The transaction is opened with the first statement and closed with the ``last``, in the same round trip where
-        the protocol allows. Raises Stale when a reused connection proved dead before the statement could have run;
+        the protocol allows. With ``arguments``, ``sql`` is in the driver's parameter style and the driver binds them.
+        Raises Stale when a reused connection proved dead before the statement could have run;
         the driver's errors otherwise (a lost connection is discarded first).
         """
         dialect = self._dialect
         if dialect is None:
-            return self._guarded(session, lambda: fetch_with_cursor(session.dbapi, sql))
+            return self._guarded(session, lambda: fetch_with_cursor(session.dbapi, sql, arguments))
+        fetch = dialect.fetch
+        if arguments is not None:  # bound by the driver, with its own cursor: no round trip shared
+            fetch = partial(one_by_one, partial(_fetch_bound, arguments=arguments), dialect.command)
         before = after = ""
         if self._read_only:
             if session.restart or not session.in_transaction:
@@ -97,7 +110,7 @@ class Driver:
             if last:
                 after = dialect.end
         try:
-            fetched = self._guarded(session, lambda: dialect.fetch(session.dbapi, sql, before, after))
+            fetched = self._guarded(session, lambda: fetch(session.dbapi, sql, before, after))
         except self.errors:
             # Where the transaction stands is not known: the next statement opens a new one, or the release ends it.
             session.in_transaction = session.restart = self._read_only

@@ -161,12 +161,20 @@ def _seconds_left() -> float | None:
     return None if deadline is None else max(MIN_WAIT, deadline - time.monotonic())
 
 
-def fetch_with_cursor(dbapi_connection: Any, sql: str) -> Fetched:
-    """Run ``sql`` on a DBAPI cursor; its column names and rows, or None if it has no result set."""
+def fetch_with_cursor(
+    dbapi_connection: Any, sql: str, parameters: Sequence[Any] | Mapping[str, Any] | None = None
+) -> Fetched:
+    """Run ``sql`` on a DBAPI cursor; its column names and rows, or None if it has no result set.
+
+    Without ``parameters`` the driver sends the SQL as written (% and :name need no escaping); with them,
+    ``sql`` is in the driver's parameter style and the driver binds them.
+    """
     cursor = dbapi_connection.cursor()
     try:
-        # No parameters: the driver sends the SQL as written (% and :name need no escaping).
-        cursor.execute(sql)
+        if parameters is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, parameters)
         if cursor.description is None:
             return None
         return tuple(column[0] for column in cursor.description), cursor.fetchall()
@@ -264,13 +272,14 @@ def _fetch_mysql(dbapi_connection: Any, sql: str, before: str = "", after: str =
     # PyMySQL's cursor and result objects cost a third of a small query's CPU: the same protocol without them.
     if isinstance(dbapi_connection, pymysql.connections.Connection) and mysql_wire.fits(sql):
         return mysql_wire.fetch(dbapi_connection, sql, before, after)
-    return _one_by_one(fetch_with_cursor, _mysql_command, dbapi_connection, sql, before, after)
+    return one_by_one(fetch_with_cursor, _mysql_command, dbapi_connection, sql, before, after)
 
 
-def _one_by_one(
+def one_by_one(
     fetch: Fetch, command: Callable[[Any, str], None], dbapi_connection: Any, sql: str, before: str, after: str
 ) -> Fetched:
-    """``before``, ``sql`` and ``after`` one round trip each."""
+    """``before`` and ``after`` (sqlprobe's own statements, "" for none) with ``command``, ``sql`` with ``fetch``,
+    one round trip each."""
     if before:
         command(dbapi_connection, before)
     fetched = fetch(dbapi_connection, sql)
@@ -356,7 +365,7 @@ def _sever_postgresql(dbapi_connection: Any) -> None:
 
 
 def _fetch_postgresql(dbapi_connection: Any, sql: str, before: str = "", after: str = "") -> Fetched:
-    return _one_by_one(_stream_postgresql, _postgresql_command, dbapi_connection, sql, before, after)
+    return one_by_one(_stream_postgresql, _postgresql_command, dbapi_connection, sql, before, after)
 
 
 def _stream_postgresql(dbapi_connection: Any, sql: str) -> Fetched:

@@ -4,10 +4,11 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -16,6 +17,7 @@ from app.config import Query, Target
 from app.driver import Driver, Session, Stale
 from app.engines import DEADLINE_GRACE, EngineCache, Fetched, Interrupt
 from app.errors import ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
+from app.parameters import ParameterSets, bind
 from app.results import ProbeResult, QueryResult, failed_query
 from app.samples import metric_result
 from app.workers import Workers
@@ -27,8 +29,8 @@ T = TypeVar("T")
 # Seconds after a run was given up (and its statement stopped) before a connection still waiting is cut.
 SEVER_AFTER = DEADLINE_GRACE / 2
 
-# Results of queries whose metrics set min_interval, by (target name, SQL): the target they ran for and the result.
-ResultCache = dict[tuple[str, str], tuple[Target, QueryResult]]
+# Results of queries whose metrics set min_interval, by (target name, SQL, parameters): the target and the result.
+ResultCache = dict[tuple[str, str, ParameterSets], tuple[Target, QueryResult]]
 
 
 @dataclass(slots=True)
@@ -168,7 +170,10 @@ class _Run:
                 if not self._finish(result):
                     return  # its statement may have been killed half-way: the connection is discarded below
                 if query.min_interval is not None and result.success:
-                    self._cache[self.target.name, query.sql] = (self.target, result)  # never a failure
+                    self._cache[self.target.name, query.sql, query.parameters] = (
+                        self.target,
+                        result,
+                    )  # never a failure
             if not ran and self._queries:
                 # Every result was kept from an earlier probe: still, the server must answer in this one.
                 self._ping(driver)
@@ -245,7 +250,7 @@ class _Run:
         """A successful result of ``query`` younger than its min_interval, for the metrics it feeds now."""
         if query.min_interval is None:
             return None
-        target, result = self._cache.get((self.target.name, query.sql), (None, None))
+        target, result = self._cache.get((self.target.name, query.sql, query.parameters), (None, None))
         if target is not self.target or result is None or time.monotonic() - result.ran_at >= query.min_interval:
             return None
         by_key = {metric_result.metric.key: metric_result for metric_result in result.metrics}
@@ -271,7 +276,21 @@ class _Run:
 
         def execute(session: Session) -> Fetched:
             last = query is self._queries[-1]
-            return self._tracked(driver, session, lambda: driver.execute(session, query.sql, last), started)
+            if not query.parameters:  # the SQL as written: % and :name need no escaping
+                return self._tracked(driver, session, lambda: driver.execute(session, query.sql, last), started)
+            # The union of its runs, one per parameter set.
+            columns: tuple[str, ...] = ()
+            rows: list[Sequence[Any]] = []
+            for number, parameter_set in enumerate(query.parameters, start=1):
+                statement, arguments = bind(driver.engine.dialect, query.sql, parameter_set)
+                ends = last and number == len(query.parameters)
+                step = partial(driver.execute, session, statement, ends, arguments)
+                fetched = self._tracked(driver, session, step, started)
+                if fetched is None:
+                    return None
+                columns = fetched[0]
+                rows.extend(fetched[1])
+            return columns, rows
 
         try:
             fetched = self._on_fresh_if_stale(driver, execute)

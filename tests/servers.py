@@ -59,7 +59,8 @@ class MariaDB:
                 installer,
                 "--no-defaults",
                 f"--datadir={self.root / 'data'}",
-                # Its own temporary files: bootstraps running at once in a shared /tmp collide on temp table names.
+                # Its own temporary directory: bootstraps running at once in a shared /tmp collide on the names
+                # of their temporary tables (#sql-temptable-…) and fail now and then.
                 f"--tmpdir={self.root}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
