@@ -27,9 +27,8 @@ class TargetKey(NamedTuple):
     @classmethod
     def of(cls, target: Target) -> "TargetKey":
         """A named target's key, or a module target's (its name is MODULE/ADDRESS)."""
-        if target.module is None:
-            return cls(None, target.name)
-        return cls(target.module, target.name.removeprefix(f"{target.module}/"))
+        module = target.module
+        return cls(None, target.name) if module is None else cls(module, target.name.removeprefix(f"{module}/"))
 
     def __str__(self) -> str:
         return self.name if self.module is None else f"{self.name} (module {self.module})"
