@@ -12,7 +12,13 @@ import uvicorn
 from app import __version__
 from app.config import Config, load_config
 from app.errors import ConfigError, ConfigProblem
-from app.http_protocol import HttpProtocol
+from app.http_protocol import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    HttpLimits,
+    http_protocol,
+)
 from app.logs import LOG_FORMATS, configure_logging
 from app.schema import duration_seconds
 from app.web import DEFAULT_IDLE_ENGINE_TIMEOUT, DEFAULT_MAX_WORKERS, create_app
@@ -34,6 +40,25 @@ def _duration(value: str) -> float:
         return duration_seconds(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+_SIZE_UNITS = {"kib": 1024, "mib": 1024**2, "b": 1}
+
+
+def _size(value: str) -> int:
+    """A byte count: 65536, 64KiB or 1MiB."""
+    text = value.strip().lower()
+    unit = next((unit for unit in _SIZE_UNITS if text.endswith(unit)), "")
+    number = text.removesuffix(unit).strip()
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size such as 65536, 64KiB or 1MiB")
+    return int(number) * _SIZE_UNITS.get(unit, 1)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_IDLE_ENGINE_TIMEOUT,
         metavar="DURATION",
         help="dispose a target's engine and connections when no probe used it this long (default: 15m)",
+    )
+    parser.add_argument(
+        "--max-header-size",
+        type=_size,
+        default=DEFAULT_MAX_HEADER_BYTES,
+        metavar="SIZE",
+        help="largest request line and headers accepted, before authentication; larger gets 431 (default: 64KiB)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=_duration,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="DURATION",
+        help="a client must send its request line and headers within this; else 408 and closed (default: 5s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="open HTTP connections at most; the next gets 503 and is closed (default: %(default)s)",
     )
     parser.add_argument("--version", action="version", version=f"sqlprobe {__version__}")
     return parser
@@ -143,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=args.log_level == "debug",
         # sqlprobe never uses the client's address: no X-Forwarded-For work on every request.
         proxy_headers=False,
-        http=HttpProtocol,  # an answer in one write, not two
+        # Bounded before the app (and its basic auth) sees a request; an answer in one write, not two.
+        http=http_protocol(HttpLimits(args.max_header_size, args.header_timeout, args.max_connections)),
         **uvicorn_tls(web_config),
     )
     return 0

@@ -128,7 +128,7 @@ async def service_discovery(
         raise BadRequest("give at most one 'query_set' parameter to /sd")
     config = exporter.config
     if query_set is not None and query_set not in config.query_sets:
-        raise BadRequest(f"unknown query set {query_set!r}: it is not in {config.queries_file}")
+        raise BadRequest(f"unknown query set {query_set!r}: no query set of that name is configured")
     return JSONResponse(target_groups(config, query_set))
 
 

@@ -79,6 +79,8 @@ BAD_CASES = {
         "2: targets.one.query_sets: required key is missing",
         "4: targets.one.query_set: unknown key",
     ],
+    # An escape sequence or line break in a key must not act in the terminal or log that shows the error.
+    "control_character_key.targets.yml": ["5: targets.one.time\\x1bout\\n: unknown key"],
     "unset_variable.targets.yml": ["3: targets.one.dsn: environment variable SQLPROBE_TEST_UNSET is not set"],
     "bad_timeout.targets.yml": ["5: targets.one.timeout: '10 seconds' is not a duration such as 500ms, 10s or 1m"],
     "bad_default.targets.yml": ["2: defaults.timeout: '-1s' is not a duration such as 500ms, 10s or 1m"],
