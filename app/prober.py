@@ -20,7 +20,15 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from app.config import Metric, Query, Target
 from app.engines import EngineCache, Fetch, Interrupt, checkout_deadline, fetcher_for, interrupter_for
-from app.errors import ColumnMissing, ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
+from app.errors import (
+    ColumnAmbiguous,
+    ColumnMissing,
+    ConnectFailed,
+    DeadlineExceeded,
+    ProbeError,
+    QueryFailed,
+    where_it_failed,
+)
 from app.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -333,9 +341,9 @@ def _scrub(message: str, target: Target) -> str:
 
 
 def _metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> MetricResult:
-    value_at, label_at, missing = _positions(metric.value, metric.labels, columns)
-    if missing is not None:
-        return MetricResult(metric, error=ColumnMissing(*missing, columns))
+    value_at, label_at, unusable = _positions(metric.value, metric.labels, columns)
+    if unusable is not None:
+        return MetricResult(metric, error=unusable)
     samples: dict[LabelValues, float] = {}
     skipped: dict[str, int] = {}
     for row in rows:
@@ -348,22 +356,25 @@ def _metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Sequ
 @lru_cache(maxsize=4096)
 def _positions(
     value: str, labels: tuple[str, ...], columns: tuple[str, ...]
-) -> tuple[int, tuple[int, ...], tuple[str, str] | None]:
-    """Where a metric's value and labels are in a result with ``columns`` (case-insensitive), or which is missing.
+) -> tuple[int, tuple[int, ...], ProbeError | None]:
+    """Where a metric's value and labels are in a result with ``columns`` (case-insensitive), or why they are not.
 
     Worked out once per metric and result shape: a query returns the same columns on every probe.
     """
-    positions = {name.lower(): index for index, name in enumerate(columns)}
-    value_at = positions.get(value.lower())
-    if value_at is None:
-        return -1, (), ("value", value)
-    label_at = []
-    for label in labels:
-        position = positions.get(label.lower())
+    positions: dict[str, int] = {}
+    twins: dict[str, int] = {}  # a name that a second column also answers to, ignoring case: that column
+    for index, name in enumerate(columns):
+        if positions.setdefault(name.lower(), index) != index:
+            twins.setdefault(name.lower(), index)
+    found = []
+    for role, column in (("value", value), *(("label", label) for label in labels)):
+        position = positions.get(column.lower())
         if position is None:
-            return -1, (), ("label", label)
-        label_at.append(position)
-    return value_at, tuple(label_at), None
+            return -1, (), ColumnMissing(role, column, columns)
+        if column.lower() in twins:
+            return -1, (), ColumnAmbiguous(role, column, columns[position], columns[twins[column.lower()]])
+        found.append(position)
+    return found[0], tuple(found[1:]), None
 
 
 def _add_sample(

@@ -80,6 +80,28 @@ def test_missing_column_fails_that_metric_with_an_error_naming_it(
     assert value(views.own, "sqlprobe_query_errors_total", target="db", metric="broken", reason="missing_column") == 2.0
 
 
+def test_columns_differing_only_in_case_fail_the_metrics_reading_them_with_both_names(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    sql = "select 1 as v, 2 as V, 3 as other"
+    query_sets = {"cased": {"reads_v": metric(sql, "v"), "reads_other": metric(sql, "other")}}
+    config = write_config(tmp_path, {"db": target(fleet[0].dsn, "cased")}, query_sets, namespace="")
+    with client_for(config) as client:
+        views = probe_views(client, "db")
+    # The metric that reads v cannot know which of the two was meant; the one that reads other can.
+    assert "reads_v" not in views.samples
+    assert value(views.samples, "reads_other") == float(fleet[0].query(sql)[0][2])
+    assert value(views.samples, "sqlprobe_query_success", metric="reads_v") == 0.0
+    message = (
+        "value column 'v' matches both 'v' and 'V' in the result (column names are compared ignoring case): "
+        "rename one in the SQL"
+    )
+    assert f"failed (ambiguous_column): {message}" in views.debug
+    assert (
+        value(views.own, "sqlprobe_query_errors_total", target="db", metric="reads_v", reason="ambiguous_column") == 2.0
+    )
+
+
 def test_label_values_with_quotes_newlines_and_unicode_give_valid_exposition(
     tmp_path: Path, fleet: Sequence[MariaDB]
 ) -> None:
