@@ -40,6 +40,7 @@ class Metric:
     value: str
     query_set: str
     max_rows: int
+    max_label_length: int
     min_interval: float | None
 
 
@@ -51,12 +52,15 @@ class Query:
     metrics: tuple[Metric, ...]
     # Seconds a successful result may be served again instead of running the SQL; None: run it every probe.
     min_interval: float | None = field(init=False)
+    # Rows read at most: one more than the largest max_rows of its metrics, to know that there were more.
+    row_limit: int = field(init=False)
 
     def __post_init__(self) -> None:
         intervals = [metric.min_interval for metric in self.metrics]
         # Only when every metric it feeds allows it, and then for the shortest interval among them.
         shortest = None if None in intervals else min(interval for interval in intervals if interval is not None)
         object.__setattr__(self, "min_interval", shortest)
+        object.__setattr__(self, "row_limit", max(metric.max_rows for metric in self.metrics) + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +192,7 @@ def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -
         value=spec.value,
         query_set=set_name,
         max_rows=spec.max_rows,
+        max_label_length=spec.max_label_length,
         min_interval=spec.min_interval,
     )
 

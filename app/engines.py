@@ -1,9 +1,11 @@
 """One SQLAlchemy engine per target, and the dialect-specific ways to bound and stop its work."""
 
 import contextlib
+import itertools
 import logging
 import math
 import ssl
+import sys
 import threading
 import time
 import weakref
@@ -39,7 +41,9 @@ LIBPQ_MIN_CONNECT_TIMEOUT = 2
 Interrupt = Callable[[], None]
 # A statement's column names and rows; None if it has no result set.
 Fetched = tuple[tuple[str, ...], Sequence[Sequence[Any]]] | None
-Fetch = Callable[[Any, str], Fetched]
+# Runs a statement on a driver connection and reads at most the given number of rows; when it read that many, the
+# rest may not have been read and the connection must not be used again (the caller invalidates it).
+Fetch = Callable[[Any, str, int], Fetched]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,18 +151,21 @@ def fetcher_for(engine: Engine) -> Fetch:
     return fetch_with_cursor if dialect is None or dialect.fetch is None else dialect.fetch
 
 
-def fetch_with_cursor(dbapi_connection: Any, sql: str) -> Fetched:
-    """Run ``sql`` on a DBAPI cursor; its column names and rows, or None if it has no result set."""
-    cursor = dbapi_connection.cursor()
+def fetch_with_cursor(dbapi_connection: Any, sql: str, max_rows: int = sys.maxsize, *cursor_class: Any) -> Fetched:
+    """Run ``sql`` on a DBAPI cursor; its column names and at most ``max_rows`` rows, or None if no result set."""
+    cursor = dbapi_connection.cursor(*cursor_class)
+    rows: Sequence[Sequence[Any]] = ()
     try:
         # No parameters: the driver sends the SQL as written (% and :name need no escaping).
         cursor.execute(sql)
         if cursor.description is None:
             return None
-        return tuple(column[0] for column in cursor.description), cursor.fetchall()
+        rows = cursor.fetchmany(max_rows)
+        return tuple(column[0] for column in cursor.description), rows
     finally:
-        with contextlib.suppress(Exception):  # a cursor of a broken connection may fail to close
-            cursor.close()
+        if len(rows) < max_rows:  # else closing it could read the rest; the caller invalidates the connection
+            with contextlib.suppress(Exception):  # a cursor of a broken connection may fail to close
+                cursor.close()
 
 
 def interrupter_for(engine: Engine, dbapi_connection: Any) -> Interrupt | None:
@@ -232,11 +239,31 @@ def _preferred_tls_context() -> ssl.SSLContext:
     return context
 
 
-def _fetch_mysql(dbapi_connection: Any, sql: str) -> Fetched:
+def _fetch_mysql(dbapi_connection: Any, sql: str, max_rows: int) -> Fetched:
     # PyMySQL's cursor and result objects cost a third of a small query's CPU: the same protocol without them.
-    if isinstance(dbapi_connection, pymysql.connections.Connection) and mysql_wire.fits(sql):
-        return mysql_wire.fetch(dbapi_connection, sql)
-    return fetch_with_cursor(dbapi_connection, sql)
+    if mysql_wire.fits(sql):
+        return mysql_wire.fetch(dbapi_connection, sql, max_rows)
+    # PyMySQL's default cursor reads the whole result before returning any of it; the unbuffered one reads rows
+    # as asked, and closing the connection after a cut stops the server sending the rest.
+    fetched = fetch_with_cursor(dbapi_connection, sql, max_rows, pymysql.cursors.SSCursor)
+    if fetched is not None and len(fetched[1]) >= max_rows:
+        dbapi_connection._force_close()  # close() would read the rest first; mysql_wire does the same
+    return fetched
+
+
+def _fetch_postgresql(dbapi_connection: Any, sql: str, max_rows: int) -> Fetched:
+    # A plain cursor has libpq receive the whole result before returning any of it; a stream receives rows as
+    # they are read, and closing it early cancels the statement on the server (the connection stays usable).
+    cursor = dbapi_connection.cursor()
+    try:
+        stream = cursor.stream(sql)
+        rows = list(itertools.islice(stream, max_rows))
+        stream.close()
+        if cursor.description is None:
+            return None
+        return tuple(column.name for column in cursor.description), rows
+    finally:
+        cursor.close()
 
 
 def _kill_mysql_query(engine: Engine, session_id: int) -> None:
@@ -296,7 +323,11 @@ _MYSQL = _Dialect(
     fetch=_fetch_mysql,
 )
 _POSTGRESQL = _Dialect(
-    _postgresql_connect_args, _bound_postgresql_connect, _bound_postgresql_statements, _postgresql_stopper
+    _postgresql_connect_args,
+    _bound_postgresql_connect,
+    _bound_postgresql_statements,
+    _postgresql_stopper,
+    fetch=_fetch_postgresql,
 )
 
 

@@ -9,6 +9,7 @@ the connection, as PyMySQL does.
 """
 
 import struct
+import sys
 from typing import Any
 
 from pymysql import converters, err
@@ -36,20 +37,22 @@ def fits(sql: str) -> bool:
     return len(sql) < _MAX_PACKET // 4  # at most 4 bytes per character, whatever the encoding
 
 
-def fetch(connection: Connection, sql: str) -> tuple[Columns, list[Row]] | None:
+def fetch(connection: Connection, sql: str, max_rows: int = sys.maxsize) -> tuple[Columns, list[Row]] | None:
     """Run ``sql`` and read its first result: column names and rows, or None if it has no result set.
 
-    Later results (a stored procedure's) are read and dropped, as closing PyMySQL's cursor does.
+    At most ``max_rows`` rows are read: a result that has more is cut there and the connection closed, so that
+    the server stops sending the rest (its next write fails) instead of sqlprobe reading it. Later results (a
+    stored procedure's) are read and dropped, as closing PyMySQL's cursor does, within the same bound.
     """
     if connection._sock is None:
         raise err.InterfaceError(0, "")  # what PyMySQL raises on a closed connection
     _send(connection, _COM_QUERY + sql.encode(connection.encoding))
     reader = _Reader(connection)
     try:
-        fetched, more = _result(reader, reader.packet())
+        fetched, more = _result(reader, reader.packet(), max_rows)
         while more:
             try:
-                _, more = _result(reader, reader.packet())
+                _, more = _result(reader, reader.packet(), max_rows)
             except err.MySQLError:
                 break  # the server ends the response with its error, or the connection is closed already
     except err.MySQLError:
@@ -83,8 +86,8 @@ def _timeout(connection: Connection, seconds: float | None) -> None:
         connection._current_timeout = seconds
 
 
-def _result(reader: "_Reader", first: bytes) -> tuple[tuple[Columns, list[Row]] | None, int]:
-    """One result of the response: what it holds, and whether another follows."""
+def _result(reader: "_Reader", first: bytes, max_rows: int) -> tuple[tuple[Columns, list[Row]] | None, int]:
+    """One result of the response (at most ``max_rows`` of its rows), and whether another follows."""
     if first[0] == 0x00 and len(first) >= 7:  # OK: a statement without a result set
         status = _STATUS.unpack_from(first, _skip_length(first, _skip_length(first, 1)))[0]
         reader.connection.server_status = status  # as PyMySQL keeps it from OK packets (autocommit, in transaction)
@@ -102,11 +105,14 @@ def _result(reader: "_Reader", first: bytes) -> tuple[tuple[Columns, list[Row]] 
     if not _is_eof(reader.packet()):  # the EOF after the column definitions
         raise ValueError("no EOF after the column definitions")
     rows: list[Row] = []
-    while True:
+    while len(rows) < max_rows:
         packet = reader.packet()
         if _is_eof(packet):  # the last row was read
             return (tuple(names), rows), _STATUS.unpack_from(packet, 3)[0] & _MORE_RESULTS
         rows.append(_row(packet, decoders))
+    # The rest is not read: closing the socket makes the server's next write fail, which ends the statement.
+    reader.connection._force_close()
+    return (tuple(names), rows), 0
 
 
 def _is_eof(packet: bytes) -> bool:

@@ -214,7 +214,7 @@ class _Run:
                     connection = self._checkout(engine)
                     first_on_checkout = True
                 result = self._run_query(engine, fetch, connection, query)
-                if first_on_checkout and not connection.is_valid and not self._abandoned:
+                if first_on_checkout and result.error is not None and not connection.is_valid and not self._abandoned:
                     # The pool handed out a connection that had gone stale (server restarted,
                     # wait_timeout, session killed): the same statement on a fresh one answers for it.
                     connection.close()
@@ -282,9 +282,12 @@ class _Run:
                 raise _Abandoned
             self._running = (started, engine, connection.dbapi_connection)
         try:
-            fetched = fetch(connection.dbapi_connection, query.sql)
+            fetched = fetch(connection.dbapi_connection, query.sql, query.row_limit)
             if fetched is None:
                 raise QueryFailed("the statement returned no result set")
+            if len(fetched[1]) >= query.row_limit:
+                # Cut there: the rest of the result was not read, so the connection is out of step (or closed).
+                connection.invalidate()
         except dialect.loaded_dbapi.Error as error:
             if dialect.is_disconnect(error, connection.dbapi_connection, None):
                 connection.invalidate(error)  # lost or killed: the next query gets a new connection
@@ -347,7 +350,11 @@ def _metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Sequ
     samples: dict[LabelValues, float] = {}
     skipped: dict[str, int] = {}
     for row in rows:
-        reason = _add_sample(samples, row, value_at, label_at) if len(samples) < metric.max_rows else "max_rows"
+        reason = (
+            _add_sample(samples, row, value_at, label_at, metric.max_label_length)
+            if len(samples) < metric.max_rows
+            else "max_rows"
+        )
         if reason is not None:
             skipped[reason] = skipped.get(reason, 0) + 1
     return MetricResult(metric, tuple(samples.items()), skipped)
@@ -378,7 +385,11 @@ def _positions(
 
 
 def _add_sample(
-    samples: dict[LabelValues, float], row: Sequence[Any], value_at: int, label_at: tuple[int, ...]
+    samples: dict[LabelValues, float],
+    row: Sequence[Any],
+    value_at: int,
+    label_at: tuple[int, ...],
+    max_label_length: int,
 ) -> str | None:
     """Add ``row``'s sample; the reason it was skipped, if it was."""
     raw = row[value_at]
@@ -387,6 +398,8 @@ def _add_sample(
     if isinstance(value, str):
         return value
     labels = tuple([_label(row[position]) for position in label_at]) if label_at else ()
+    if labels and max(map(len, labels)) > max_label_length:
+        return "label_too_long"
     if labels in samples:
         return "duplicate_labels"
     samples[labels] = value

@@ -24,6 +24,8 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
         lines.append(f"query {number}: metrics {', '.join(metric.key for metric in query.query.metrics)}")
         lines.extend(f"    {line}" for line in query.query.sql.splitlines())
         rows = "-" if query.rows is None else str(query.rows)
+        if query.rows is not None and query.rows >= query.query.row_limit:
+            rows += " (the result was cut there, past max_rows: the rest was never read)"
         lines.append(f"  rows: {rows}  duration: {query.duration:.4f}s")
         if query.from_cache:
             age = time.monotonic() - query.ran_at
