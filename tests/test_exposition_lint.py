@@ -18,7 +18,8 @@ from prometheus_client.utils import floatToGoString
 from app.config import load_config
 from app.engines import EngineCache
 from app.exposition import PROBE_DURATION, PROBE_SUCCESS, QUERY_DURATION, QUERY_SUCCESS, _number, render_probe
-from app.prober import Prober, ProbeResult
+from app.prober import Prober
+from app.results import ProbeResult
 from tests.helpers import ITEMS_SET, client_for, target, write_config
 from tests.servers import MariaDB
 
