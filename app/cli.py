@@ -12,6 +12,7 @@ import uvicorn
 from app import __version__
 from app.config import Config, load_config
 from app.errors import ConfigError, ConfigProblem
+from app.fdlimit import hard_limit, raise_soft_limit, shortfall_warning
 from app.http_protocol import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -140,6 +141,21 @@ def load_configs(args: argparse.Namespace) -> tuple[Config, WebConfig | None]:
     return config, web_config
 
 
+def _raise_descriptor_limit(config: Config, max_connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard one, log both, and warn if the config could need more."""
+    limit = raise_soft_limit()
+    log.info(
+        "file descriptors: soft limit %d (was %d), hard limit %d",
+        limit.soft,
+        limit.found,
+        limit.hard,
+        extra={"event": "nofile_limit", "soft": limit.soft, "was": limit.found, "hard": limit.hard},
+    )
+    shortfall = shortfall_warning(config, max_connections, limit.soft)
+    if shortfall is not None:
+        log.warning("%s", shortfall, extra={"event": "nofile_shortfall"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run sqlprobe; the exit status is 1 for an invalid config."""
     args = build_parser().parse_args(argv)
@@ -161,7 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.check_config:
         print(f"sqlprobe: configuration OK: {len(config.targets)} targets, {len(config.query_sets)} query sets")
+        shortfall = shortfall_warning(config, args.max_connections, hard_limit())
+        if shortfall is not None:
+            print(f"sqlprobe: warning: {shortfall}", file=sys.stderr)
         return 0
+    _raise_descriptor_limit(config, args.max_connections)
     host, port = args.bind
     log.info(
         "sqlprobe %s serving %d targets on %s:%d",
