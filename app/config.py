@@ -115,6 +115,8 @@ class Config:
     query_sets: Mapping[str, tuple[Metric, ...]]
     targets_file: str
     queries_file: str
+    # Every other file the config was read from (password and TLS files), to tell whether a reload would differ.
+    other_files: tuple[str, ...] = ()
 
 
 def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -132,9 +134,10 @@ def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, st
     except ConfigError as error:
         problems.extend(error.problems)
     targets: dict[str, Target] = {}
+    other_files: set[str] = set()
     try:
         targets_doc = load_yaml(targets_path)
-        targets = _compile_targets(targets_doc, query_sets, queries_path, environ, problems)
+        targets = _compile_targets(targets_doc, query_sets, queries_path, environ, problems, other_files)
     except ConfigError as error:
         problems.extend(error.problems)
     if problems:
@@ -147,6 +150,7 @@ def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, st
         query_sets=MappingProxyType(query_sets),
         targets_file=str(targets_path),
         queries_file=str(queries_path),
+        other_files=tuple(sorted(other_files)),
     )
 
 
@@ -203,6 +207,7 @@ def _compile_targets(
     queries_path: Path,
     environ: Mapping[str, str],
     problems: list[ConfigProblem],
+    other_files: set[str],
 ) -> dict[str, Target]:
     targets_file = validate(TargetsFile, doc, at_root, problems)
     if targets_file is None:
@@ -220,6 +225,8 @@ def _compile_targets(
         spec = validate(TargetSpec, doc, locate, problems, {**defaults, **raw})
         if spec is None:
             continue
+        named = (spec.password_file, *(() if spec.tls is None else (spec.tls.ca, spec.tls.cert, spec.tls.key)))
+        other_files.update(str(Path(doc.file).absolute().parent / name) for name in named if name is not None)
         url = _resolve_dsn(spec.dsn, doc, locate(("dsn",)), environ, problems)
         if url is not None and spec.password_file is not None:
             url = _with_password_file(url, spec.password_file, doc, locate, problems)

@@ -154,7 +154,7 @@ async def landing_page(exporter: ExporterDep) -> HTMLResponse:
 async def reload(exporter: ExporterDep) -> PlainTextResponse:
     """Load targets.yml and queries.yml again; on any problem the previous config keeps serving."""
     try:
-        reloaded = await asyncio.to_thread(exporter.reload)
+        reloaded = await exporter.reload_shared()
     except ConfigError as error:
         problems = "".join(f"  {problem}\n" for problem in error.problems)
         return PlainTextResponse(
@@ -187,7 +187,7 @@ async def _dispose_idle_engines(exporter: Exporter, idle_for: float) -> None:
 async def _reload_logged(exporter: Exporter) -> None:
     """A reload on SIGHUP: its outcome goes to the log (and to /metrics) only."""
     with contextlib.suppress(ConfigError):
-        await asyncio.to_thread(exporter.reload)
+        await exporter.reload_shared()
 
 
 @router.get("/-/healthy", response_class=PlainTextResponse)
