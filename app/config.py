@@ -14,6 +14,7 @@ from urllib.parse import quote
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from app.dsn_query import query_problems
 from app.errors import ConfigError, ConfigProblem
 from app.schema import MetricSpec, QueriesFile, TargetsFile, TargetSpec, TLSSpec
 from app.validation import at_root, validate
@@ -272,7 +273,9 @@ def _resolve_dsn(
             doc.problem(path, "not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)")
         )
         return None
-    return url
+    refused = query_problems(url)
+    problems.extend(doc.problem(path, problem) for problem in refused)
+    return None if refused else url
 
 
 def _with_password_file(

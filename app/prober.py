@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,6 +22,9 @@ from app.samples import metric_result
 from app.workers import Workers
 
 log = logging.getLogger(__name__)
+
+# Where a refused login or privilege is explained: the user to create and what to grant it.
+GRANTS_DOC = "docs/quickstart-mysql.md"
 
 # Results of queries whose metrics set min_interval, by (target name, SQL): the target they ran for and the result.
 ResultCache = dict[tuple[str, str], tuple[Target, QueryResult]]
@@ -123,8 +127,13 @@ class _Run:
         except ProbeError as error:
             self._fail_rest(error)
         except Exception as error:  # noqa: BLE001 - a bug must cost one probe, not the scrape or the worker
-            log.error("probe of target %s failed unexpectedly: %s", self.target.name, where_it_failed(error))
-            self._fail_rest(ProbeError(f"internal error ({type(error).__name__}), see sqlprobe's log"))
+            # Its message too, scrubbed: a driver's own check at connect (a TLS file gone since the config was
+            # loaded, say) says what is wrong only there.
+            message = f"{type(error).__name__}: {_scrub(str(error), self.target)}"
+            log.error(
+                "probe of target %s failed unexpectedly: %s (%s)", self.target.name, message, where_it_failed(error)
+            )
+            self._fail_rest(ProbeError(f"unexpected error: {message}; see sqlprobe's log"))
 
     def _execute(self, engine: Engine) -> None:
         fetch = fetcher_for(engine)
@@ -269,6 +278,14 @@ class _Abandoned(Exception):
 
 
 def _scrub(message: str, target: Target) -> str:
-    """Driver messages never hold the password; this makes sure of it."""
+    """Driver messages never hold the password (as written or URL-escaped); this makes sure of it.
+
+    A refused login or missing privilege also says where the grants sqlprobe needs are documented.
+    """
     password = target.url.password
-    return message.replace(password, "***") if password else message
+    if password:
+        for form in {password, quote(password, safe=""), quote_plus(password)}:
+            message = message.replace(form, "***")
+    if "Access denied" in message or "command denied" in message:
+        message += f" (the exporter user and its grants: {GRANTS_DOC})"
+    return message
