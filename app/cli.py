@@ -20,9 +20,10 @@ from app.http_protocol import (
     HttpLimits,
     http_protocol,
 )
+from app.inventory import check_inventory
 from app.logs import LOG_FORMATS, configure_logging
 from app.schema import duration_seconds
-from app.web import DEFAULT_IDLE_ENGINE_TIMEOUT, DEFAULT_MAX_WORKERS, create_app
+from app.web import DEFAULT_IDLE_ENGINE_TIMEOUT, DEFAULT_MAX_WORKERS, DEFAULT_REFRESH_INTERVAL, create_app
 from app.webconfig import WebConfig, load_web_config, uvicorn_tls
 
 log = logging.getLogger("sqlprobe")
@@ -119,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="open HTTP connections at most; the next gets 503 and is closed (default: %(default)s)",
     )
+    parser.add_argument(
+        "--refresh-interval",
+        type=_duration,
+        default=DEFAULT_REFRESH_INTERVAL,
+        metavar="DURATION",
+        help="read inventory files again, and check password and TLS files for a change, this often (default: 30s)",
+    )
     parser.add_argument("--version", action="version", version=f"sqlprobe {__version__}")
     return parser
 
@@ -136,6 +144,7 @@ def load_configs(args: argparse.Namespace) -> tuple[Config, WebConfig | None]:
         config = load_config(args.targets, args.queries)
     except ConfigError as error:
         raise ConfigError([*error.problems, *problems]) from None
+    problems.extend(check_inventory(config.modules.values()))
     if problems:
         raise ConfigError(problems)
     return config, web_config
@@ -176,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return 1
     if args.check_config:
-        print(f"sqlprobe: configuration OK: {len(config.targets)} targets, {len(config.query_sets)} query sets")
+        modules = f", {len(config.modules)} modules" if config.modules else ""
+        counts = f"{len(config.targets)} targets, {len(config.query_sets)} query sets{modules}"
+        print(f"sqlprobe: configuration OK: {counts}")
         shortfall = shortfall_warning(config, args.max_connections, hard_limit())
         if shortfall is not None:
             print(f"sqlprobe: warning: {shortfall}", file=sys.stderr)
@@ -201,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reload_on_sighup=True,
             web_config=web_config,
             idle_engine_timeout=args.idle_engine_timeout,
+            refresh_interval=args.refresh_interval,
         ),
         host=host,
         port=port,

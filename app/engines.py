@@ -23,7 +23,8 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 from app import mysql_wire
-from app.config import TLS, Target
+from app.config import Target
+from app.secret_files import TLS
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +409,14 @@ class EngineCache:
             if cached is not None:
                 cached.engine.dispose()
         return stale
+
+    def forget(self, names: list[str]) -> None:
+        """Retire the engines of ``names`` (module targets let go); each is disposed once no probe uses it."""
+        with self._lock:
+            idle = [self._retire(name) for name in names if name in self._cached]
+        for cached in idle:
+            if cached is not None:
+                cached.engine.dispose()
 
     def dispose_idle(self, idle_for: float) -> list[str]:
         """Dispose the engines no probe used for ``idle_for`` seconds; return their targets' names."""

@@ -1,6 +1,6 @@
 """The running exporter: the config it serves, its engines, prober and telemetry, and replacing that config."""
 
-import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -9,10 +9,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.config import Config, load_config
+from app.addresses import Address
+from app.config import Config, Target, load_config
 from app.engines import EngineCache
 from app.errors import ConfigError
+from app.inventory import Inventory
+from app.module_targets import ModuleTargets
+from app.modules import AddressNotAllowed, Module, UnknownModule
 from app.prober import Prober
+from app.reloads import SharedRuns
+from app.secret_files import changed_files
 from app.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -35,28 +41,72 @@ class Exporter:
         self.engines = EngineCache()
         self.prober = Prober(self.engines, max_workers)
         self.telemetry = Telemetry(self.engines.__len__)
+        self.inventory = Inventory()
+        self.module_targets = ModuleTargets(self._let_go)
         self._reloading = threading.Lock()
         self._loaded_from = _fingerprint(config)
-        self._running: asyncio.Task[Reloaded] | None = None  # the reload in progress
-        self._queued: asyncio.Task[Reloaded] | None = None  # the one to run after it, shared by who asked meanwhile
+        # What POST /-/reload and SIGHUP call: concurrent requests share runs.
+        self.reload_shared = SharedRuns(self.reload)
+        # The secret files changed when a reload was last tried for them: a failed one is not retried until they change.
+        self._rotation_tried: frozenset[tuple[str, str]] = frozenset()
+        self._refresh_inventory(config)
 
-    async def reload_shared(self) -> Reloaded:
-        """A reload on a worker thread; requests that arrive while one runs share the next run and its answer.
+    def module_target(self, module_name: str, address_text: str) -> Target:
+        """The target probing ``address_text`` with the module named; the errors' messages are for the client.
 
-        The next, not the running one: a request's answer must see the files as they were when it arrived.
+        Nothing is resolved or connected to before the address is known to be allowed.
         """
-        if self._queued is not None:
-            return await asyncio.shield(self._queued)
-        if self._running is None or self._running.done():
-            self._running = asyncio.create_task(asyncio.to_thread(self.reload))
-            return await asyncio.shield(self._running)
-        self._queued = asyncio.create_task(self._reload_after(self._running))
-        return await asyncio.shield(self._queued)
+        config = self.config
+        module = config.modules.get(module_name)
+        if module is None:
+            raise UnknownModule(f"unknown module {module_name!r}: no module of that name is configured")
+        address = module.address(address_text)
+        if not self._allowed(module, address):
+            raise AddressNotAllowed(
+                f"module {module_name!r} may not connect to {address}: "
+                "it is neither listed in the module's inventory nor matched by its allow list"
+            )
+        return self.module_targets.target(module, address)
 
-    async def _reload_after(self, running: "asyncio.Task[Reloaded]") -> Reloaded:
-        await asyncio.wait([running])
-        self._running, self._queued = self._queued, None
-        return await asyncio.to_thread(self.reload)
+    def _allowed(self, module: Module, address: Address) -> bool:
+        return self.inventory.labels(module.name, address) is not None or module.allows(address)
+
+    def _let_go(self, names: list[str]) -> None:
+        """Module targets let go: their engines, kept results and /metrics series go with them."""
+        self.engines.forget(names)
+        self.prober.forget_targets(names)
+        self.telemetry.forget_targets(names)
+
+    def _refresh_inventory(self, config: Config) -> dict[str, Target]:
+        """Read the inventory files again; let go of module targets no longer allowed; the module targets kept."""
+        self.inventory.refresh(config.modules)
+        self.telemetry.inventory_files(self.inventory.file_states())
+        return self.module_targets.retain(config.modules, self._allowed)
+
+    def refresh_files(self) -> None:
+        """Every refresh interval: inventory files read again, and a reload if a password or TLS file changed."""
+        config = self.config
+        self._refresh_inventory(config)
+        changed = frozenset(changed_files(config.secret_files))
+        if not changed or changed == self._rotation_tried:
+            return
+        self._rotation_tried = changed
+        files = sorted(path for path, _ in changed)
+        log.info(
+            "secret files changed, reloading: %s",
+            ", ".join(files),
+            extra={"event": "secret_files_changed", "files": files},
+        )
+        with contextlib.suppress(ConfigError):  # logged by reload; what runs keeps running
+            self.reload()
+
+    def dispose_idle(self, idle_for: float) -> list[str]:
+        """Dispose the engines no probe used for ``idle_for`` seconds; module targets among them are let go."""
+        disposed = self.engines.dispose_idle(idle_for)
+        let_go = self.module_targets.forget(disposed)
+        self.prober.forget_targets(let_go)
+        self.telemetry.forget_targets(let_go)
+        return disposed
 
     def reload(self, environ: Mapping[str, str] | None = None) -> Reloaded:
         """Load both files again; swap them in if valid, else raise ConfigError and keep serving the old config."""
@@ -84,7 +134,8 @@ class Exporter:
             if config == current:
                 return self._unchanged(current, "nothing changed")
             self.config = config
-            disposed = self.engines.retain(config.targets)
+            module_targets = self._refresh_inventory(config)
+            disposed = self.engines.retain({**config.targets, **module_targets})
             self.prober.forget_results()
             self.telemetry.config_loaded(changed=True)
             log.info(
@@ -114,7 +165,7 @@ class Exporter:
 def _fingerprint(config: Config) -> bytes:
     """A digest of the bytes of every file ``config`` was read from (an unreadable one counts as different)."""
     digest = hashlib.sha256()
-    for name in (config.targets_file, config.queries_file, *config.other_files):
+    for name in (config.targets_file, config.queries_file, *sorted(config.secret_files)):
         digest.update(name.encode() + b"\0")
         try:
             digest.update(hashlib.sha256(Path(name).read_bytes()).digest())

@@ -96,6 +96,12 @@ class Prober:
         """Drop the results kept for min_interval (after a reload: they belong to the old config)."""
         self._cache.clear()
 
+    def forget_targets(self, names: list[str]) -> None:
+        """Drop the results kept for the targets named (module targets let go)."""
+        gone = set(names)
+        for key in [key for key in list(self._cache) if key[0] in gone]:  # list(): atomic against workers
+            self._cache.pop(key, None)
+
     def close(self) -> None:
         """Stop accepting probes; running ones end by their own deadlines."""
         self._workers.close()

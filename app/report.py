@@ -11,6 +11,7 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
     target = result.target
     lines = [
         f"target: {target.name}",
+        *([] if target.module is None else [f"module: {target.module}"]),
         f"dsn: {target.display_dsn}",
         f"query sets: {', '.join(_probed_sets(result))}",
         f"deadline: {result.budget:.3f}s",

@@ -137,8 +137,28 @@ class TargetSpec(_Strict):
     read_only: StrictBool = True
 
 
+# Engines one module keeps at once (one per address probed): past it, the least recently probed is disposed.
+DEFAULT_MAX_TARGETS = 1000
+
+
+class ModuleSpec(TargetSpec):
+    """One module of targets.yml: a target without an address, and where it may connect."""
+
+    default_port: Annotated[int, Field(ge=1, le=65535, strict=True)] | None = None
+    allow: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    inventory: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    max_targets: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = DEFAULT_MAX_TARGETS
+
+    @model_validator(mode="after")
+    def _says_where_it_may_connect(self) -> "ModuleSpec":
+        if not self.allow and not self.inventory:
+            raise ValueError("a module needs allow or inventory (or both): where it may connect")
+        return self
+
+
 class TargetsFile(_Strict):
-    """The whole of targets.yml, before defaults are merged into each target."""
+    """The whole of targets.yml, before defaults are merged into each target and module."""
 
     defaults: TargetDefaults = TargetDefaults()
-    targets: dict[Name, dict[str, object]]
+    targets: dict[Name, dict[str, object]] = {}
+    modules: dict[Name, dict[str, object]] = {}

@@ -1,7 +1,8 @@
 """The exporter's own metrics, served on /metrics from a registry that belongs to one app."""
 
+import contextlib
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.gc_collector import GCCollector
@@ -62,6 +63,35 @@ class Telemetry:
             registry=self.registry,
         )
 
+        # The (metric, reason) pairs each target has query-error series for, so a target let go loses them all.
+        self._error_series: dict[str, set[tuple[str, str]]] = {}
+        self._inventory_file_ok = Gauge(
+            "sqlprobe_inventory_file_ok",
+            "Whether an inventory file parsed at the last refresh (1) or keeps its last good contents (0).",
+            ["file"],
+            registry=self.registry,
+        )
+        self._inventory_files: set[str] = set()
+
+    def inventory_files(self, states: Mapping[str, bool]) -> None:
+        """The inventory files matched at the last refresh and whether each parsed; series of others go."""
+        for file in self._inventory_files - states.keys():
+            self._inventory_file_ok.remove(file)
+        for file, ok in states.items():
+            self._inventory_file_ok.labels(file).set(1 if ok else 0)
+        self._inventory_files = set(states)
+
+    def forget_targets(self, names: list[str]) -> None:
+        """Remove every per-target series of the targets named (module targets let go): /metrics stays bounded."""
+        for name in names:
+            for success in (True, False):
+                if self._probe_counters.pop((name, success), None) is not None:
+                    with contextlib.suppress(KeyError):  # a reload's thread and the event loop may both get here
+                        self._probes.remove(name, "success" if success else "failure")
+            for metric, reason in self._error_series.pop(name, ()):
+                with contextlib.suppress(KeyError):
+                    self._query_errors.remove(name, metric, reason)
+
     def config_loaded(self, *, changed: bool) -> None:
         """A config was loaded (at start or by a reload); a reload that found nothing new keeps the timestamp."""
         self._reload_successful.set(1)
@@ -84,6 +114,10 @@ class Telemetry:
         for metric_result, _ in result.metric_results():
             key = metric_result.metric.key
             if metric_result.error is not None:
-                self._query_errors.labels(target, key, metric_result.error.reason).inc()
+                self._query_error(target, key, metric_result.error.reason).inc()
             for reason, count in metric_result.skipped.items():
-                self._query_errors.labels(target, key, reason).inc(count)
+                self._query_error(target, key, reason).inc(count)
+
+    def _query_error(self, target: str, metric: str, reason: str) -> Counter:
+        self._error_series.setdefault(target, set()).add((metric, reason))
+        return self._query_errors.labels(target, metric, reason)
