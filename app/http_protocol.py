@@ -90,6 +90,7 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_bytes = 0  # of the request being received, while its headers are not complete
         self._in_head = True
+        self._heads = 0  # request heads completed on this connection
         self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(_JoinedWrites(transport, asyncio.get_running_loop()))
         if len(self.connections) > self.limits.max_connections:
@@ -111,10 +112,13 @@ class HttpProtocol(HttpToolsProtocol):
             super().data_received(data)
             return
         # Only as much as a head may take: if the headers end in it, the rest is the body or the next request.
+        heads = self._heads
         super().data_received(data[:room])
-        if self._in_head and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self._heads == heads:
             self._reject(431)
-        elif not self.transport.is_closing():
+        else:
             self.data_received(data[room:])
 
     def on_message_begin(self) -> None:
@@ -123,6 +127,7 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
+        self._heads += 1
         self._in_head = False
         self._head_bytes = 0
         self._disarm_head_timer()

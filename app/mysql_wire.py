@@ -42,7 +42,7 @@ def fetch(connection: Connection, sql: str, max_rows: int = sys.maxsize) -> tupl
 
     At most ``max_rows`` rows are read: a result that has more is cut there and the connection closed, so that
     the server stops sending the rest (its next write fails) instead of sqlprobe reading it. Later results (a
-    stored procedure's) are read and dropped, as closing PyMySQL's cursor does, within the same bound.
+    stored procedure's) are read and dropped row by row, as closing PyMySQL's cursor does.
     """
     if connection._sock is None:
         raise err.InterfaceError(0, "")  # what PyMySQL raises on a closed connection
@@ -52,7 +52,7 @@ def fetch(connection: Connection, sql: str, max_rows: int = sys.maxsize) -> tupl
         fetched, more = _result(reader, reader.packet(), max_rows)
         while more:
             try:
-                _, more = _result(reader, reader.packet(), max_rows)
+                _, more = _result(reader, reader.packet(), None)
             except err.MySQLError:
                 break  # the server ends the response with its error, or the connection is closed already
     except err.MySQLError:
@@ -86,8 +86,8 @@ def _timeout(connection: Connection, seconds: float | None) -> None:
         connection._current_timeout = seconds
 
 
-def _result(reader: "_Reader", first: bytes, max_rows: int) -> tuple[tuple[Columns, list[Row]] | None, int]:
-    """One result of the response (at most ``max_rows`` of its rows), and whether another follows."""
+def _result(reader: "_Reader", first: bytes, max_rows: int | None) -> tuple[tuple[Columns, list[Row]] | None, int]:
+    """One result of the response (at most ``max_rows`` of its rows; None: read all, keep none), and whether more."""
     if first[0] == 0x00 and len(first) >= 7:  # OK: a statement without a result set
         status = _STATUS.unpack_from(first, _skip_length(first, _skip_length(first, 1)))[0]
         reader.connection.server_status = status  # as PyMySQL keeps it from OK packets (autocommit, in transaction)
@@ -105,11 +105,12 @@ def _result(reader: "_Reader", first: bytes, max_rows: int) -> tuple[tuple[Colum
     if not _is_eof(reader.packet()):  # the EOF after the column definitions
         raise ValueError("no EOF after the column definitions")
     rows: list[Row] = []
-    while len(rows) < max_rows:
+    while max_rows is None or len(rows) < max_rows:
         packet = reader.packet()
         if _is_eof(packet):  # the last row was read
             return (tuple(names), rows), _STATUS.unpack_from(packet, 3)[0] & _MORE_RESULTS
-        rows.append(_row(packet, decoders))
+        if max_rows is not None:
+            rows.append(_row(packet, decoders))
     # The rest is not read: closing the socket makes the server's next write fail, which ends the statement.
     reader.connection._force_close()
     return (tuple(names), rows), 0

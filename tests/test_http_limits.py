@@ -89,6 +89,21 @@ def test_a_head_over_the_limit_gets_431_with_a_sentence(served: Served) -> None:
     assert (large.status_code, large.text) == (431, "the request line and headers are larger than 1024 bytes\n")
 
 
+def test_the_head_limit_is_per_request_not_per_keep_alive_connection(served: Served) -> None:
+    # Twenty requests of 600 bytes of headers each on one connection: 12 KiB in all, each within 1 KiB.
+    with httpx.Client(base_url=served.url) as client:
+        statuses = [client.get("/-/healthy", headers={"X-Fill": "a" * 600}).status_code for _ in range(20)]
+    assert statuses == [200] * 20
+
+
+def test_pipelined_requests_arriving_together_are_each_held_to_the_limit_not_their_sum(served: Served) -> None:
+    request = b"GET /-/healthy HTTP/1.1\r\nHost: sqlprobe\r\nX-Fill: " + b"a" * 600 + b"\r\n\r\n"
+    with _connect(served) as connection:
+        connection.sendall(request + request + request[:-2] + b"Connection: close\r\n\r\n")
+        answer = _answer(connection)
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 3
+
+
 def test_300_half_sent_requests_are_closed_after_the_header_timeout_while_probes_are_served(served: Served) -> None:
     with ExitStack() as stack:
         connections = [stack.enter_context(_connect(served)) for _ in range(300)]
