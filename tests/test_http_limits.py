@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import bcrypt
 import httpx2 as httpx
 import pytest
+import yaml
 
 from tests.helpers import metric, parse_samples, target, value
 from tests.served import Served, serve
@@ -149,3 +151,20 @@ def test_connections_beyond_the_cap_get_503_and_are_closed(tmp_path: Path) -> No
         while not _probe_succeeds(served) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _probe_succeeds(served)
+
+
+def test_the_limits_apply_before_basic_authentication(tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(4)).decode()
+    (tmp_path / "web.yml").write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
+    options = ("--web-config", str(tmp_path / "web.yml"), "--max-header-size", "1KiB", "--header-timeout", "1s")
+    targets = {"lite": target(f"sqlite:///{tmp_path}/lite.db", "one")}
+    with (
+        httpx.Client(auth=("prometheus", "right")) as authenticated,
+        serve(tmp_path, targets, SETS, *options, client=authenticated) as served,
+    ):
+        assert httpx.get(f"{served.url}/-/healthy").status_code == 401
+        # No credentials at all, and still the head's size and time are bounded, not left to authentication.
+        assert httpx.get(f"{served.url}/-/healthy", headers={"X-Fill": "a" * 1100}).status_code == 431
+        with _connect(served) as connection:
+            connection.sendall(HALF_SENT)
+            assert _answer(connection).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
