@@ -16,6 +16,7 @@ from app.addresses import AllowRule, parse_allow_rule
 from app.dsn_query import query_problems
 from app.errors import ConfigError, ConfigProblem
 from app.modules import ADDRESS, ADDRESS_PLACEHOLDER, Module
+from app.parameters import ParameterSets
 from app.schema import MetricSpec, ModuleSpec, QueriesFile, TargetsFile, TargetSpec
 from app.secret_files import TLS, Digests, Locate, load_tls, with_password_file
 from app.validation import at_root, validate
@@ -38,12 +39,24 @@ class Metric:
     sql: str
     kind: Literal["gauge", "counter"]
     documentation: str
-    labels: tuple[str, ...]
-    value: str
+    labels: tuple[str, ...]  # columns that become labels
+    values: tuple[str, ...]  # columns that hold values: one sample each per row; none with static_value
+    value_label: str | None  # the label naming a sample's value column, when several may be
+    static_value: float | None  # every row's value, instead of a column's
+    static_labels: tuple[tuple[str, str], ...]
+    timestamp: str | None  # the column with each sample's time
+    parameters: ParameterSets  # one run of the SQL per set; () for one run without parameters
     query_set: str
     max_rows: int
     max_label_length: int
     min_interval: float | None
+    # Every label name a sample carries, in order: label columns, the value label, static labels.
+    label_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        value_label = () if self.value_label is None else (self.value_label,)
+        names = (*self.labels, *value_label, *(name for name, _ in self.static_labels))
+        object.__setattr__(self, "label_names", names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +65,7 @@ class Query:
 
     sql: str
     metrics: tuple[Metric, ...]
+    parameters: ParameterSets = ()  # the SQL runs once per set, and its rows are the union of all runs
     # Seconds a successful result may be served again instead of running the SQL; None: run it every probe.
     min_interval: float | None = field(init=False)
     # Rows read at most: one more than the largest max_rows of its metrics, to know that there were more.
@@ -93,7 +107,7 @@ class Target:
         for query in self.queries:
             metrics = tuple(metric for metric in query.metrics if metric.query_set in query_sets)
             if metrics:
-                selected.append(Query(query.sql, metrics))
+                selected.append(Query(query.sql, metrics, query.parameters))
         return tuple(selected)
 
 
@@ -187,7 +201,12 @@ def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -
         kind=spec.type,
         documentation=spec.description,
         labels=spec.labels,
-        value=spec.value,
+        values=spec.values or (() if spec.value is None else (spec.value,)),
+        value_label=None if spec.values is None else spec.value_label_name,
+        static_value=spec.static_value,
+        static_labels=tuple(spec.static_labels.items()),
+        timestamp=spec.timestamp_value,
+        parameters=spec.parameters or (),
         query_set=set_name,
         max_rows=spec.max_rows,
         max_label_length=spec.max_label_length,
@@ -369,7 +388,7 @@ def _target_metrics(
                 message = f"metric {clash!r} of query set {set_name!r} is also defined by {owners[clash]!r}"
                 problems.append(doc.problem(where, message))
                 ok = False
-            shadowed = next((label for label in metric.labels if label in spec.labels), None)
+            shadowed = next((label for label in metric.label_names if label in spec.labels), None)
             if shadowed is not None:
                 # /sd makes the target's labels target labels: Prometheus would rename the sample's to exported_*.
                 message = (
@@ -388,8 +407,8 @@ def _sample_names(metric: Metric) -> tuple[str, ...]:
 
 
 def _group_by_sql(metrics: tuple[Metric, ...]) -> tuple[Query, ...]:
-    """One Query per distinct SQL text, so a probe runs each text once."""
-    grouped: dict[str, list[Metric]] = {}
+    """One Query per distinct SQL text (and parameters), so a probe runs each text once."""
+    grouped: dict[tuple[str, ParameterSets], list[Metric]] = {}
     for metric in metrics:
-        grouped.setdefault(metric.sql, []).append(metric)
-    return tuple(Query(sql, tuple(members)) for sql, members in grouped.items())
+        grouped.setdefault((metric.sql, metric.parameters), []).append(metric)
+    return tuple(Query(sql, tuple(members), parameters) for (sql, parameters), members in grouped.items())

@@ -152,19 +152,32 @@ def fetcher_for(engine: Engine) -> Fetch:
     return fetch_with_cursor if dialect is None or dialect.fetch is None else dialect.fetch
 
 
-def fetch_with_cursor(dbapi_connection: Any, sql: str, max_rows: int = sys.maxsize, *cursor_class: Any) -> Fetched:
-    """Run ``sql`` on a DBAPI cursor; its column names and at most ``max_rows`` rows, or None if no result set."""
-    cursor = dbapi_connection.cursor(*cursor_class)
+def fetch_with_cursor(
+    dbapi_connection: Any,
+    sql: str,
+    max_rows: int = sys.maxsize,
+    parameters: Sequence[Any] | Mapping[str, Any] | None = None,
+    cursor_class: Any = None,
+) -> Fetched:
+    """Run ``sql`` on a DBAPI cursor; its column names and at most ``max_rows`` rows, or None if no result set.
+
+    Without ``parameters`` the driver sends the SQL as written (% and :name need no escaping); with them,
+    ``sql`` is in the driver's parameter style and the driver binds them. When ``max_rows`` rows were read the
+    cursor is left open (closing it could read the rest): the caller discards the connection.
+    """
+    cursor = dbapi_connection.cursor() if cursor_class is None else dbapi_connection.cursor(cursor_class)
     rows: Sequence[Sequence[Any]] = ()
     try:
-        # No parameters: the driver sends the SQL as written (% and :name need no escaping).
-        cursor.execute(sql)
+        if parameters is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, parameters)
         if cursor.description is None:
             return None
         rows = cursor.fetchmany(max_rows)
         return tuple(column[0] for column in cursor.description), rows
     finally:
-        if len(rows) < max_rows:  # else closing it could read the rest; the caller invalidates the connection
+        if len(rows) < max_rows:
             with contextlib.suppress(Exception):  # a cursor of a broken connection may fail to close
                 cursor.close()
 
@@ -246,7 +259,7 @@ def _fetch_mysql(dbapi_connection: Any, sql: str, max_rows: int) -> Fetched:
         return mysql_wire.fetch(dbapi_connection, sql, max_rows)
     # PyMySQL's default cursor reads the whole result before returning any of it; the unbuffered one reads rows
     # as asked, and closing the connection after a cut stops the server sending the rest.
-    fetched = fetch_with_cursor(dbapi_connection, sql, max_rows, pymysql.cursors.SSCursor)
+    fetched = fetch_with_cursor(dbapi_connection, sql, max_rows, cursor_class=pymysql.cursors.SSCursor)
     if fetched is not None and len(fetched[1]) >= max_rows:
         dbapi_connection._force_close()  # close() would read the rest first; mysql_wire does the same
     return fetched

@@ -18,6 +18,7 @@ from app.module_targets import ModuleTargets
 from app.modules import AddressNotAllowed, Module, UnknownModule
 from app.prober import Prober
 from app.reloads import SharedRuns
+from app.results import ProbeResult
 from app.secret_files import changed_files
 from app.telemetry import Telemetry
 
@@ -68,6 +69,13 @@ class Exporter:
             )
         return self.module_targets.target(module, address)
 
+    def observe(self, result: ProbeResult) -> None:
+        """Account for a finished probe; of a module target let go while it ran, nothing is kept (series, engine)."""
+        self.telemetry.observe(result)
+        target = result.target
+        if target.module is not None and not self.module_targets.holds(target):
+            self._let_go([target.name])
+
     def _allowed(self, module: Module, address: Address) -> bool:
         return self.inventory.labels(module.name, address) is not None or module.allows(address)
 
@@ -77,8 +85,8 @@ class Exporter:
         self.prober.forget_targets(names)
         self.telemetry.forget_targets(names)
 
-    def _refresh_inventory(self, config: Config) -> dict[str, Target]:
-        """Read the inventory files again; let go of module targets no longer allowed; the module targets kept."""
+    def _refresh_inventory(self, config: Config) -> tuple[dict[str, Target], list[str]]:
+        """Read the inventory files again and let go of module targets no longer allowed: those kept, those let go."""
         self.inventory.refresh(config.modules)
         self.telemetry.inventory_files(self.inventory.file_states())
         return self.module_targets.retain(config.modules, self._allowed)
@@ -134,8 +142,8 @@ class Exporter:
             if config == current:
                 return self._unchanged(current, "nothing changed")
             self.config = config
-            module_targets = self._refresh_inventory(config)
-            disposed = self.engines.retain({**config.targets, **module_targets})
+            module_targets, let_go = self._refresh_inventory(config)
+            disposed = let_go + self.engines.retain({**config.targets, **module_targets})
             self.prober.forget_results()
             self.telemetry.config_loaded(changed=True)
             log.info(

@@ -5,7 +5,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from app.addresses import Address
+from app.addresses import Address, parse_address
 from app.modules import Module
 
 if TYPE_CHECKING:
@@ -40,10 +40,12 @@ class ModuleTargets:
             self._dispose(evicted)
         return made[1]
 
-    def retain(self, modules: Mapping[str, Module], keep: Callable[[Module, Address], bool]) -> dict[str, "Target"]:
+    def retain(
+        self, modules: Mapping[str, Module], keep: Callable[[Module, Address], bool]
+    ) -> tuple[dict[str, "Target"], list[str]]:
         """Remake every target from ``modules`` (after a reload or refresh), letting go those ``keep`` refuses.
 
-        Returns the targets kept, by name.
+        Returns the targets kept, by name, and the names of those let go.
         """
         evicted: list[str] = []
         with self._lock:
@@ -62,7 +64,7 @@ class ModuleTargets:
             kept = {target.name: target for targets in self._targets.values() for _, target in targets.values()}
         if evicted:
             self._dispose(evicted)
-        return kept
+        return kept, evicted
 
     def forget(self, names: Iterable[str]) -> list[str]:
         """Let go of the targets named (their engines were disposed as idle) without a dispose call; those found."""
@@ -73,6 +75,12 @@ class ModuleTargets:
                 for address in [address for address, (_, target) in targets.items() if target.name in gone]:
                     found.append(targets.pop(address)[1].name)
         return found
+
+    def holds(self, target: "Target") -> bool:
+        """Whether a target of this name (module and address) is kept now."""
+        address = parse_address(target.name.partition("/")[2])
+        with self._lock:
+            return target.module is not None and address in self._targets.get(target.module, {})
 
     def count(self, module: str) -> int:
         """Targets of ``module`` kept now."""

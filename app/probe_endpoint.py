@@ -109,7 +109,7 @@ class ProbeEndpoint:
         selected = _query_sets(found, [value for name, value in parameters if name == "query_set"])
         budget = _budget(found, headers.get(_SCRAPE_TIMEOUT))
         result = await self._exporter.prober.probe(found, selected, budget)
-        self._exporter.telemetry.observe(result)
+        self._exporter.observe(result)
         _log_failure(result)
         if debug:
             text, _ = render_probe(result, None)

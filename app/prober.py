@@ -4,19 +4,30 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from sqlalchemy import Engine
+from sqlalchemy import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.config import Query, Target
-from app.engines import EngineCache, Fetch, Interrupt, checkout_deadline, fetcher_for, interrupter_for
+from app.engines import (
+    EngineCache,
+    Fetch,
+    Fetched,
+    Interrupt,
+    checkout_deadline,
+    fetch_with_cursor,
+    fetcher_for,
+    interrupter_for,
+)
 from app.errors import ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
+from app.parameters import ParameterSets, bind
 from app.results import ProbeResult, QueryResult, failed_query
 from app.samples import metric_result
 from app.workers import Workers
@@ -26,8 +37,8 @@ log = logging.getLogger(__name__)
 # Where a refused login or privilege is explained: the user to create and what to grant it.
 GRANTS_DOC = "docs/quickstart-mysql.md"
 
-# Results of queries whose metrics set min_interval, by (target name, SQL): the target they ran for and the result.
-ResultCache = dict[tuple[str, str], tuple[Target, QueryResult]]
+# Results of queries whose metrics set min_interval, by (target name, SQL, parameters): the target and the result.
+ResultCache = dict[tuple[str, str, ParameterSets], tuple[Target, QueryResult]]
 
 
 @dataclass(slots=True)
@@ -175,7 +186,10 @@ class _Run:
                     connection.invalidate()
                     return
                 if query.min_interval is not None and result.success:
-                    self._cache[self.target.name, query.sql] = (self.target, result)  # never a failure
+                    self._cache[self.target.name, query.sql, query.parameters] = (
+                        self.target,
+                        result,
+                    )  # never a failure
         except _Abandoned:
             return
         finally:
@@ -195,7 +209,7 @@ class _Run:
         """A successful result of ``query`` younger than its min_interval, for the metrics it feeds now."""
         if query.min_interval is None:
             return None
-        target, result = self._cache.get((self.target.name, query.sql), (None, None))
+        target, result = self._cache.get((self.target.name, query.sql, query.parameters), (None, None))
         if target is not self.target or result is None or time.monotonic() - result.ran_at >= query.min_interval:
             return None
         by_key = {metric_result.metric.key: metric_result for metric_result in result.metrics}
@@ -228,7 +242,7 @@ class _Run:
                 raise _Abandoned
             self._running = (started, engine, connection.dbapi_connection)
         try:
-            fetched = fetch(connection.dbapi_connection, query.sql, query.row_limit)
+            fetched = self._fetch(fetch, dialect, connection.dbapi_connection, query)
             if fetched is None:
                 raise QueryFailed("the statement returned no result set")
             if len(fetched[1]) >= query.row_limit:
@@ -245,6 +259,25 @@ class _Run:
         columns, rows = fetched
         metrics = tuple(metric_result(metric, columns, rows) for metric in query.metrics)
         return QueryResult(query, duration, len(rows), None, metrics, ran_at=started)
+
+    def _fetch(self, fetch: Fetch, dialect: Dialect, dbapi_connection: Any, query: Query) -> Fetched:
+        """The query's columns and rows: of its one run, or the union of its runs, one per parameter set."""
+        if not query.parameters:
+            return fetch(dbapi_connection, query.sql, query.row_limit)  # as written: % and :name need no escaping
+        columns: tuple[str, ...] = ()
+        rows: list[Sequence[Any]] = []
+        for parameter_set in query.parameters:
+            if self._abandoned:
+                raise _Abandoned
+            statement, arguments = bind(dialect, query.sql, parameter_set)
+            fetched = fetch_with_cursor(dbapi_connection, statement, query.row_limit - len(rows), arguments)
+            if fetched is None:
+                return None
+            columns = fetched[0]
+            rows.extend(fetched[1])
+            if len(rows) >= query.row_limit:
+                break  # the union is cut there, as one result would be
+        return columns, rows
 
     def _fail_rest(self, error: ProbeError) -> None:
         """Every query that has no result yet fails with ``error`` (unless the probe was given up)."""

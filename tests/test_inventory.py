@@ -50,6 +50,7 @@ def test_servers_of_an_inventory_file_are_listed_in_sd_with_its_labels_and_may_b
     config = write_modules(tmp_path, {"mysql_prod": inventory_module(tmp_path, server)}, {"items": ITEMS_SET})
     with client_for(config) as client:
         listed = sd_targets(client)
+        filtered = client.get("/sd", params={"query_set": "items"}).json()
         probe = client.get("/probe", params={"target": address, "module": "mysql_prod"})
         unlisted = client.get("/probe", params={"target": f"127.0.0.2:{server.port}", "module": "mysql_prod"})
         page = client.get("/").text
@@ -62,6 +63,7 @@ def test_servers_of_an_inventory_file_are_listed_in_sd_with_its_labels_and_may_b
         address: {"env": "prod", **module_labels},
         "db-legacy.example.org:3306": module_labels,  # the module's default port
     }
+    assert [group["labels"]["__param_query_set"] for group in filtered] == ["items", "items"]
     assert value(parse_samples(probe.text), "probe_success") == 1.0
     assert unlisted.status_code == 403
     assert "<td>mysql_prod</td>" in page

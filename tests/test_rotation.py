@@ -1,6 +1,7 @@
 """Secrets that rotate: a changed password_file replaces the engines that use it within the refresh interval."""
 
 import secrets
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from tests.helpers import ITEMS_SET, client_for, parse_samples, value, wait_until
 from tests.servers import MariaDB
 from tests.test_modules import write_modules
+from tests.test_tls import Certificates, certificates  # noqa: F401 - the fixture, shared with the TLS tests
 
 REFRESH = 0.2
 USER = "rotating"
@@ -70,3 +72,26 @@ def test_a_rotated_password_file_takes_effect_without_a_reload_and_an_unreadable
     assert stale == [0.0, 0.0]
     assert after_unlink == [1.0, 1.0]
     assert reloads == 1.0
+
+
+def test_a_renewed_tls_file_reloads_the_config_by_itself(
+    tmp_path: Path,
+    certificates: Certificates,  # noqa: F811 - pytest passes the fixture imported above
+) -> None:
+    ca = tmp_path / "ca.pem"
+    shutil.copy(certificates.other_ca, ca)
+    target = {"dsn": "mysql+pymysql://u@127.0.0.1:1/", "query_sets": ["items"], "tls": {"ca": "ca.pem"}}
+    config = write_modules(tmp_path, {}, {"items": ITEMS_SET}, {"db": target})
+    loaded = "sqlprobe_config_last_reload_success_timestamp_seconds"
+    with client_for(config, refresh_interval=REFRESH) as client:
+
+        def loaded_at() -> float:
+            return value(parse_samples(client.get("/metrics").text), loaded)
+
+        before = loaded_at()
+        time.sleep(REFRESH * 3)
+        unchanged = loaded_at()
+        shutil.copy(certificates.ca, tmp_path / "ca.new")
+        (tmp_path / "ca.new").replace(ca)
+        assert wait_until(lambda: loaded_at() > before, 10)
+    assert unchanged == before
