@@ -42,4 +42,4 @@ check: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(PEERS) demo.sqlite .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ from app import __version__
 from app.config import Config, load_config
 from app.errors import ConfigError, ConfigProblem
 from app.fdlimit import hard_limit, raise_soft_limit, shortfall_warning
+from app.history import DEFAULT_HISTORY_LIMIT
 from app.http_protocol import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -60,6 +61,12 @@ def _size(value: str) -> int:
 def _positive(value: str) -> int:
     if not value.isdigit() or int(value) == 0:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return int(value)
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 0 or more")
     return int(value)
 
 
@@ -126,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_REFRESH_INTERVAL,
         metavar="DURATION",
         help="read inventory files again, and check password and TLS files for a change, this often (default: 30s)",
+    )
+    parser.add_argument(
+        "--history-limit",
+        type=_count,
+        default=DEFAULT_HISTORY_LIMIT,
+        metavar="N",
+        help="failed probes kept for the status page and /logs, besides each target's last (default: %(default)s)",
     )
     parser.add_argument("--version", action="version", version=f"sqlprobe {__version__}")
     return parser
@@ -213,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             web_config=web_config,
             idle_engine_timeout=args.idle_engine_timeout,
             refresh_interval=args.refresh_interval,
+            history_limit=args.history_limit,
         ),
         host=host,
         port=port,

@@ -13,6 +13,7 @@ from app.addresses import Address
 from app.config import Config, Target, load_config
 from app.engines import EngineCache
 from app.errors import ConfigError
+from app.history import DEFAULT_HISTORY_LIMIT, History, Selection, TargetKey
 from app.inventory import Inventory
 from app.module_targets import ModuleTargets
 from app.modules import AddressNotAllowed, Module, UnknownModule
@@ -37,8 +38,9 @@ class Reloaded:
 class Exporter:
     """What the handlers share. ``config`` is replaced whole by a reload; a probe keeps the one it started with."""
 
-    def __init__(self, config: Config, max_workers: int) -> None:
+    def __init__(self, config: Config, max_workers: int, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
         self.config = config
+        self.history = History(history_limit)
         self.engines = EngineCache()
         self.prober = Prober(self.engines, max_workers)
         self.telemetry = Telemetry(self.engines.__len__)
@@ -69,11 +71,20 @@ class Exporter:
             )
         return self.module_targets.target(module, address)
 
-    def observe(self, result: ProbeResult) -> None:
-        """Account for a finished probe; of a module target let go while it ran, nothing is kept (series, engine)."""
+    def observe(self, result: ProbeResult, selection: Selection = None) -> None:
+        """Account for a finished probe; of a module target let go while it ran, nothing is kept (series, engine).
+
+        ``selection`` is the query sets the probe was restricted to (None: all of the target's).
+        """
         self.telemetry.observe(result)
         target = result.target
-        if target.module is not None and not self.module_targets.holds(target):
+        if target.module is None:
+            self.history.record(TargetKey(None, target.name), result, selection)
+        elif self.module_targets.holds(target):
+            self.history.record(
+                TargetKey(target.module, target.name.removeprefix(f"{target.module}/")), result, selection
+            )
+        else:
             self._let_go([target.name])
 
     def _allowed(self, module: Module, address: Address) -> bool:
@@ -84,6 +95,7 @@ class Exporter:
         self.engines.forget(names)
         self.prober.forget_targets(names)
         self.telemetry.forget_targets(names)
+        self.history.forget_module_targets(names)
 
     def _refresh_inventory(self, config: Config) -> tuple[dict[str, Target], list[str]]:
         """Read the inventory files again and let go of module targets no longer allowed: those kept, those let go."""
@@ -114,6 +126,7 @@ class Exporter:
         let_go = self.module_targets.forget(disposed)
         self.prober.forget_targets(let_go)
         self.telemetry.forget_targets(let_go)
+        self.history.forget_module_targets(let_go)
         return disposed
 
     def reload(self, environ: Mapping[str, str] | None = None) -> Reloaded:
@@ -145,6 +158,7 @@ class Exporter:
             module_targets, let_go = self._refresh_inventory(config)
             disposed = let_go + self.engines.retain({**config.targets, **module_targets})
             self.prober.forget_results()
+            self.history.retain(config.targets)
             self.telemetry.config_loaded(changed=True)
             log.info(
                 "reload: config changed, %d targets, %d engines disposed",

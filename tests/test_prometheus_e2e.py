@@ -1,15 +1,19 @@
 """A real Prometheus discovers sqlprobe's targets through /sd, scrapes them, and stores what the SQL says."""
 
 import hashlib
+import json
+import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
 
 from tests.conftest import missing
 from tests.helpers import ITEMS_SET, metric, parse_samples, target
-from tests.prometheus import config_for_test, prometheus_binary, running_prometheus
+from tests.prometheus import Prometheus, config_for_test, prometheus_binary, running_prometheus
 from tests.served import serve
 from tests.servers import MariaDB
 
@@ -100,3 +104,75 @@ def test_two_replicas_split_by_hashmod_scrape_each_target_exactly_once(tmp_path:
     # Each target in exactly one job, the one its hash picks, and probed by that job's replica alone.
     assert jobs == {name: f"sqlprobe_{owner[name]}" for name in names}
     assert probed == [{name for name in names if owner[name] == index} for index in range(REPLICAS)]
+
+
+DASHBOARD = EXAMPLES / "grafana-dashboard.json"
+RULES = EXAMPLES / "alerts.yml"
+# Grafana's variables as the dashboard is opened: every job and target, and a rate window.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$job": ".+", "$instance": ".+"}
+LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+), (?P<label>\w+)\)$")
+
+
+def _dashboard_queries() -> dict[str, str]:
+    """Every PromQL expression of the shipped dashboard (panels and template variables), by where it is."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = {
+        f"panel {panel['title']!r} {query['refId']}": query["expr"]
+        for panel in dashboard["panels"]
+        for query in panel.get("targets", [])
+    }
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            found = LABEL_VALUES.match(variable["definition"])
+            assert found is not None, variable["definition"]
+            # label_values(selector, label) is Grafana's: the selector's series must carry the label.
+            queries[f"variable {variable['name']}"] = f"count by ({found['label']}) ({found['selector']})"
+    for name, expression in queries.items():
+        for variable, replacement in GRAFANA_VARIABLES.items():
+            expression = expression.replace(variable, replacement)
+        assert "$" not in expression, f"{name}: a Grafana variable the test does not know: {expression}"
+        queries[name] = expression
+    return queries
+
+
+def _evaluate(url: str, expression: str) -> list[Any]:
+    """The instant result of ``expression``; a parse error fails the test with Prometheus's message."""
+    response = httpx.get(f"{url}/api/v1/query", params={"query": expression}, timeout=10)
+    body = response.json()
+    assert body["status"] == "success", f"{expression}: {body.get('error')}"
+    result: list[Any] = body["data"]["result"]
+    return result
+
+
+def test_every_dashboard_panel_and_rule_has_data_from_a_real_prometheus_scraping_a_real_fleet(
+    tmp_path: Path, fleet: Sequence[MariaDB], closed_port: int, prometheus: str
+) -> None:
+    # A healthy server whose set has a metric that skips a row (NULL) and one that fails (a missing column),
+    # and a dead server: every panel then has something to show.
+    dash_set = {
+        **ITEMS_SET,
+        "with_null": metric("select 'a' as k, null as v union all select 'b', 1", "v", "k"),
+        "misnamed": metric("select 1 as n", "no_such_column"),
+    }
+    targets = {fleet[0].name: target(fleet[0].dsn, "dash")}
+    targets["dead"] = target(f"mysql+pymysql://u:p@127.0.0.1:{closed_port}/", "dash")
+    queries = _dashboard_queries()
+    with serve(tmp_path / "sqlprobe", targets, {"dash": dash_set}) as exporter:
+        address = exporter.url.removeprefix("http://")
+        config = config_for_test((EXAMPLES / "prometheus.yml").read_text(), {"127.0.0.1:9104": address})
+        config["global"]["evaluation_interval"] = "1s"
+        config["rule_files"] = [str(RULES)]
+        with running_prometheus(prometheus, config) as server:
+            empty = _wait_for_data(server, queries)
+    assert empty == []
+
+
+def _wait_for_data(server: Prometheus, queries: dict[str, str]) -> list[str]:
+    """Poll until every query (and the dead target's pending alert) has data; the names still empty at 60 s."""
+    checks = {**queries, "alert SqlprobeTargetDown of dead": 'ALERTS{alertname="SqlprobeTargetDown",instance="dead"}'}
+    deadline = time.monotonic() + 60
+    while True:
+        empty = [name for name, expression in checks.items() if not _evaluate(server.url, expression)]
+        if not empty or time.monotonic() > deadline:
+            return empty
+        time.sleep(1)
