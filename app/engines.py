@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cache, partial
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import pymysql
@@ -44,7 +44,16 @@ Interrupt = Callable[[], None]
 Fetched = tuple[tuple[str, ...], Sequence[Sequence[Any]]] | None
 # Runs a statement on a driver connection and reads at most the given number of rows; when it read that many, the
 # rest may not have been read and the connection must not be used again (the caller invalidates it).
-Fetch = Callable[[Any, str, int], Fetched]
+Parameters = Sequence[Any] | Mapping[str, Any]
+
+
+class Fetch(Protocol):
+    """Runs a statement (with ``parameters`` bound by the driver, if given) on a driver connection; reads at most
+    ``max_rows`` rows. When it read that many, the rest may be unread: the caller discards the connection."""
+
+    def __call__(
+        self, dbapi_connection: Any, sql: str, max_rows: int = ..., parameters: Parameters | None = None
+    ) -> Fetched: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,19 +162,15 @@ def fetcher_for(engine: Engine) -> Fetch:
 
 
 def fetch_with_cursor(
-    dbapi_connection: Any,
-    sql: str,
-    max_rows: int = sys.maxsize,
-    parameters: Sequence[Any] | Mapping[str, Any] | None = None,
-    cursor_class: Any = None,
+    dbapi_connection: Any, sql: str, max_rows: int = sys.maxsize, parameters: Parameters | None = None
 ) -> Fetched:
     """Run ``sql`` on a DBAPI cursor; its column names and at most ``max_rows`` rows, or None if no result set.
 
     Without ``parameters`` the driver sends the SQL as written (% and :name need no escaping); with them,
     ``sql`` is in the driver's parameter style and the driver binds them. When ``max_rows`` rows were read the
-    cursor is left open (closing it could read the rest): the caller discards the connection.
+    rest is left unread (closing the cursor could read it): the caller discards the connection.
     """
-    cursor = dbapi_connection.cursor() if cursor_class is None else dbapi_connection.cursor(cursor_class)
+    cursor = dbapi_connection.cursor()
     rows: Sequence[Sequence[Any]] = ()
     try:
         if parameters is None:
@@ -253,24 +258,26 @@ def _preferred_tls_context() -> ssl.SSLContext:
     return context
 
 
-def _fetch_mysql(dbapi_connection: Any, sql: str, max_rows: int) -> Fetched:
+def _fetch_mysql(
+    dbapi_connection: Any, sql: str, max_rows: int = sys.maxsize, parameters: Parameters | None = None
+) -> Fetched:
+    # PyMySQL binds parameters on the client, into the SQL text (Cursor.mogrify, what its execute() does too).
+    statement = sql if parameters is None else dbapi_connection.cursor().mogrify(sql, parameters)
     # PyMySQL's cursor and result objects cost a third of a small query's CPU: the same protocol without them.
-    if mysql_wire.fits(sql):
-        return mysql_wire.fetch(dbapi_connection, sql, max_rows)
-    # PyMySQL's default cursor reads the whole result before returning any of it; the unbuffered one reads rows
-    # as asked, and closing the connection after a cut stops the server sending the rest.
-    fetched = fetch_with_cursor(dbapi_connection, sql, max_rows, cursor_class=pymysql.cursors.SSCursor)
-    if fetched is not None and len(fetched[1]) >= max_rows:
-        dbapi_connection._force_close()  # close() would read the rest first; mysql_wire does the same
-    return fetched
+    # mysql_wire also reads only max_rows rows; PyMySQL's cursor, left for statements of 4 MiB and more, reads all.
+    if mysql_wire.fits(statement):
+        return mysql_wire.fetch(dbapi_connection, statement, max_rows)
+    return fetch_with_cursor(dbapi_connection, statement, max_rows)
 
 
-def _fetch_postgresql(dbapi_connection: Any, sql: str, max_rows: int) -> Fetched:
+def _fetch_postgresql(
+    dbapi_connection: Any, sql: str, max_rows: int = sys.maxsize, parameters: Parameters | None = None
+) -> Fetched:
     # A plain cursor has libpq receive the whole result before returning any of it; a stream receives rows as
     # they are read, and closing it early cancels the statement on the server (the connection stays usable).
     cursor = dbapi_connection.cursor()
     try:
-        stream = cursor.stream(sql)
+        stream = cursor.stream(sql) if parameters is None else cursor.stream(sql, parameters)
         rows = list(itertools.islice(stream, max_rows))
         stream.close()
         if cursor.description is None:

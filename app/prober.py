@@ -22,7 +22,6 @@ from app.engines import (
     Fetched,
     Interrupt,
     checkout_deadline,
-    fetch_with_cursor,
     fetcher_for,
     interrupter_for,
 )
@@ -270,7 +269,7 @@ class _Run:
             if self._abandoned:
                 raise _Abandoned
             statement, arguments = bind(dialect, query.sql, parameter_set)
-            fetched = fetch_with_cursor(dbapi_connection, statement, query.row_limit - len(rows), arguments)
+            fetched = fetch(dbapi_connection, statement, query.row_limit - len(rows), arguments)
             if fetched is None:
                 return None
             columns = fetched[0]
