@@ -14,6 +14,7 @@ from urllib.parse import quote
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from app.dsn_secrets import displayed, secret_query_keys
 from app.errors import ConfigError, ConfigProblem
 from app.schema import MetricSpec, QueriesFile, TargetsFile, TargetSpec, TLSSpec
 from app.validation import at_root, validate
@@ -87,8 +88,8 @@ class Target:
 
     @property
     def display_dsn(self) -> str:
-        """The DSN with its password masked, safe to show anywhere."""
-        return self.url.render_as_string(hide_password=True)
+        """The DSN with its password masked and its query-string values left out, safe to show anywhere."""
+        return displayed(self.url)
 
     def queries_for(self, query_sets: frozenset[str] | None) -> tuple[Query, ...]:
         """The queries to run for a probe restricted to ``query_sets`` (all when None)."""
@@ -260,7 +261,11 @@ def _resolve_dsn(
             doc.problem(path, "not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)")
         )
         return None
-    return url
+    secrets = secret_query_keys(url)
+    for key in secrets:  # the key only, never its value
+        message = f"query-string key {key!r} carries a secret: give the password as user:password or in password_file"
+        problems.append(doc.problem(path, message))
+    return None if secrets else url
 
 
 def _with_password_file(

@@ -96,6 +96,11 @@ BAD_CASES = {
     "not_a_url.targets.yml": [
         "3: targets.one.dsn: not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)"
     ],
+    "secret_in_query_string.targets.yml": [
+        "2: defaults.dsn: query-string key 'PassWord' carries a secret: give the password as user:password or in password_file",
+        "7: targets.two.dsn: query-string key 'sslpassword' carries a secret: give the password as user:password or in password_file",
+        "7: targets.two.dsn: query-string key 'passwd' carries a secret: give the password as user:password or in password_file",
+    ],
     "listed_twice.targets.yml": ["4: targets.one.query_sets[1]: query set 'basic' is listed twice"],
     "not_a_mapping.targets.yml": ["1: expected a mapping (key: value), got a list"],
     "target_label_instance.queries.yml": [
@@ -151,7 +156,12 @@ def test_bad_config_is_rejected_with_file_line_key_path_and_reason(case: str, ex
 
 
 def test_errors_never_quote_a_dsn_password() -> None:
-    for case in ("unknown_driver.targets.yml", "driver_not_installed.targets.yml", "not_a_url.targets.yml"):
+    for case in (
+        "unknown_driver.targets.yml",
+        "driver_not_installed.targets.yml",
+        "not_a_url.targets.yml",
+        "secret_in_query_string.targets.yml",
+    ):
         with pytest.raises(ConfigError) as raised:
             load_config(*_files_for(case), environ=ENV)
         assert "hunter2secret" not in str(raised.value)
