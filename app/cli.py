@@ -1,11 +1,15 @@
 """Command line: check the config, or serve it over HTTP with uvicorn."""
 
 import argparse
+import ipaddress
 import logging
+import re
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import uvicorn
 
@@ -22,11 +26,41 @@ log = logging.getLogger("sqlprobe")
 
 
 def parse_bind(value: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[::1]:9104`` for IPv6) into its parts."""
+    """Split ``host:port`` (``[::1]:9104`` for IPv6) into its parts; the host must be an address or resolve to one."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT, e.g. 0.0.0.0:9104")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    host = host.strip("[]") or "0.0.0.0"
+    if not _is_address(host) and not _HOST_NAME.fullmatch(host):
+        raise argparse.ArgumentTypeError(f"{value!r}: {host!r} is neither an IP address nor a host name")
+    try:
+        # Now rather than when uvicorn binds, where a bad host ends in a traceback.
+        socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+        raise argparse.ArgumentTypeError(f"{value!r}: {host!r} is not an address to listen on ({reason})") from None
+    return host, int(port)
+
+
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _threads(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count} threads cannot run a probe: give 1 or more")
+    return count
 
 
 def _duration(value: str) -> float:
@@ -36,9 +70,17 @@ def _duration(value: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but a bad value exits 1, as a bad config does."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The sqlprobe argument parser."""
-    parser = argparse.ArgumentParser(prog="sqlprobe", description="Prometheus exporter probing SQL servers.")
+    parser = _Parser(prog="sqlprobe", description="Prometheus exporter probing SQL servers.")
     parser.add_argument("--targets", type=Path, default=Path("targets.yml"), help="targets file (default: %(default)s)")
     parser.add_argument("--queries", type=Path, default=Path("queries.yml"), help="queries file (default: %(default)s)")
     parser.add_argument(
@@ -56,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-threads",
-        type=int,
+        type=_threads,
         default=DEFAULT_MAX_WORKERS,
         help="threads running database work, shared by all probes (default: %(default)s)",
     )
