@@ -189,7 +189,17 @@ def _mysql_connect_args(target: Target) -> dict[str, Any]:
     tls = {} if target.tls is None else {"ssl": tls_context(target.tls)}
     # Every statement of the session runs in a read-only transaction: a DELETE in queries.yml fails.
     read_only = {"init_command": "SET SESSION TRANSACTION READ ONLY"} if target.read_only else {}
-    return _mysql_timeouts(target.timeout) | tls | read_only
+    return _mysql_timeouts(target.timeout) | tls | read_only | {"conv": _MYSQL_CONVERSIONS}
+
+
+def _bit_value(data: bytes) -> int:
+    """A BIT(n) cell (big-endian bytes, as the server sends it) as the number it is."""
+    return int.from_bytes(data, "big")
+
+
+# PyMySQL's converters, but BIT(n) cells are numbers, not bytes (PyMySQL leaves them as bytes, as MySQLdb does).
+# The cursor and mysql_wire both decode with the connection's decoders, so both read BIT as a number.
+_MYSQL_CONVERSIONS = {**pymysql.converters.conversions, pymysql.constants.FIELD_TYPE.BIT: _bit_value}
 
 
 def _bound_mysql_connect(cparams: dict[str, Any], seconds: float) -> None:
