@@ -22,6 +22,7 @@ from sqlalchemy.pool import QueuePool
 
 from app import mysql_wire
 from app.config import TLS, Target
+from app.errors import ConnectFailed
 
 log = logging.getLogger(__name__)
 
@@ -341,18 +342,29 @@ def _engine_settings(target: Target) -> Target:
 
 
 class EngineCache:
-    """Engines keyed by target name, created on first use and reused after; replaced when a reload changes them."""
+    """Engines keyed by target name, created on first use and reused after; replaced when a reload changes them.
 
-    def __init__(self) -> None:
+    ``current`` gives the target of that name in the config served now (None: not there); without it, any
+    target may build an engine.
+    """
+
+    def __init__(self, current: Callable[[str], Target | None] | None = None) -> None:
         self._cached: dict[str, _Cached] = {}
         self._retired: list[_Cached] = []
         self._lock = threading.Lock()
+        self._current = current
 
     @contextmanager
     def lease(self, target: Target) -> Iterator[Engine]:
-        """The engine of ``target`` for one probe; an engine retired meanwhile is disposed when its last probe ends."""
+        """The engine of ``target`` for one probe; an engine retired meanwhile is disposed when its last probe ends.
+
+        A run queued under a config that a reload has replaced since gets the engine of the config served now:
+        it must not build an engine for a removed target (nobody would dispose it), nor replace the new config's
+        engine with one for its old settings. For a removed target it raises ConnectFailed.
+        """
         idle = None
         with self._lock:
+            target = self._served_now(target)
             cached = self._cached.get(target.name)
             if cached is None or (cached.target is not target and cached.settings != _engine_settings(target)):
                 # First probe, or a probe on a reloaded config that changed this target's connection.
@@ -373,6 +385,15 @@ class EngineCache:
                     self._retired.remove(cached)
             if done:
                 cached.engine.dispose()
+
+    def _served_now(self, target: Target) -> Target:
+        """The target of this name in the config served now."""
+        if self._current is None:
+            return target
+        current = self._current(target.name)
+        if current is None:
+            raise ConnectFailed("the target was removed by a reload while this probe waited")
+        return current
 
     def retain(self, targets: Mapping[str, Target]) -> list[str]:
         """Retire the engines of targets gone from ``targets`` or changed in it; return their names."""

@@ -29,7 +29,8 @@ class Exporter:
 
     def __init__(self, config: Config, max_workers: int) -> None:
         self.config = config
-        self.engines = EngineCache()
+        # Engines only for the targets served now: a run queued before a reload must not build one for its old config.
+        self.engines = EngineCache(lambda name: self.config.targets.get(name))
         self.prober = Prober(self.engines, max_workers)
         self.telemetry = Telemetry(self.engines.__len__)
         self._reloading = threading.Lock()
@@ -55,6 +56,7 @@ class Exporter:
             if changed:
                 self.config = config
                 disposed = self.engines.retain(config.targets)
+                self.telemetry.retain(config.targets)
                 self.prober.forget_results()
             self.telemetry.config_loaded(changed=changed)
             log.info(

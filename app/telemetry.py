@@ -1,7 +1,8 @@
 """The exporter's own metrics, served on /metrics from a registry that belongs to one app."""
 
 import platform
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Collection
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.gc_collector import GCCollector
@@ -38,6 +39,11 @@ class Telemetry:
         )
         # The counter of each target and result, looked up once: labels() validates and locks on every call.
         self._probe_counters: dict[tuple[str, bool], Counter] = {}
+        # The targets served now (their series are kept) and the labels of every per-target series written, so
+        # that a reload can remove those of the targets it removed: a reload runs on a thread, probes on the loop.
+        self._targets: frozenset[str] | None = None
+        self._error_labels: set[tuple[str, str, str]] = set()
+        self._series_lock = threading.Lock()
         self._duration = Histogram(
             "sqlprobe_probe_duration_seconds",
             "Probe durations, in seconds.",
@@ -72,18 +78,36 @@ class Telemetry:
         """A reload failed: the previous config keeps serving."""
         self._reload_successful.set(0)
 
+    def retain(self, targets: Collection[str]) -> None:
+        """Keep the per-target series of ``targets`` only (after a reload): removed targets leave /metrics."""
+        with self._series_lock:
+            self._targets = frozenset(targets)
+            for target, success in [key for key in self._probe_counters if key[0] not in self._targets]:
+                del self._probe_counters[target, success]
+                self._probes.remove(target, "success" if success else "failure")
+            for labels in [labels for labels in self._error_labels if labels[0] not in self._targets]:
+                self._error_labels.discard(labels)
+                self._query_errors.remove(*labels)
+
     def observe(self, result: ProbeResult) -> None:
-        """Account for one finished probe."""
+        """Account for one finished probe (of a target still served: one a reload removed meanwhile is not)."""
         target = result.target.name
-        counter = self._probe_counters.get((target, result.success))
-        if counter is None:
-            label = "success" if result.success else "failure"
-            counter = self._probe_counters[target, result.success] = self._probes.labels(target, label)
-        counter.inc()
         self._duration.observe(result.duration)
-        for metric_result, _ in result.metric_results():
-            key = metric_result.metric.key
-            if metric_result.error is not None:
-                self._query_errors.labels(target, key, metric_result.error.reason).inc()
-            for reason, count in metric_result.skipped.items():
-                self._query_errors.labels(target, key, reason).inc(count)
+        with self._series_lock:
+            if self._targets is not None and target not in self._targets:
+                return
+            counter = self._probe_counters.get((target, result.success))
+            if counter is None:
+                label = "success" if result.success else "failure"
+                counter = self._probe_counters[target, result.success] = self._probes.labels(target, label)
+            counter.inc()
+            for metric_result, _ in result.metric_results():
+                key = metric_result.metric.key
+                if metric_result.error is not None:
+                    self._count_error((target, key, metric_result.error.reason), 1)
+                for reason, count in metric_result.skipped.items():
+                    self._count_error((target, key, reason), count)
+
+    def _count_error(self, labels: tuple[str, str, str], count: int) -> None:
+        self._error_labels.add(labels)
+        self._query_errors.labels(*labels).inc(count)

@@ -1,7 +1,6 @@
 """The HTTP face of sqlprobe: thin handlers over the prober, the config and the telemetry."""
 
 import asyncio
-import contextlib
 import html
 import logging
 import signal
@@ -20,7 +19,7 @@ from app import __version__
 from app.basicauth import BasicAuth
 from app.config import Config
 from app.discovery import target_groups
-from app.errors import ConfigError
+from app.errors import ConfigError, where_it_failed
 from app.exporter import Exporter
 from app.exposition import encode
 from app.probe_endpoint import OPENAPI_OPERATION, PATH, BadRequest, ProbeEndpoint
@@ -174,7 +173,15 @@ async def _dispose_idle_engines(exporter: Exporter, idle_for: float) -> None:
     """Every so often, close the engines of targets no longer probed (removed from Prometheus, say)."""
     while True:
         await asyncio.sleep(min(60.0, idle_for / 2))
-        disposed = await asyncio.to_thread(exporter.engines.dispose_idle, idle_for)
+        try:
+            disposed = await asyncio.to_thread(exporter.engines.dispose_idle, idle_for)
+        except Exception as error:  # noqa: BLE001 - one failed sweep must not end the sweeping
+            log.error(
+                "disposing idle engines failed, trying again later: %s",
+                where_it_failed(error),
+                extra={"event": "idle_engines_failed"},
+            )
+            continue
         if disposed:
             log.info(
                 "disposed the engines of %d targets not probed for %gs",
@@ -186,8 +193,16 @@ async def _dispose_idle_engines(exporter: Exporter, idle_for: float) -> None:
 
 async def _reload_logged(exporter: Exporter) -> None:
     """A reload on SIGHUP: its outcome goes to the log (and to /metrics) only."""
-    with contextlib.suppress(ConfigError):
+    try:
         await asyncio.to_thread(exporter.reload)
+    except ConfigError:
+        pass  # logged by the reload itself
+    except Exception as error:  # noqa: BLE001 - the next SIGHUP must find a process that still reloads
+        log.error(
+            "reload on SIGHUP failed, the previous config keeps serving: %s",
+            where_it_failed(error),
+            extra={"event": "reload_failed"},
+        )
 
 
 @router.get("/-/healthy", response_class=PlainTextResponse)
