@@ -9,7 +9,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.utils import floatToGoString
 
 from app.config import Metric
-from app.prober import ProbeResult
+from app.results import ProbeResult
 
 # The probe's own families: (name, help). Every probe answers with them, after the user's metrics.
 QUERY_SUCCESS = ("sqlprobe_query_success", "Whether the metric's query ran and its columns were found (1) or not (0).")

@@ -16,8 +16,8 @@ from app.config import Target
 from app.errors import where_it_failed
 from app.exporter import Exporter
 from app.exposition import render_probe
-from app.prober import ProbeResult
 from app.report import debug_report
+from app.results import ProbeResult
 
 log = logging.getLogger(__name__)
 

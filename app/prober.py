@@ -1,87 +1,26 @@
-"""Probe one target: run its queries within a deadline and turn rows into samples. Knows no HTTP."""
+"""Probe one target: run its queries within a deadline, sharing a run between probes that arrive together. No HTTP."""
 
 import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
-from decimal import Decimal
-from functools import lru_cache
-from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import PoolProxiedConnection
 
-from app.config import Metric, Query, Target
+from app.config import Query, Target
 from app.engines import EngineCache, Fetch, Interrupt, checkout_deadline, fetcher_for, interrupter_for
-from app.errors import ColumnMissing, ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
+from app.errors import ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
+from app.results import ProbeResult, QueryResult, failed_query
+from app.samples import metric_result
 from app.workers import Workers
 
 log = logging.getLogger(__name__)
-
-LabelValues = tuple[str, ...]
-_NOTHING_SKIPPED: Mapping[str, int] = MappingProxyType({})
-
-# Results are named tuples: immutable like the config's frozen dataclasses, and made several times per probe, where
-# a frozen dataclass's __init__ (object.__setattr__ per field) costs three times as much.
-
-
-class MetricResult(NamedTuple):
-    """The samples one metric got from its query, the rows it skipped, or why it failed."""
-
-    metric: Metric
-    samples: tuple[tuple[LabelValues, float], ...] = ()
-    skipped: Mapping[str, int] = _NOTHING_SKIPPED
-    error: ProbeError | None = None
-
-
-class QueryResult(NamedTuple):
-    """One SQL text's run: rows returned, time taken, and what its metrics made of the rows."""
-
-    query: Query
-    duration: float
-    rows: int | None
-    error: ProbeError | None
-    metrics: tuple[MetricResult, ...]
-    ran_at: float = 0.0  # time.monotonic() when the SQL ran
-    from_cache: bool = False  # served again within the metrics' min_interval, not run by this probe
-
-    @property
-    def success(self) -> bool:
-        """True when the query ran and every metric it feeds could read its columns."""
-        return self.error is None and all(result.error is None for result in self.metrics)
-
-
-class ProbeResult(NamedTuple):
-    """Everything one probe found, in the order the queries ran."""
-
-    target: Target
-    budget: float
-    duration: float
-    queries: tuple[QueryResult, ...]
-
-    @property
-    def success(self) -> bool:
-        """True only if the connection and every query succeeded."""
-        return all(query.success for query in self.queries)
-
-    def metric_results(self) -> Iterator[tuple[MetricResult, QueryResult]]:
-        """Each metric's result with the query result that fed it."""
-        for query in self.queries:
-            for metric in query.metrics:
-                yield metric, query
-
-
-def failed_query(query: Query, error: ProbeError, duration: float = 0.0) -> QueryResult:
-    """A query that did not run (or did not finish): every metric it feeds fails with ``error``."""
-    return QueryResult(query, duration, None, error, tuple(MetricResult(m, error=error) for m in query.metrics))
-
 
 # Results of queries whose metrics set min_interval, by (target name, SQL): the target they ran for and the result.
 ResultCache = dict[tuple[str, str], tuple[Target, QueryResult]]
@@ -286,7 +225,7 @@ class _Run:
             return failed_query(query, error, time.monotonic() - started)
         duration = time.monotonic() - started
         columns, rows = fetched
-        metrics = tuple(_metric_result(metric, columns, rows) for metric in query.metrics)
+        metrics = tuple(metric_result(metric, columns, rows) for metric in query.metrics)
         return QueryResult(query, duration, len(rows), None, metrics, ran_at=started)
 
     def _fail_rest(self, error: ProbeError) -> None:
@@ -330,82 +269,3 @@ def _scrub(message: str, target: Target) -> str:
     """Driver messages never hold the password; this makes sure of it."""
     password = target.url.password
     return message.replace(password, "***") if password else message
-
-
-def _metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> MetricResult:
-    value_at, label_at, missing = _positions(metric.value, metric.labels, columns)
-    if missing is not None:
-        return MetricResult(metric, error=ColumnMissing(*missing, columns))
-    samples: dict[LabelValues, float] = {}
-    skipped: dict[str, int] = {}
-    for row in rows:
-        reason = _add_sample(samples, row, value_at, label_at) if len(samples) < metric.max_rows else "max_rows"
-        if reason is not None:
-            skipped[reason] = skipped.get(reason, 0) + 1
-    return MetricResult(metric, tuple(samples.items()), skipped)
-
-
-@lru_cache(maxsize=4096)
-def _positions(
-    value: str, labels: tuple[str, ...], columns: tuple[str, ...]
-) -> tuple[int, tuple[int, ...], tuple[str, str] | None]:
-    """Where a metric's value and labels are in a result with ``columns`` (case-insensitive), or which is missing.
-
-    Worked out once per metric and result shape: a query returns the same columns on every probe.
-    """
-    positions = {name.lower(): index for index, name in enumerate(columns)}
-    value_at = positions.get(value.lower())
-    if value_at is None:
-        return -1, (), ("value", value)
-    label_at = []
-    for label in labels:
-        position = positions.get(label.lower())
-        if position is None:
-            return -1, (), ("label", label)
-        label_at.append(position)
-    return value_at, tuple(label_at), None
-
-
-def _add_sample(
-    samples: dict[LabelValues, float], row: Sequence[Any], value_at: int, label_at: tuple[int, ...]
-) -> str | None:
-    """Add ``row``'s sample; the reason it was skipped, if it was."""
-    raw = row[value_at]
-    # Most cells are numbers already: they need no more than float().
-    value = float(raw) if type(raw) in _NUMBER_TYPES else _number(raw)
-    if isinstance(value, str):
-        return value
-    labels = tuple([_label(row[position]) for position in label_at]) if label_at else ()
-    if labels in samples:
-        return "duplicate_labels"
-    samples[labels] = value
-    return None
-
-
-_NUMBER_TYPES = frozenset({int, float, Decimal})
-
-
-def _number(raw: object) -> float | str:
-    """The sample value of a cell, or the reason it has none."""
-    if raw is None:
-        return "null_value"
-    if isinstance(raw, int | float | Decimal):
-        return float(raw)
-    if isinstance(raw, timedelta):  # MySQL TIME columns, e.g. the age of the oldest query
-        return raw.total_seconds()
-    if isinstance(raw, bytes | bytearray):
-        raw = raw.decode("utf-8", "replace")
-    if isinstance(raw, str):
-        try:
-            return float(raw)
-        except ValueError:
-            return "non_numeric_value"
-    return "non_numeric_value"
-
-
-def _label(raw: object) -> str:
-    if raw is None:
-        return ""
-    if isinstance(raw, bytes | bytearray):
-        return raw.decode("utf-8", "replace")
-    return str(raw)

@@ -3,7 +3,7 @@
 import time
 
 from app.errors import ConnectFailed
-from app.prober import ProbeResult
+from app.results import ProbeResult
 
 
 def debug_report(result: ProbeResult, exposition: str) -> str:

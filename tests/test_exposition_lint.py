@@ -27,7 +27,8 @@ from app.exposition import (
     _number,
     render_probe,
 )
-from app.prober import Prober, ProbeResult
+from app.prober import Prober
+from app.results import ProbeResult
 from tests.helpers import ITEMS_SET, client_for, target, write_config
 from tests.servers import MariaDB
 

@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.probe_endpoint import _parameters
-from app.prober import ProbeResult
+from app.results import ProbeResult
 from app.telemetry import Telemetry
 from tests.helpers import client_for, parse_samples, target, value, write_config
 
