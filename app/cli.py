@@ -1,6 +1,8 @@
 """Command line: check the config, or serve it over HTTP with uvicorn."""
 
 import argparse
+import asyncio
+import importlib.util
 import ipaddress
 import logging
 import re
@@ -16,7 +18,7 @@ import uvicorn
 from app import __version__
 from app.config import Config, load_config
 from app.errors import ConfigError, ConfigProblem
-from app.http_protocol import HttpProtocol
+from app.internals import fallback_warnings, uvicorn_missing
 from app.logs import LOG_FORMATS, configure_logging
 from app.schema import duration_seconds
 from app.web import DEFAULT_IDLE_ENGINE_TIMEOUT, DEFAULT_MAX_WORKERS, create_app
@@ -136,6 +138,16 @@ def load_configs(args: argparse.Namespace) -> tuple[Config, WebConfig | None]:
     return config, web_config
 
 
+def _http_protocol() -> type[asyncio.Protocol] | str:
+    """The one-write protocol of app/http_protocol.py, or uvicorn's stock one if its internals are missing."""
+    if uvicorn_missing():
+        # "auto" is the httptools protocol when httptools is installed: usable unless its module is what is missing.
+        return "h11" if importlib.util.find_spec("uvicorn.protocols.http.httptools_impl") is None else "auto"
+    from app.http_protocol import HttpProtocol  # imports uvicorn's private module: only once it is known to be there
+
+    return HttpProtocol
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run sqlprobe; the exit status is 1 for an invalid config."""
     args = build_parser().parse_args(argv)
@@ -159,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sqlprobe: configuration OK: {len(config.targets)} targets, {len(config.query_sets)} query sets")
         return 0
     host, port = args.bind
+    for warning in fallback_warnings():
+        log.warning(warning, extra={"event": "fallback"})
     log.info(
         "sqlprobe %s serving %d targets on %s:%d",
         __version__,
@@ -185,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=args.log_level == "debug",
         # sqlprobe never uses the client's address: no X-Forwarded-For work on every request.
         proxy_headers=False,
-        http=HttpProtocol,  # an answer in one write, not two
+        http=_http_protocol(),
         **uvicorn_tls(web_config),
     )
     return 0

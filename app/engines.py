@@ -23,6 +23,7 @@ from sqlalchemy.pool import QueuePool
 from app import mysql_wire
 from app.config import TLS, Target
 from app.errors import ConnectFailed
+from app.internals import pymysql_missing
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +304,9 @@ _MYSQL = _Dialect(
     _bound_mysql_connect,
     _bound_mysql_io,
     _mysql_stopper,
-    connect=_PyMySQLConnection,
-    fetch=_fetch_mysql,
+    # PyMySQL's own connection class and cursor when this PyMySQL lacks the internals these use (app/internals.py).
+    connect=None if pymysql_missing() else _PyMySQLConnection,
+    fetch=None if pymysql_missing() else _fetch_mysql,
 )
 _POSTGRESQL = _Dialect(
     _postgresql_connect_args, _bound_postgresql_connect, _bound_postgresql_statements, _postgresql_stopper
