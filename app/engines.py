@@ -24,6 +24,7 @@ from app import mysql_wire
 from app.config import TLS, Target
 from app.errors import ConnectFailed
 from app.internals import pymysql_missing
+from app.kills import Identity, Killer, KillSkipped, discard_socket, failure_reason, read_identity
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,14 @@ class _Dialect:
     stopper: Callable[[Engine, Any], Interrupt]  # stops the connection's statement from another thread
     connect: Callable[..., Any] | None = None  # opens a driver connection, if not the dialect's own way
     fetch: Fetch | None = None  # runs a statement on a driver connection, if not with a DBAPI cursor
+    identify: Callable[[Any], Identity | None] | None = None  # which server a new connection reached
 
 
-def create_target_engine(target: Target) -> Engine:
-    """Build the engine for ``target`` with bounded pool and network timeouts."""
+def create_target_engine(target: Target, killer: Killer | None = None) -> Engine:
+    """Build the engine for ``target`` with bounded pool and network timeouts.
+
+    ``killer`` sends its MySQL kills on threads of its own; without it, a kill runs on the thread that asks.
+    """
     url = target.url
     options: dict[str, Any] = {}
     pool_class = url.get_dialect().get_pool_class(url)  # type: ignore[attr-defined]
@@ -76,6 +81,14 @@ def create_target_engine(target: Target) -> Engine:
     }
     engine = create_engine(url, **options)
     _connect_args[engine] = options["connect_args"]
+    _stopping[engine] = (target, killer)
+
+    if dialect.identify is not None:
+        identify = dialect.identify
+
+        @event.listens_for(engine, "connect")
+        def note_identity(dbapi_connection: Any, record: Any) -> None:
+            _identities[dbapi_connection] = identify(dbapi_connection)
 
     # The probe's deadline, not the target's timeout: a silent host must not hold a worker thread past it.
     @event.listens_for(engine, "do_connect")
@@ -167,17 +180,29 @@ def interrupter_for(engine: Engine, dbapi_connection: Any) -> Interrupt | None:
     """A callable that stops the statement running on ``dbapi_connection`` from another thread."""
     dialect = _dialect_of(engine.url)
     if dialect is not None:
-        return partial(_stop_quietly, dialect.stopper(engine, dbapi_connection), engine.url.host)
+        return dialect.stopper(engine, dbapi_connection)
     if engine.url.get_backend_name() == "sqlite":
         return dbapi_connection.interrupt  # type: ignore[no-any-return]
     return None
 
 
-def _stop_quietly(stop: Interrupt, host: str | None) -> None:
+# Per engine: the target it serves (names it in the log, holds the password to keep out of it) and its Killer.
+_stopping: "weakref.WeakKeyDictionary[Engine, tuple[Target, Killer | None]]" = weakref.WeakKeyDictionary()
+# Per open MySQL driver connection: the server it reached and its id there (None: the server would not say).
+_identities: "weakref.WeakKeyDictionary[Any, Identity | None]" = weakref.WeakKeyDictionary()
+
+
+def _stop_quietly(stop: Interrupt, target: Target, connection_id: int | None) -> None:
     try:
         stop()
     except Exception as error:  # noqa: BLE001 - best effort; the probe has already answered
-        log.info("could not stop the running query on %s: %s", host, type(error).__name__)
+        log.warning(
+            "could not stop the running query of target %s (connection id %s): %s",
+            target.name,
+            connection_id,
+            failure_reason(error, target.url.password),
+            extra={"event": "kill_failed", "target": target.name, "connection_id": connection_id},
+        )
 
 
 def _mysql_timeouts(seconds: float) -> dict[str, float]:
@@ -219,7 +244,14 @@ def _bound_mysql_io(dbapi_connection: Any, seconds: float) -> None:
 
 
 def _mysql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
-    return partial(_kill_mysql_query, engine, dbapi_connection.thread_id())
+    target, killer = _stopping[engine]
+    identity = _identities.get(dbapi_connection)
+    connection_id = None if identity is None else identity.connection_id
+    kill = partial(_kill_mysql_query, engine, identity)
+    if killer is None:
+        return partial(_stop_quietly, kill, target, connection_id)
+    discard = partial(discard_socket, dbapi_connection)
+    return partial(killer.request, dbapi_connection, target.name, connection_id, kill, discard, target.url.password)
 
 
 class _PyMySQLConnection(pymysql.connections.Connection):  # type: ignore[misc]
@@ -251,12 +283,30 @@ def _fetch_mysql(dbapi_connection: Any, sql: str) -> Fetched:
     return fetch_with_cursor(dbapi_connection, sql)
 
 
-def _kill_mysql_query(engine: Engine, session_id: int) -> None:
+def _identify_mysql(dbapi_connection: Any) -> Identity | None:
+    """The server a new connection reached and its id there (one query); None if the server would not say."""
+    try:
+        return read_identity(_MYSQL.fetch or fetch_with_cursor, dbapi_connection)
+    except pymysql.err.MySQLError:
+        if not dbapi_connection.open:
+            raise  # the connection itself failed: as any failure to connect
+        return None  # a proxy that refuses the query, say: this connection's statements are never killed
+
+
+def _kill_mysql_query(engine: Engine, identity: Identity | None) -> None:
+    """KILL QUERY over a new connection, if it reaches the server the statement runs on; else KillSkipped."""
+    if identity is None:
+        raise KillSkipped("identity_unknown")
     # A separate, unpooled connection: the target's pool may be exhausted by the very query we stop.
     cargs, cparams = engine.dialect.create_connect_args(engine.url)
-    connection = _PyMySQLConnection(*cargs, **{**cparams, **connect_args_of(engine), **_mysql_timeouts(CANCEL_TIMEOUT)})
+    connect = _MYSQL.connect or pymysql.connections.Connection
+    connection = connect(*cargs, **{**cparams, **connect_args_of(engine), **_mysql_timeouts(CANCEL_TIMEOUT)})
     try:
-        connection.cursor().execute(f"KILL QUERY {int(session_id)}")
+        here = read_identity(_MYSQL.fetch or fetch_with_cursor, connection)
+        if here is None or here.server != identity.server:
+            # Behind a proxy or load balancer, this connection reached another server: the id is someone else's.
+            raise KillSkipped("other_server")
+        connection.cursor().execute(f"KILL QUERY {int(identity.connection_id)}")
     finally:
         connection.close()
 
@@ -296,7 +346,8 @@ def _bound_postgresql_statements(dbapi_connection: Any, seconds: float) -> None:
 
 def _postgresql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
     # A cancel request on a connection of its own, so it works while the pool is exhausted.
-    return partial(dbapi_connection.cancel_safe, timeout=CANCEL_TIMEOUT)
+    cancel = partial(dbapi_connection.cancel_safe, timeout=CANCEL_TIMEOUT)
+    return partial(_stop_quietly, cancel, _stopping[engine][0], dbapi_connection.info.backend_pid)
 
 
 _MYSQL = _Dialect(
@@ -307,6 +358,7 @@ _MYSQL = _Dialect(
     # PyMySQL's own connection class and cursor when this PyMySQL lacks the internals these use (app/internals.py).
     connect=None if pymysql_missing() else _PyMySQLConnection,
     fetch=None if pymysql_missing() else _fetch_mysql,
+    identify=_identify_mysql,
 )
 _POSTGRESQL = _Dialect(
     _postgresql_connect_args, _bound_postgresql_connect, _bound_postgresql_statements, _postgresql_stopper
@@ -355,6 +407,7 @@ class EngineCache:
         self._retired: list[_Cached] = []
         self._lock = threading.Lock()
         self._current = current
+        self.killer = Killer()  # sends the MySQL kills of every engine here
 
     @contextmanager
     def lease(self, target: Target) -> Iterator[Engine]:
@@ -372,7 +425,7 @@ class EngineCache:
                 # First probe, or a probe on a reloaded config that changed this target's connection.
                 if cached is not None:
                     idle = self._retire(target.name)
-                cached = self._cached[target.name] = _Cached(create_target_engine(target), target)
+                cached = self._cached[target.name] = _Cached(create_target_engine(target, self.killer), target)
             cached.leases += 1
         if idle is not None:
             idle.engine.dispose()
@@ -435,6 +488,7 @@ class EngineCache:
 
     def dispose_all(self) -> None:
         """Close every pooled connection and forget the engines."""
+        self.killer.close()
         with self._lock:
             engines = [cached.engine for cached in [*self._cached.values(), *self._retired]]
             self._cached, self._retired = {}, []

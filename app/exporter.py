@@ -32,7 +32,7 @@ class Exporter:
         # Engines only for the targets served now: a run queued before a reload must not build one for its old config.
         self.engines = EngineCache(lambda name: self.config.targets.get(name))
         self.prober = Prober(self.engines, max_workers)
-        self.telemetry = Telemetry(self.engines.__len__)
+        self.telemetry = Telemetry(self.engines.__len__, self.engines.killer.skipped)
         self._reloading = threading.Lock()
 
     def reload(self, environ: Mapping[str, str] | None = None) -> Reloaded:

@@ -157,7 +157,8 @@ class _Run:
                 first_on_checkout = False
                 if not self._finish(result):
                     # Its statement may have been killed half-way: never hand this connection back.
-                    connection.invalidate()
+                    if connection.is_valid:  # not lost (or discarded) already
+                        connection.invalidate()
                     return
                 if query.min_interval is not None and result.success:
                     self._cache[self.target.name, query.sql] = (self.target, result)  # never a failure
