@@ -100,6 +100,8 @@ BAD_CASES = {
         "2: defaults.dsn: query-string key 'PassWord' carries a secret: give the password as user:password or in password_file",
         "7: targets.two.dsn: query-string key 'sslpassword' carries a secret: give the password as user:password or in password_file",
         "7: targets.two.dsn: query-string key 'passwd' carries a secret: give the password as user:password or in password_file",
+        # Percent-encoded, as the driver would get it.
+        "10: targets.three.dsn: query-string key 'password' carries a secret: give the password as user:password or in password_file",
     ],
     "listed_twice.targets.yml": ["4: targets.one.query_sets[1]: query set 'basic' is listed twice"],
     "not_a_mapping.targets.yml": ["1: expected a mapping (key: value), got a list"],

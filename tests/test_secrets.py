@@ -132,6 +132,8 @@ def test_query_string_values_never_show_and_a_secret_there_is_refused_at_reload(
     targets = {"db": target(f"{server.dsn}?charset=utf8mb4&program_name={marker}", "items")}
     config = write_config(tmp_path, targets, {"items": ITEMS_SET})
     caplog.set_level(logging.DEBUG)
+    for noisy in ("sqlalchemy.engine", "sqlalchemy.pool"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG)
     shown: list[str] = []
     with client_for(config) as client:
         probe = client.get("/probe", params={"target": "db"}).text
@@ -148,7 +150,10 @@ def test_query_string_values_never_show_and_a_secret_there_is_refused_at_reload(
         assert failed.status_code == 500
         assert "targets.db.dsn: query-string key 'Password' carries a secret" in failed.text
         shown += [client.get("/probe", params={"target": "db", "debug": "true"}).text, client.get("/").text]
+    for noisy in ("sqlalchemy.engine", "sqlalchemy.pool"):
+        logging.getLogger(noisy).setLevel(logging.NOTSET)
     shown += [record.getMessage() for record in caplog.records]
+    assert any(record.name.startswith("sqlalchemy.pool") for record in caplog.records)
     everything = "\n".join(shown)
     for value in (marker, secret, server.password):
         assert value not in everything
