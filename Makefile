@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The shipped targets.yml reads the local MySQL target's password from here; empty is fine for a first look.
 export MYSQL_EXPORTER_PASSWORD ?=
 
-.PHONY: install run test check bench clean
+.PHONY: install run test check bench clean peers
 
 $(BIN)/sqlprobe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,17 @@ $(BIN)/sqlprobe: pyproject.toml
 	touch $@
 
 install: $(BIN)/sqlprobe
+
+# The exporters sqlprobe-convert is checked against (tests/test_convert_query_exporter.py), in their own
+# virtualenv: never dependencies of sqlprobe. .ci/run makes it before `make test`; the tests skip without it.
+PEERS ?= .venv-peers
+QUERY_EXPORTER_VERSION := 5.0.2
+$(PEERS)/bin/query-exporter: Makefile
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet 'query-exporter==$(QUERY_EXPORTER_VERSION)' 'PyMySQL==1.1.2'
+	touch $@
+
+peers: $(PEERS)/bin/query-exporter
 
 run: install
 	$(BIN)/sqlprobe --targets targets.yml --queries queries.yml --bind 127.0.0.1:9104
@@ -31,4 +42,4 @@ check: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) demo.sqlite .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) demo.sqlite .pytest_cache .mypy_cache .ruff_cache

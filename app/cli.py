@@ -19,9 +19,10 @@ from app import __version__
 from app.config import Config, load_config
 from app.errors import ConfigError, ConfigProblem
 from app.internals import fallback_warnings, uvicorn_missing
+from app.inventory import check_inventory
 from app.logs import LOG_FORMATS, configure_logging
 from app.schema import duration_seconds
-from app.web import DEFAULT_IDLE_ENGINE_TIMEOUT, DEFAULT_MAX_WORKERS, create_app
+from app.web import DEFAULT_IDLE_ENGINE_TIMEOUT, DEFAULT_MAX_WORKERS, DEFAULT_REFRESH_INTERVAL, create_app
 from app.webconfig import WebConfig, load_web_config, uvicorn_tls
 
 log = logging.getLogger("sqlprobe")
@@ -116,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="dispose a target's engine and connections when no probe used it this long (default: 15m)",
     )
+    parser.add_argument(
+        "--refresh-interval",
+        type=_duration,
+        default=DEFAULT_REFRESH_INTERVAL,
+        metavar="DURATION",
+        help="read inventory files again, and check password and TLS files for a change, this often (default: 30s)",
+    )
     parser.add_argument("--version", action="version", version=f"sqlprobe {__version__}")
     return parser
 
@@ -133,6 +141,7 @@ def load_configs(args: argparse.Namespace) -> tuple[Config, WebConfig | None]:
         config = load_config(args.targets, args.queries)
     except ConfigError as error:
         raise ConfigError([*error.problems, *problems]) from None
+    problems.extend(check_inventory(config.modules.values()))
     if problems:
         raise ConfigError(problems)
     return config, web_config
@@ -168,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return 1
     if args.check_config:
-        print(f"sqlprobe: configuration OK: {len(config.targets)} targets, {len(config.query_sets)} query sets")
+        modules = f", {len(config.modules)} modules" if config.modules else ""
+        counts = f"{len(config.targets)} targets, {len(config.query_sets)} query sets{modules}"
+        print(f"sqlprobe: configuration OK: {counts}")
         return 0
     host, port = args.bind
     for warning in fallback_warnings():
@@ -191,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reload_on_sighup=True,
             web_config=web_config,
             idle_engine_timeout=args.idle_engine_timeout,
+            refresh_interval=args.refresh_interval,
         ),
         host=host,
         port=port,

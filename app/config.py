@@ -1,11 +1,9 @@
 """Load targets.yml and queries.yml into one frozen Config, with every cross-file check in one place."""
 
-import hashlib
 import os
 import re
-import ssl
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
@@ -14,11 +12,15 @@ from urllib.parse import quote
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from app.addresses import AllowRule, parse_allow_rule
 from app.dsn_secrets import displayed, secret_query_keys
 from app.errors import ConfigError, ConfigProblem
-from app.schema import MetricSpec, QueriesFile, TargetsFile, TargetSpec, TLSSpec
+from app.modules import ADDRESS, ADDRESS_PLACEHOLDER, Module
+from app.parameters import ParameterSets
+from app.schema import MetricSpec, ModuleSpec, QueriesFile, TargetsFile, TargetSpec
+from app.secret_files import TLS, Digests, Locate, load_tls, with_password_file
 from app.validation import at_root, validate
-from app.yamlfile import KeyPath, YamlDocument, load_yaml, read_named_file
+from app.yamlfile import KeyPath, YamlDocument, load_yaml
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -37,11 +39,23 @@ class Metric:
     sql: str
     kind: Literal["gauge", "counter"]
     documentation: str
-    labels: tuple[str, ...]
-    value: str
+    labels: tuple[str, ...]  # columns that become labels
+    values: tuple[str, ...]  # columns that hold values: one sample each per row; none with static_value
+    value_label: str | None  # the label naming a sample's value column, when several may be
+    static_value: float | None  # every row's value, instead of a column's
+    static_labels: tuple[tuple[str, str], ...]
+    timestamp: str | None  # the column with each sample's time
+    parameters: ParameterSets  # one run of the SQL per set; () for one run without parameters
     query_set: str
     max_rows: int
     min_interval: float | None
+    # Every label name a sample carries, in order: label columns, the value label, static labels.
+    label_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        value_label = () if self.value_label is None else (self.value_label,)
+        names = (*self.labels, *value_label, *(name for name, _ in self.static_labels))
+        object.__setattr__(self, "label_names", names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +64,7 @@ class Query:
 
     sql: str
     metrics: tuple[Metric, ...]
+    parameters: ParameterSets = ()  # the SQL runs once per set, and its rows are the union of all runs
     # Seconds a successful result may be served again instead of running the SQL; None: run it every probe.
     min_interval: float | None = field(init=False)
 
@@ -58,18 +73,6 @@ class Query:
         # Only when every metric it feeds allows it, and then for the shortest interval among them.
         shortest = None if None in intervals else min(interval for interval in intervals if interval is not None)
         object.__setattr__(self, "min_interval", shortest)
-
-
-@dataclass(frozen=True, slots=True)
-class TLS:
-    """A target's TLS settings, with absolute paths of files that were readable when the config was loaded."""
-
-    ca: Path | None
-    cert: Path | None
-    key: Path | None
-    verify_identity: bool
-    # Of the files' contents: a reload after a certificate was renewed sees other settings, so new engines.
-    fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,7 @@ class Target:
     read_only: bool
     queries: tuple[Query, ...]
     metrics: tuple[Metric, ...]
+    module: str | None = None  # the module it was made from for one address, if any
 
     @property
     def display_dsn(self) -> str:
@@ -99,7 +103,7 @@ class Target:
         for query in self.queries:
             metrics = tuple(metric for metric in query.metrics if metric.query_set in query_sets)
             if metrics:
-                selected.append(Query(query.sql, metrics))
+                selected.append(Query(query.sql, metrics, query.parameters))
         return tuple(selected)
 
 
@@ -112,6 +116,9 @@ class Config:
     query_sets: Mapping[str, tuple[Metric, ...]]
     targets_file: str
     queries_file: str
+    modules: Mapping[str, Module] = field(default_factory=lambda: MappingProxyType({}))
+    # SHA-256 of each password and TLS file read, by path: a change to one is noticed and reloads the config.
+    secret_files: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -129,9 +136,11 @@ def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, st
     except ConfigError as error:
         problems.extend(error.problems)
     targets: dict[str, Target] = {}
+    modules: dict[str, Module] = {}
+    digests: Digests = {}
     try:
         targets_doc = load_yaml(targets_path)
-        targets = _compile_targets(targets_doc, query_sets, queries_path, environ, problems)
+        targets, modules = _compile_targets(targets_doc, query_sets, queries_path, environ, problems, digests)
     except ConfigError as error:
         problems.extend(error.problems)
     if problems:
@@ -144,6 +153,8 @@ def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, st
         query_sets=MappingProxyType(query_sets),
         targets_file=str(targets_path),
         queries_file=str(queries_path),
+        modules=MappingProxyType(modules),
+        secret_files=MappingProxyType(digests),
     )
 
 
@@ -186,7 +197,12 @@ def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -
         kind=spec.type,
         documentation=spec.description,
         labels=spec.labels,
-        value=spec.value,
+        values=spec.values or (() if spec.value is None else (spec.value,)),
+        value_label=None if spec.values is None else spec.value_label_name,
+        static_value=spec.static_value,
+        static_labels=tuple(spec.static_labels.items()),
+        timestamp=spec.timestamp_value,
+        parameters=spec.parameters or (),
         query_set=set_name,
         max_rows=spec.max_rows,
         min_interval=spec.min_interval,
@@ -199,42 +215,99 @@ def _compile_targets(
     queries_path: Path,
     environ: Mapping[str, str],
     problems: list[ConfigProblem],
-) -> dict[str, Target]:
+    digests: Digests,
+) -> tuple[dict[str, Target], dict[str, Module]]:
     targets_file = validate(TargetsFile, doc, at_root, problems)
     if targets_file is None:
-        return {}
+        return {}, {}
     defaults = targets_file.defaults.model_dump(exclude_none=True)
-    targets = {}
-    for name, raw in targets_file.targets.items():
 
-        def locate(path: KeyPath, name: str = name, raw: Mapping[str, object] = raw) -> KeyPath:
-            """Where a key of this target was written: in the target, or in defaults."""
-            if path and path[0] not in raw and path[0] in defaults:
-                return ("defaults", *path)
-            return ("targets", name, *path)
-
-        spec = validate(TargetSpec, doc, locate, problems, {**defaults, **raw})
-        if spec is None:
-            continue
-        url = _resolve_dsn(spec.dsn, doc, locate(("dsn",)), environ, problems)
+    def compile_target(spec: TargetSpec, url: URL | None, name: str, locate: Locate) -> Target | None:
         if url is not None and spec.password_file is not None:
-            url = _with_password_file(url, spec.password_file, doc, locate, problems)
-        tls = None if spec.tls is None else _load_tls(spec.tls, doc, locate, problems)
+            url = with_password_file(url, spec.password_file, doc, locate, problems, digests)
+        tls = None if spec.tls is None else load_tls(spec.tls, doc, locate, problems, digests)
         tls_usable = spec.tls is None or tls is not None
         metrics = _target_metrics(spec, doc, locate, query_sets, queries_path, problems)
-        if url is not None and tls_usable and metrics is not None:
-            targets[name] = Target(
-                name=name,
-                url=url,
-                query_sets=spec.query_sets,
-                labels=MappingProxyType(dict(spec.labels)),
-                timeout=spec.timeout,
-                tls=tls,
-                read_only=spec.read_only,
-                queries=_group_by_sql(metrics),
-                metrics=metrics,
-            )
-    return targets
+        if url is None or not tls_usable or metrics is None:
+            return None
+        return Target(
+            name=name,
+            url=url,
+            query_sets=spec.query_sets,
+            labels=MappingProxyType(dict(spec.labels)),
+            timeout=spec.timeout,
+            tls=tls,
+            read_only=spec.read_only,
+            queries=_group_by_sql(metrics),
+            metrics=metrics,
+        )
+
+    targets = {}
+    for name, raw in targets_file.targets.items():
+        locate = _locator("targets", name, raw, defaults)
+        spec = validate(TargetSpec, doc, locate, problems, {**defaults, **raw})
+        if spec is not None:
+            url = _resolve_dsn(spec.dsn, doc, locate(("dsn",)), environ, problems)
+            if (target := compile_target(spec, url, name, locate)) is not None:
+                targets[name] = target
+    modules = {}
+    for name, raw in targets_file.modules.items():
+        locate = _locator("modules", name, raw, defaults)
+        module_spec = validate(ModuleSpec, doc, locate, problems, {**defaults, **raw})
+        if module_spec is not None:
+            url = _dsn_template(module_spec.dsn, doc, locate(("dsn",)), environ, problems)
+            template = compile_target(module_spec, url, name, locate)
+            allow = _allow_rules(module_spec, doc, locate, problems)
+            if template is not None and allow is not None:
+                base = Path(doc.file).absolute().parent
+                modules[name] = Module(
+                    name=name,
+                    template=replace(template, module=name),
+                    default_port=module_spec.default_port,
+                    allow=allow,
+                    inventory=tuple(str(base / pattern) for pattern in module_spec.inventory),
+                    max_targets=module_spec.max_targets,
+                )
+    return targets, modules
+
+
+def _locator(section: str, name: str, raw: Mapping[str, object], defaults: Mapping[str, object]) -> Locate:
+    def locate(path: KeyPath) -> KeyPath:
+        """Where a key of this target or module was written: in it, or in defaults."""
+        if path and path[0] not in raw and path[0] in defaults:
+            return ("defaults", *path)
+        return (section, name, *path)
+
+    return locate
+
+
+def _dsn_template(
+    dsn: str, doc: YamlDocument, path: KeyPath, environ: Mapping[str, str], problems: list[ConfigProblem]
+) -> URL | None:
+    """A module's DSN with a placeholder host where ``{address}`` stands: the one part a probe may fill in."""
+    wrong = (
+        f"{ADDRESS} must appear exactly once, as the whole host part of the dsn (e.g. mysql+pymysql://user@{ADDRESS}/)"
+    )
+    if dsn.count(ADDRESS) != 1:
+        problems.append(doc.problem(path, wrong))
+        return None
+    url = _resolve_dsn(dsn.replace(ADDRESS, ADDRESS_PLACEHOLDER), doc, path, environ, problems)
+    if url is not None and (url.host != ADDRESS_PLACEHOLDER or url.port is not None):
+        problems.append(doc.problem(path, wrong))
+        return None
+    return url
+
+
+def _allow_rules(
+    spec: ModuleSpec, doc: YamlDocument, locate: Locate, problems: list[ConfigProblem]
+) -> tuple[AllowRule, ...] | None:
+    rules = []
+    for index, text in enumerate(spec.allow):
+        try:
+            rules.append(parse_allow_rule(text))
+        except ValueError as error:
+            problems.append(doc.problem(locate(("allow", index)), str(error)))
+    return tuple(rules) if len(rules) == len(spec.allow) else None
 
 
 def _resolve_dsn(
@@ -268,71 +341,6 @@ def _resolve_dsn(
     return None if secrets else url
 
 
-def _with_password_file(
-    url: URL, name: str, doc: YamlDocument, locate: Callable[[KeyPath], KeyPath], problems: list[ConfigProblem]
-) -> URL | None:
-    """``url`` with the password read from ``name`` (relative to the targets file), or None after a problem."""
-    if url.password is not None:
-        problems.append(doc.problem(locate(("password_file",)), "the dsn has a password too: give only one"))
-        return None
-    path = Path(doc.file).absolute().parent / name
-    try:
-        # The file's last line break is not part of the password (echo and editors add one).
-        password = read_named_file(path).decode("utf-8").removesuffix("\n").removesuffix("\r")
-    except UnicodeDecodeError:
-        problems.append(doc.problem(locate(("password_file",)), f"{path} is not UTF-8 text"))
-        return None
-    except ValueError as error:
-        problems.append(doc.problem(locate(("password_file",)), str(error)))
-        return None
-    return url.set(password=password)
-
-
-def _load_tls(
-    spec: TLSSpec, doc: YamlDocument, locate: Callable[[KeyPath], KeyPath], problems: list[ConfigProblem]
-) -> TLS | None:
-    """The TLS settings, paths made absolute from the targets file's directory; None if a file is unusable."""
-    base = Path(doc.file).absolute().parent
-    paths = {key: base / name for key in ("ca", "cert", "key") if (name := getattr(spec, key)) is not None}
-    fingerprint = hashlib.sha256()
-    count = len(problems)
-    for key, path in paths.items():
-        try:
-            fingerprint.update(hashlib.sha256(read_named_file(path)).digest())
-        except ValueError as error:
-            problems.append(doc.problem(locate(("tls", key)), str(error)))
-    if len(problems) > count:
-        return None
-    tls = TLS(paths.get("ca"), paths.get("cert"), paths.get("key"), spec.verify_identity, fingerprint.hexdigest())
-    return tls if _tls_files_load(tls, doc, locate, problems) else None
-
-
-def _tls_files_load(
-    tls: TLS, doc: YamlDocument, locate: Callable[[KeyPath], KeyPath], problems: list[ConfigProblem]
-) -> bool:
-    """Report a CA file, or a certificate and key, that OpenSSL cannot load; True when all load."""
-    count = len(problems)
-    # A throwaway context, only to find bad files now rather than at every probe.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    try:
-        if tls.ca is not None:
-            context.load_verify_locations(cafile=tls.ca)
-    except ssl.SSLError as error:
-        problems.append(doc.problem(locate(("tls", "ca")), f"{tls.ca} holds no PEM certificate{_reason(error)}"))
-    try:
-        if tls.cert is not None:
-            context.load_cert_chain(tls.cert, tls.key)
-    except ssl.SSLError as error:
-        message = f"{tls.cert} and {tls.key} are not a PEM certificate and its private key{_reason(error)}"
-        problems.append(doc.problem(locate(("tls", "cert")), message))
-    return len(problems) == count
-
-
-def _reason(error: ssl.SSLError) -> str:
-    # OpenSSL's short reason, when it gives one; its full text carries source line numbers.
-    return f" ({error.reason})" if error.reason else ""
-
-
 def _substitute(dsn: str, environ: Mapping[str, str]) -> str:
     """Replace each ${VAR}; a value in the user:password part is URL-escaped, so any password works as it is."""
     scheme_end = dsn.find("://")
@@ -349,7 +357,7 @@ def _substitute(dsn: str, environ: Mapping[str, str]) -> str:
 def _target_metrics(
     spec: TargetSpec,
     doc: YamlDocument,
-    locate: Callable[[KeyPath], KeyPath],
+    locate: Locate,
     query_sets: Mapping[str, tuple[Metric, ...]] | None,
     queries_path: Path,
     problems: list[ConfigProblem],
@@ -377,7 +385,7 @@ def _target_metrics(
                 message = f"metric {clash!r} of query set {set_name!r} is also defined by {owners[clash]!r}"
                 problems.append(doc.problem(where, message))
                 ok = False
-            shadowed = next((label for label in metric.labels if label in spec.labels), None)
+            shadowed = next((label for label in metric.label_names if label in spec.labels), None)
             if shadowed is not None:
                 # /sd makes the target's labels target labels: Prometheus would rename the sample's to exported_*.
                 message = (
@@ -396,8 +404,8 @@ def _sample_names(metric: Metric) -> tuple[str, ...]:
 
 
 def _group_by_sql(metrics: tuple[Metric, ...]) -> tuple[Query, ...]:
-    """One Query per distinct SQL text, so a probe runs each text once."""
-    grouped: dict[str, list[Metric]] = {}
+    """One Query per distinct SQL text (and parameters), so a probe runs each text once."""
+    grouped: dict[tuple[str, ParameterSets], list[Metric]] = {}
     for metric in metrics:
-        grouped.setdefault(metric.sql, []).append(metric)
-    return tuple(Query(sql, tuple(members)) for sql, members in grouped.items())
+        grouped.setdefault((metric.sql, metric.parameters), []).append(metric)
+    return tuple(Query(sql, tuple(members), parameters) for (sql, parameters), members in grouped.items())

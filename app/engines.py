@@ -21,10 +21,11 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 from app import mysql_wire
-from app.config import TLS, Target
+from app.config import Target
 from app.errors import ConnectFailed
 from app.internals import pymysql_missing
 from app.kills import Identity, Killer, KillSkipped, discard_socket, failure_reason, read_identity
+from app.secret_files import TLS
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +163,20 @@ def fetcher_for(engine: Engine) -> Fetch:
     return fetch_with_cursor if dialect is None or dialect.fetch is None else dialect.fetch
 
 
-def fetch_with_cursor(dbapi_connection: Any, sql: str) -> Fetched:
-    """Run ``sql`` on a DBAPI cursor; its column names and rows, or None if it has no result set."""
+def fetch_with_cursor(
+    dbapi_connection: Any, sql: str, parameters: Sequence[Any] | Mapping[str, Any] | None = None
+) -> Fetched:
+    """Run ``sql`` on a DBAPI cursor; its column names and rows, or None if it has no result set.
+
+    Without ``parameters`` the driver sends the SQL as written (% and :name need no escaping); with them,
+    ``sql`` is in the driver's parameter style and the driver binds them.
+    """
     cursor = dbapi_connection.cursor()
     try:
-        # No parameters: the driver sends the SQL as written (% and :name need no escaping).
-        cursor.execute(sql)
+        if parameters is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, parameters)
         if cursor.description is None:
             return None
         return tuple(column[0] for column in cursor.description), cursor.fetchall()
@@ -447,7 +456,9 @@ class EngineCache:
             return target
         current = self._current(target.name)
         if current is None:
-            raise ConnectFailed("the target was removed by a reload while this probe waited")
+            raise ConnectFailed(
+                "the target was removed (by a reload, or let go as a module target) while this probe waited"
+            )
         return current
 
     def retain(self, targets: Mapping[str, Target]) -> list[str]:
@@ -463,6 +474,14 @@ class EngineCache:
             if cached is not None:
                 cached.engine.dispose()
         return stale
+
+    def forget(self, names: list[str]) -> None:
+        """Retire the engines of ``names`` (module targets let go); each is disposed once no probe uses it."""
+        with self._lock:
+            idle = [self._retire(name) for name in names if name in self._cached]
+        for cached in idle:
+            if cached is not None:
+                cached.engine.dispose()
 
     def dispose_idle(self, idle_for: float) -> list[str]:
         """Dispose the engines no probe used for ``idle_for`` seconds; return their targets' names."""

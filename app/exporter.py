@@ -1,15 +1,22 @@
 """The running exporter: the config it serves, its engines, prober and telemetry, and replacing that config."""
 
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.config import Config, load_config
+from app.addresses import Address
+from app.config import Config, Target, load_config
 from app.engines import EngineCache
 from app.errors import ConfigError
+from app.inventory import Inventory
+from app.module_targets import ModuleTargets
+from app.modules import AddressNotAllowed, Module, UnknownModule
 from app.prober import Prober
+from app.results import ProbeResult
+from app.secret_files import changed_files
 from app.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -30,10 +37,86 @@ class Exporter:
     def __init__(self, config: Config, max_workers: int) -> None:
         self.config = config
         # Engines only for the targets served now: a run queued before a reload must not build one for its old config.
-        self.engines = EngineCache(lambda name: self.config.targets.get(name))
+        self.engines = EngineCache(self._served_now)
         self.prober = Prober(self.engines, max_workers)
         self.telemetry = Telemetry(self.engines.__len__, self.engines.killer.skipped)
+        self.inventory = Inventory()
+        self.module_targets = ModuleTargets(self._let_go)
         self._reloading = threading.Lock()
+        # The secret files changed when a reload was last tried for them: a failed one is not retried until they change.
+        self._rotation_tried: frozenset[tuple[str, str]] = frozenset()
+        self._refresh_inventory(config)
+
+    def module_target(self, module_name: str, address_text: str) -> Target:
+        """The target probing ``address_text`` with the module named; the errors' messages are for the client.
+
+        Nothing is resolved or connected to before the address is known to be allowed.
+        """
+        config = self.config
+        module = config.modules.get(module_name)
+        if module is None:
+            raise UnknownModule(f"unknown module {module_name!r}: it is not in {config.targets_file}")
+        address = module.address(address_text)
+        if not self._allowed(module, address):
+            raise AddressNotAllowed(
+                f"module {module_name!r} may not connect to {address}: "
+                "it is neither listed in the module's inventory nor matched by its allow list"
+            )
+        return self.module_targets.target(module, address)
+
+    def observe(self, result: ProbeResult) -> None:
+        """Account for a finished probe; of a target removed or let go while it ran, nothing is kept (its series)."""
+        self.telemetry.observe(result)
+        target = result.target
+        if target.module is not None and not self.module_targets.holds(target):
+            self._let_go([target.name])
+        elif target.module is None and target.name not in self.config.targets:
+            self.telemetry.forget_targets([target.name])  # a reload removed it meanwhile
+
+    def _served_now(self, name: str) -> Target | None:
+        """The target of this name in the config served now (a module target: the one kept now), if any."""
+        target = self.config.targets.get(name)
+        return target if target is not None else self.module_targets.named(name)
+
+    def _allowed(self, module: Module, address: Address) -> bool:
+        return self.inventory.labels(module.name, address) is not None or module.allows(address)
+
+    def _let_go(self, names: list[str]) -> None:
+        """Module targets let go: their engines, kept results and /metrics series go with them."""
+        self.engines.forget(names)
+        self.prober.forget_targets(names)
+        self.telemetry.forget_targets(names)
+
+    def _refresh_inventory(self, config: Config) -> tuple[dict[str, Target], list[str]]:
+        """Read the inventory files again and let go of module targets no longer allowed: those kept, those let go."""
+        self.inventory.refresh(config.modules)
+        self.telemetry.inventory_files(self.inventory.file_states())
+        return self.module_targets.retain(config.modules, self._allowed)
+
+    def refresh_files(self) -> None:
+        """Every refresh interval: inventory files read again, and a reload if a password or TLS file changed."""
+        config = self.config
+        self._refresh_inventory(config)
+        changed = frozenset(changed_files(config.secret_files))
+        if not changed or changed == self._rotation_tried:
+            return
+        self._rotation_tried = changed
+        files = sorted(path for path, _ in changed)
+        log.info(
+            "secret files changed, reloading: %s",
+            ", ".join(files),
+            extra={"event": "secret_files_changed", "files": files},
+        )
+        with contextlib.suppress(ConfigError):  # logged by reload; what runs keeps running
+            self.reload()
+
+    def dispose_idle(self, idle_for: float) -> list[str]:
+        """Dispose the engines no probe used for ``idle_for`` seconds; module targets among them are let go."""
+        disposed = self.engines.dispose_idle(idle_for)
+        let_go = self.module_targets.forget(disposed)
+        self.prober.forget_targets(let_go)
+        self.telemetry.forget_targets(let_go)
+        return disposed
 
     def reload(self, environ: Mapping[str, str] | None = None) -> Reloaded:
         """Load both files again; swap them in if valid, else raise ConfigError and keep serving the old config."""
@@ -55,8 +138,10 @@ class Exporter:
             disposed: list[str] = []
             if changed:
                 self.config = config
-                disposed = self.engines.retain(config.targets)
-                self.telemetry.retain(config.targets)
+                module_targets, let_go = self._refresh_inventory(config)
+                disposed = let_go + self.engines.retain({**config.targets, **module_targets})
+                # Removed targets' series leave /metrics (module targets let go already lost theirs).
+                self.telemetry.forget_targets([name for name in current.targets if name not in config.targets])
                 self.prober.forget_results()
             self.telemetry.config_loaded(changed=changed)
             log.info(

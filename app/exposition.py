@@ -32,8 +32,13 @@ def render_probe(result: ProbeResult, accept: str | None) -> tuple[bytes, str]:
         metric = metric_result.metric
         parts.append(_header(metric, openmetrics))
         sample_name = _sample_name(metric)
-        for labels, value in metric_result.samples:
-            parts.append(f"{sample_name}{_labels(metric.labels, labels)} {_number(value)}\n")
+        if metric_result.timestamps:
+            for (labels, value), stamp in zip(metric_result.samples, metric_result.timestamps, strict=True):
+                written = f"{sample_name}{_labels(metric.label_names, labels)} {_number(value)}"
+                parts.append(f"{written}\n" if stamp is None else f"{written} {_timestamp(stamp, openmetrics)}\n")
+        else:
+            for labels, value in metric_result.samples:
+                parts.append(f"{sample_name}{_labels(metric.label_names, labels)} {_number(value)}\n")
         ok = query_result.error is None and metric_result.error is None
         success.append((metric.key, 1.0 if ok else 0.0))
         duration.append((metric.key, query_result.duration))
@@ -138,6 +143,11 @@ def _number(value: float) -> str:
     """A sample value as prometheus-client writes it: Go's formatting, +Inf, -Inf and NaN."""
     # floatToGoString is repr() but for these: infinities, NaN (never inside the bounds) and exponents from 1e6.
     return repr(value) if type(value) is float and _MINUS_INF < value < _GO_EXPONENT else _go_string(value)
+
+
+def _timestamp(seconds: float, openmetrics: bool) -> str:
+    """A sample's timestamp as prometheus-client writes it: seconds in OpenMetrics, milliseconds in the text format."""
+    return str(seconds) if openmetrics else f"{int(seconds * 1000):d}"
 
 
 _go_string: Callable[[float], str] = floatToGoString

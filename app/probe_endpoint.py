@@ -16,6 +16,7 @@ from app.config import Target
 from app.errors import where_it_failed
 from app.exporter import Exporter
 from app.exposition import render_probe
+from app.modules import AddressNotAllowed, ModuleRequestError
 from app.report import debug_report
 from app.results import ProbeResult
 
@@ -37,6 +38,7 @@ OPENAPI_OPERATION: Mapping[str, Any] = {
         "operationId": "probe_probe_get",
         "parameters": [
             {"name": "target", "in": "query", "required": True, "schema": {"type": "string"}},
+            {"name": "module", "in": "query", "schema": {"type": "string"}},
             {"name": "query_set", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}},
             {"name": "debug", "in": "query", "schema": {"type": "boolean", "default": False}},
             {"name": "X-Prometheus-Scrape-Timeout-Seconds", "in": "header", "schema": {"type": "string"}},
@@ -44,6 +46,10 @@ OPENAPI_OPERATION: Mapping[str, Any] = {
         "responses": {
             "200": {"description": "The target's metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
             "400": {"description": "A bad parameter", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "403": {
+                "description": "An address the module may not connect to",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
             "404": {"description": "An unknown target", "content": {"text/plain": {"schema": {"type": "string"}}}},
         },
     }
@@ -88,7 +94,10 @@ class ProbeEndpoint:
             raise BadRequest("the 'target' parameter is required, e.g. /probe?target=NAME")
         if len(targets) > 1:
             raise BadRequest("give one 'target' parameter per probe")
-        found = config.targets.get(targets[0])
+        modules = [value for name, value in parameters if name == "module"]
+        if len(modules) > 1:
+            raise BadRequest("give at most one 'module' parameter per probe")
+        found = self._module_target(modules[0], targets[0]) if modules else config.targets.get(targets[0])
         if found is None:
             raise BadRequest(f"unknown target {targets[0]!r}: it is not in {config.targets_file}", 404)
         debug_text = next((value for name, value in parameters if name == "debug"), "false")
@@ -100,13 +109,21 @@ class ProbeEndpoint:
         selected = _query_sets(found, [value for name, value in parameters if name == "query_set"])
         budget = _budget(found, headers.get(_SCRAPE_TIMEOUT))
         result = await self._exporter.prober.probe(found, selected, budget)
-        self._exporter.telemetry.observe(result)
+        self._exporter.observe(result)
         _log_failure(result)
         if debug:
             text, _ = render_probe(result, None)
             return debug_report(result, text.decode()).encode(), _PLAIN_TEXT
         body, content_type = render_probe(result, headers.get(_ACCEPT))
         return body, content_type.encode("latin-1")
+
+    def _module_target(self, module: str, address: str) -> Target:
+        try:
+            return self._exporter.module_target(module, address)
+        except AddressNotAllowed as error:
+            raise BadRequest(str(error), 403) from None
+        except ModuleRequestError as error:
+            raise BadRequest(str(error)) from None
 
 
 async def _answer(

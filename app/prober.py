@@ -4,26 +4,37 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.config import Query, Target
-from app.engines import EngineCache, Fetch, Interrupt, checkout_deadline, fetcher_for, interrupter_for
+from app.engines import (
+    EngineCache,
+    Fetch,
+    Fetched,
+    Interrupt,
+    checkout_deadline,
+    fetch_with_cursor,
+    fetcher_for,
+    interrupter_for,
+)
 from app.errors import ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
+from app.parameters import ParameterSets, bind
 from app.results import ProbeResult, QueryResult, failed_query
 from app.samples import metric_result
 from app.workers import Workers
 
 log = logging.getLogger(__name__)
 
-# Results of queries whose metrics set min_interval, by (target name, SQL): the target they ran for and the result.
-ResultCache = dict[tuple[str, str], tuple[Target, QueryResult]]
+# Results of queries whose metrics set min_interval, by (target name, SQL, parameters): the target and the result.
+ResultCache = dict[tuple[str, str, ParameterSets], tuple[Target, QueryResult]]
 
 
 @dataclass(slots=True)
@@ -91,6 +102,12 @@ class Prober:
     def forget_results(self) -> None:
         """Drop the results kept for min_interval (after a reload: they belong to the old config)."""
         self._cache.clear()
+
+    def forget_targets(self, names: list[str]) -> None:
+        """Drop the results kept for the targets named (module targets let go)."""
+        gone = set(names)
+        for key in [key for key in list(self._cache) if key[0] in gone]:  # list(): atomic against workers
+            self._cache.pop(key, None)
 
     def close(self) -> None:
         """Stop accepting probes; running ones end by their own deadlines."""
@@ -161,7 +178,10 @@ class _Run:
                         connection.invalidate()
                     return
                 if query.min_interval is not None and result.success:
-                    self._cache[self.target.name, query.sql] = (self.target, result)  # never a failure
+                    self._cache[self.target.name, query.sql, query.parameters] = (
+                        self.target,
+                        result,
+                    )  # never a failure
         except _Abandoned:
             return
         finally:
@@ -181,7 +201,7 @@ class _Run:
         """A successful result of ``query`` younger than its min_interval, for the metrics it feeds now."""
         if query.min_interval is None:
             return None
-        target, result = self._cache.get((self.target.name, query.sql), (None, None))
+        target, result = self._cache.get((self.target.name, query.sql, query.parameters), (None, None))
         if target is not self.target or result is None or time.monotonic() - result.ran_at >= query.min_interval:
             return None
         by_key = {metric_result.metric.key: metric_result for metric_result in result.metrics}
@@ -214,7 +234,7 @@ class _Run:
                 raise _Abandoned
             self._running = (started, engine, connection.dbapi_connection)
         try:
-            fetched = fetch(connection.dbapi_connection, query.sql)
+            fetched = self._fetch(fetch, dialect, connection.dbapi_connection, query)
             if fetched is None:
                 raise QueryFailed("the statement returned no result set")
         except dialect.loaded_dbapi.Error as error:
@@ -228,6 +248,23 @@ class _Run:
         columns, rows = fetched
         metrics = tuple(metric_result(metric, columns, rows) for metric in query.metrics)
         return QueryResult(query, duration, len(rows), None, metrics, ran_at=started)
+
+    def _fetch(self, fetch: Fetch, dialect: Dialect, dbapi_connection: Any, query: Query) -> Fetched:
+        """The query's columns and rows: of its one run, or the union of its runs, one per parameter set."""
+        if not query.parameters:
+            return fetch(dbapi_connection, query.sql)  # the SQL as written: % and :name need no escaping
+        columns: tuple[str, ...] = ()
+        rows: list[Sequence[Any]] = []
+        for parameter_set in query.parameters:
+            if self._abandoned:
+                raise _Abandoned
+            statement, arguments = bind(dialect, query.sql, parameter_set)
+            fetched = fetch_with_cursor(dbapi_connection, statement, arguments)
+            if fetched is None:
+                return None
+            columns = fetched[0]
+            rows.extend(fetched[1])
+        return columns, rows
 
     def _fail_rest(self, error: ProbeError) -> None:
         """Every query that has no result yet fails with ``error`` (unless the probe was given up)."""

@@ -2,6 +2,7 @@
 
 import time
 
+from app.config import Metric
 from app.errors import ConnectFailed
 from app.results import ProbeResult
 
@@ -11,6 +12,7 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
     target = result.target
     lines = [
         f"target: {target.name}",
+        *([] if target.module is None else [f"module: {target.module}"]),
         f"dsn: {target.display_dsn}",
         f"query sets: {', '.join(_probed_sets(result))}",
         f"deadline: {result.budget:.3f}s",
@@ -23,6 +25,12 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
     for number, query in enumerate(result.queries, start=1):
         lines.append(f"query {number}: metrics {', '.join(metric.key for metric in query.query.metrics)}")
         lines.extend(f"    {line}" for line in query.query.sql.splitlines())
+        if query.query.parameters:
+            lines.append(f"  run once per parameter set ({len(query.query.parameters)}), rows are the union:")
+            lines.extend(
+                "    " + ", ".join(f":{name}={value!r}" for name, value in parameter_set)
+                for parameter_set in query.query.parameters
+            )
         rows = "-" if query.rows is None else str(query.rows)
         lines.append(f"  rows: {rows}  duration: {query.duration:.4f}s")
         if query.from_cache:
@@ -40,7 +48,7 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
                 )
             if metric.error is not None and metric.error is not query.error:
                 status = f"failed ({metric.error.reason}): {metric.error}"
-            lines.append(f"  metric {metric.metric.name}: {status}")
+            lines.append(f"  metric {metric.metric.name}{_shape(metric.metric)}: {status}")
         lines.append("")
     lines += ["metrics:", exposition]
     return "\n".join(lines)
@@ -60,3 +68,17 @@ def _probed_sets(result: ProbeResult) -> list[str]:
     """The target's query sets this probe ran (all, unless the request named some)."""
     probed = {metric.metric.query_set for metric, _ in result.metric_results()}
     return [name for name in result.target.query_sets if name in probed]
+
+
+def _shape(metric: Metric) -> str:
+    """How a metric reads its rows, when it is more than one value column and labels."""
+    parts = []
+    if metric.value_label is not None:
+        parts.append(f"values {', '.join(metric.values)} labelled {metric.value_label}")
+    if metric.static_value is not None:
+        parts.append(f"static value {metric.static_value:g}")
+    if metric.static_labels:
+        parts.append("static labels " + ", ".join(f"{name}={value!r}" for name, value in metric.static_labels))
+    if metric.timestamp is not None:
+        parts.append(f"timestamps from {metric.timestamp}")
+    return f" ({'; '.join(parts)})" if parts else ""

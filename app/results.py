@@ -21,6 +21,8 @@ class MetricResult(NamedTuple):
     samples: tuple[tuple[LabelValues, float], ...] = ()
     skipped: Mapping[str, int] = _NOTHING_SKIPPED
     error: ProbeError | None = None
+    # Each sample's time in Unix seconds (None: none in its row), in the order of samples; () without timestamp_value.
+    timestamps: tuple[float | None, ...] = ()
 
 
 class QueryResult(NamedTuple):

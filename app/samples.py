@@ -1,7 +1,8 @@
-"""Rows to samples: a metric's value and labels read from the rows its query returned."""
+"""Rows to samples: a metric's values, labels and timestamps read from the rows its query returned."""
 
+import math
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -12,41 +13,60 @@ from app.results import LabelValues, MetricResult
 
 
 def metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> MetricResult:
-    value_at, label_at, missing = _positions(metric.value, metric.labels, columns)
+    values_at, label_at, timestamp_at, missing = _positions(metric.values, metric.labels, metric.timestamp, columns)
     if missing is not None:
         return MetricResult(metric, error=ColumnMissing(*missing, columns))
     samples: dict[LabelValues, float] = {}
     skipped: dict[str, int] = {}
+    static = tuple(value for _, value in metric.static_labels)
+    if len(values_at) == 1 and metric.value_label is None and timestamp_at is None:
+        # The common shape, one value column per row, kept on its own short path: it runs for most rows probed.
+        value_at = values_at[0]
+        for row in rows:
+            reason = (
+                _add_sample(samples, row, value_at, label_at, static) if len(samples) < metric.max_rows else "max_rows"
+            )
+            if reason is not None:
+                skipped[reason] = skipped.get(reason, 0) + 1
+        return MetricResult(metric, tuple(samples.items()), skipped)
+    timestamps: list[float | None] = []
     for row in rows:
-        reason = _add_sample(samples, row, value_at, label_at) if len(samples) < metric.max_rows else "max_rows"
-        if reason is not None:
+        for reason in _add_row_samples(samples, timestamps, row, metric, values_at, label_at, timestamp_at, static):
             skipped[reason] = skipped.get(reason, 0) + 1
-    return MetricResult(metric, tuple(samples.items()), skipped)
+    return MetricResult(
+        metric, tuple(samples.items()), skipped, timestamps=tuple(timestamps) if timestamp_at is not None else ()
+    )
 
 
 @lru_cache(maxsize=4096)
 def _positions(
-    value: str, labels: tuple[str, ...], columns: tuple[str, ...]
-) -> tuple[int, tuple[int, ...], tuple[str, str] | None]:
-    """Where a metric's value and labels are in a result with ``columns`` (case-insensitive), or which is missing.
+    values: tuple[str, ...], labels: tuple[str, ...], timestamp: str | None, columns: tuple[str, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], int | None, tuple[str, str] | None]:
+    """Where a metric's values, labels and timestamp are in a result with ``columns`` (case-insensitive), or which is
+    missing.
 
     Worked out once per metric and result shape: a query returns the same columns on every probe.
     """
     positions = {name.lower(): index for index, name in enumerate(columns)}
-    value_at = positions.get(value.lower())
-    if value_at is None:
-        return -1, (), ("value", value)
-    label_at = []
-    for label in labels:
-        position = positions.get(label.lower())
+    wanted = [("value", name) for name in values] + [("label", name) for name in labels]
+    if timestamp is not None:
+        wanted.append(("timestamp", timestamp))
+    found: list[int] = []
+    for role, name in wanted:
+        position = positions.get(name.lower())
         if position is None:
-            return -1, (), ("label", label)
-        label_at.append(position)
-    return value_at, tuple(label_at), None
+            return (), (), None, (role, name)
+        found.append(position)
+    timestamp_at = found.pop() if timestamp is not None else None
+    return tuple(found[: len(values)]), tuple(found[len(values) :]), timestamp_at, None
 
 
 def _add_sample(
-    samples: dict[LabelValues, float], row: Sequence[Any], value_at: int, label_at: tuple[int, ...]
+    samples: dict[LabelValues, float],
+    row: Sequence[Any],
+    value_at: int,
+    label_at: tuple[int, ...],
+    static: LabelValues,
 ) -> str | None:
     """Add ``row``'s sample; the reason it was skipped, if it was."""
     raw = row[value_at]
@@ -55,10 +75,64 @@ def _add_sample(
     if isinstance(value, str):
         return value
     labels = tuple([_label(row[position]) for position in label_at]) if label_at else ()
+    if static:
+        labels += static
     if labels in samples:
         return "duplicate_labels"
     samples[labels] = value
     return None
+
+
+def _add_row_samples(
+    samples: dict[LabelValues, float],
+    timestamps: list[float | None],
+    row: Sequence[Any],
+    metric: Metric,
+    values_at: tuple[int, ...],
+    label_at: tuple[int, ...],
+    timestamp_at: int | None,
+    static: LabelValues,
+) -> list[str]:
+    """Add ``row``'s samples (one per value column, or one of the static value); the reasons of those skipped."""
+    stamp = None if timestamp_at is None else _timestamp(row[timestamp_at])
+    if isinstance(stamp, str):
+        return [stamp]
+    labels = tuple([_label(row[position]) for position in label_at])
+    # (value label, value or reason) per sample this row gives.
+    cells: list[tuple[LabelValues, float | str]] = (
+        [((), metric.static_value)]
+        if metric.static_value is not None
+        else [
+            ((() if metric.value_label is None else (column,)), _number(row[position]))
+            for column, position in zip(metric.values, values_at, strict=True)
+        ]
+    )
+    reasons = []
+    for value_label, value in cells:
+        key = labels + value_label + static
+        if len(samples) >= metric.max_rows:
+            reasons.append("max_rows")
+        elif isinstance(value, str):
+            reasons.append(value)
+        elif key in samples:
+            reasons.append("duplicate_labels")
+        else:
+            samples[key] = value
+            timestamps.append(stamp)
+    return reasons
+
+
+def _timestamp(raw: object) -> float | str | None:
+    """A sample's time in Unix seconds from a DATETIME/TIMESTAMP or a number; None if NULL; else the skip reason."""
+    if raw is None:
+        return None
+    if isinstance(raw, datetime):
+        # DATETIME has no time zone: taken as UTC (as sql_exporter's Go driver does by default).
+        return (raw if raw.tzinfo is not None else raw.replace(tzinfo=UTC)).timestamp()
+    seconds = _number(raw)
+    if isinstance(seconds, str) or not math.isfinite(seconds) or isinstance(raw, timedelta):
+        return "invalid_timestamp"
+    return seconds
 
 
 _NUMBER_TYPES = frozenset({int, float, Decimal})

@@ -5,6 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
+from app.parameters import ParameterSets, check_sql_names, parse_parameters
+
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
@@ -72,19 +74,54 @@ class MetricSpec(_Strict):
     type: Literal["gauge", "counter"]
     description: Annotated[str, Field(min_length=1)]
     labels: tuple[LabelName, ...] = ()
-    value: Annotated[str, Field(min_length=1)]
+    value: Annotated[str, Field(min_length=1)] | None = None
+    values: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1)] | None = None
+    value_label: LabelName | None = None
+    static_value: Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = None
+    static_labels: dict[LabelName, str] = {}
+    timestamp_value: Annotated[str, Field(min_length=1)] | None = None
+    parameters: Annotated[ParameterSets, BeforeValidator(parse_parameters)] | None = None
     max_rows: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = DEFAULT_MAX_ROWS
     min_interval: Seconds | None = None
 
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> "MetricSpec":
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError("labels: a label is listed twice")
-        if self.value in self.labels:
-            raise ValueError(f"value: column {self.value!r} is also listed as a label")
         if not self.query.strip():
             raise ValueError("query: is empty")
+        given = [key for key in ("value", "values", "static_value") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of value, values and static_value (got {', '.join(given) or 'none'})")
+        if self.value_label is not None and self.values is None:
+            raise ValueError("value_label: only goes with values")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels: a label is listed twice")
+        if self.values is not None and len(set(self.values)) != len(self.values):
+            raise ValueError("values: a column is listed twice")
+        for key, column in self._value_columns():
+            if column in self.labels:
+                raise ValueError(f"{key}: column {column!r} is also listed as a label")
+        for name in self.static_labels:
+            if name in self.labels:
+                raise ValueError(f"static_labels: label {name!r} is also listed in labels")
+        if self.values is not None and self.value_label_name in {*self.labels, *self.static_labels}:
+            raise ValueError(f"value_label: label {self.value_label_name!r} is also a label of the metric")
+        if self.parameters is not None:
+            check_sql_names(self.query, self.parameters)
         return self
+
+    @property
+    def value_label_name(self) -> str:
+        """The label that names a sample's value column (``values`` only)."""
+        return "column" if self.value_label is None else self.value_label
+
+    def _value_columns(self) -> list[tuple[str, str]]:
+        columns = [("value", self.value)] if self.value is not None else []
+        columns += [("values", column) for column in self.values or ()]
+        if self.timestamp_value is not None:
+            if self.timestamp_value in (self.values or (self.value,)):
+                raise ValueError(f"timestamp_value: column {self.timestamp_value!r} is also a value column")
+            columns.append(("timestamp_value", self.timestamp_value))
+        return columns
 
 
 class QueriesFile(_Strict):
@@ -133,8 +170,28 @@ class TargetSpec(_Strict):
     read_only: StrictBool = True
 
 
+# Engines one module keeps at once (one per address probed): past it, the least recently probed is disposed.
+DEFAULT_MAX_TARGETS = 1000
+
+
+class ModuleSpec(TargetSpec):
+    """One module of targets.yml: a target without an address, and where it may connect."""
+
+    default_port: Annotated[int, Field(ge=1, le=65535, strict=True)] | None = None
+    allow: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    inventory: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    max_targets: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = DEFAULT_MAX_TARGETS
+
+    @model_validator(mode="after")
+    def _says_where_it_may_connect(self) -> "ModuleSpec":
+        if not self.allow and not self.inventory:
+            raise ValueError("a module needs allow or inventory (or both): where it may connect")
+        return self
+
+
 class TargetsFile(_Strict):
-    """The whole of targets.yml, before defaults are merged into each target."""
+    """The whole of targets.yml, before defaults are merged into each target and module."""
 
     defaults: TargetDefaults = TargetDefaults()
-    targets: dict[Name, dict[str, object]]
+    targets: dict[Name, dict[str, object]] = {}
+    modules: dict[Name, dict[str, object]] = {}

@@ -1,8 +1,8 @@
 """The exporter's own metrics, served on /metrics from a registry that belongs to one app."""
 
+import contextlib
 import platform
-import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily
@@ -42,11 +42,6 @@ class Telemetry:
         )
         # The counter of each target and result, looked up once: labels() validates and locks on every call.
         self._probe_counters: dict[tuple[str, bool], Counter] = {}
-        # The targets served now (their series are kept) and the labels of every per-target series written, so
-        # that a reload can remove those of the targets it removed: a reload runs on a thread, probes on the loop.
-        self._targets: frozenset[str] | None = None
-        self._error_labels: set[tuple[str, str, str]] = set()
-        self._series_lock = threading.Lock()
         self._duration = Histogram(
             "sqlprobe_probe_duration_seconds",
             "Probe durations, in seconds.",
@@ -71,6 +66,35 @@ class Telemetry:
             registry=self.registry,
         )
 
+        # The (metric, reason) pairs each target has query-error series for, so a target let go loses them all.
+        self._error_series: dict[str, set[tuple[str, str]]] = {}
+        self._inventory_file_ok = Gauge(
+            "sqlprobe_inventory_file_ok",
+            "Whether an inventory file parsed at the last refresh (1) or keeps its last good contents (0).",
+            ["file"],
+            registry=self.registry,
+        )
+        self._inventory_files: set[str] = set()
+
+    def inventory_files(self, states: Mapping[str, bool]) -> None:
+        """The inventory files matched at the last refresh and whether each parsed; series of others go."""
+        for file in self._inventory_files - states.keys():
+            self._inventory_file_ok.remove(file)
+        for file, ok in states.items():
+            self._inventory_file_ok.labels(file).set(1 if ok else 0)
+        self._inventory_files = set(states)
+
+    def forget_targets(self, names: list[str]) -> None:
+        """Remove every per-target series of the targets named (module targets let go): /metrics stays bounded."""
+        for name in names:
+            for success in (True, False):
+                if self._probe_counters.pop((name, success), None) is not None:
+                    with contextlib.suppress(KeyError):  # a reload's thread and the event loop may both get here
+                        self._probes.remove(name, "success" if success else "failure")
+            for metric, reason in self._error_series.pop(name, ()):
+                with contextlib.suppress(KeyError):
+                    self._query_errors.remove(name, metric, reason)
+
     def config_loaded(self, *, changed: bool) -> None:
         """A config was loaded (at start or by a reload); a reload that found nothing new keeps the timestamp."""
         self._reload_successful.set(1)
@@ -81,39 +105,25 @@ class Telemetry:
         """A reload failed: the previous config keeps serving."""
         self._reload_successful.set(0)
 
-    def retain(self, targets: Collection[str]) -> None:
-        """Keep the per-target series of ``targets`` only (after a reload): removed targets leave /metrics."""
-        with self._series_lock:
-            self._targets = frozenset(targets)
-            for target, success in [key for key in self._probe_counters if key[0] not in self._targets]:
-                del self._probe_counters[target, success]
-                self._probes.remove(target, "success" if success else "failure")
-            for labels in [labels for labels in self._error_labels if labels[0] not in self._targets]:
-                self._error_labels.discard(labels)
-                self._query_errors.remove(*labels)
-
     def observe(self, result: ProbeResult) -> None:
-        """Account for one finished probe (of a target still served: one a reload removed meanwhile is not)."""
+        """Account for one finished probe."""
         target = result.target.name
+        counter = self._probe_counters.get((target, result.success))
+        if counter is None:
+            label = "success" if result.success else "failure"
+            counter = self._probe_counters[target, result.success] = self._probes.labels(target, label)
+        counter.inc()
         self._duration.observe(result.duration)
-        with self._series_lock:
-            if self._targets is not None and target not in self._targets:
-                return
-            counter = self._probe_counters.get((target, result.success))
-            if counter is None:
-                label = "success" if result.success else "failure"
-                counter = self._probe_counters[target, result.success] = self._probes.labels(target, label)
-            counter.inc()
-            for metric_result, _ in result.metric_results():
-                key = metric_result.metric.key
-                if metric_result.error is not None:
-                    self._count_error((target, key, metric_result.error.reason), 1)
-                for reason, count in metric_result.skipped.items():
-                    self._count_error((target, key, reason), count)
+        for metric_result, _ in result.metric_results():
+            key = metric_result.metric.key
+            if metric_result.error is not None:
+                self._query_error(target, key, metric_result.error.reason).inc()
+            for reason, count in metric_result.skipped.items():
+                self._query_error(target, key, reason).inc(count)
 
-    def _count_error(self, labels: tuple[str, str, str], count: int) -> None:
-        self._error_labels.add(labels)
-        self._query_errors.labels(*labels).inc(count)
+    def _query_error(self, target: str, metric: str, reason: str) -> Counter:
+        self._error_series.setdefault(target, set()).add((metric, reason))
+        return self._query_errors.labels(target, metric, reason)
 
 
 class _KillsSkipped(Collector):

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_WORKERS = 128
 # An engine no probe used for this long is disposed with its connections: longer than any scrape interval.
 DEFAULT_IDLE_ENGINE_TIMEOUT = 900.0
+# How often inventory files are read again and password and TLS files checked for a change.
+DEFAULT_REFRESH_INTERVAL = 30.0
 
 
 async def get_exporter(request: Request) -> Exporter:
@@ -50,6 +52,7 @@ def create_app(
     reload_on_sighup: bool = False,
     web_config: WebConfig | None = None,
     idle_engine_timeout: float = DEFAULT_IDLE_ENGINE_TIMEOUT,
+    refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
 ) -> FastAPI:
     """Build the FastAPI app that serves ``config`` (``reload_on_sighup`` only where the app owns the process).
 
@@ -63,8 +66,10 @@ def create_app(
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload_logged(exporter)))
         sweeper = asyncio.create_task(_dispose_idle_engines(exporter, idle_engine_timeout))
+        refresher = asyncio.create_task(_refresh_files(exporter, refresh_interval))
         yield
         sweeper.cancel()
+        refresher.cancel()
         exporter.close()
 
     users = web_config.users if web_config is not None else {}
@@ -128,7 +133,7 @@ async def service_discovery(
     config = exporter.config
     if query_set is not None and query_set not in config.query_sets:
         raise BadRequest(f"unknown query set {query_set!r}: it is not in {config.queries_file}")
-    return JSONResponse(target_groups(config, query_set))
+    return JSONResponse(target_groups(config, exporter.inventory, query_set))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -146,7 +151,31 @@ async def landing_page(exporter: ExporterDep) -> HTMLResponse:
                 probe=html.escape(probe_url),
             )
         )
-    return HTMLResponse(_LANDING_PAGE.format(version=html.escape(__version__), count=len(rows), rows="\n".join(rows)))
+    page = _LANDING_PAGE.format(version=html.escape(__version__), count=len(rows), rows="\n".join(rows))
+    return HTMLResponse(page.replace("</body>", _modules_section(exporter) + "</body>"))
+
+
+def _modules_section(exporter: Exporter) -> str:
+    """The modules with where they may connect: /probe?target=ADDRESS&module=NAME."""
+    modules = exporter.config.modules.values()
+    if not modules:
+        return ""
+    rows = "\n".join(
+        "<tr><td>{name}</td><td>{sets}</td><td>{dsn}</td><td>{allow}</td><td>{servers}</td><td>{probed}</td></tr>".format(
+            name=html.escape(module.name),
+            sets=html.escape(", ".join(module.template.query_sets)),
+            dsn=html.escape(module.display_dsn),
+            allow=html.escape(", ".join(rule.text for rule in module.allow)),
+            servers=len(exporter.inventory.servers(module.name)),
+            probed=exporter.module_targets.count(module.name),
+        )
+        for module in modules
+    )
+    return (
+        f"<h2>Modules ({len(modules)})</h2>\n<p>Probe with <code>/probe?target=ADDRESS&amp;module=NAME</code>.</p>\n"
+        "<table>\n<tr><th>module</th><th>query sets</th><th>DSN</th><th>allow</th><th>inventory servers</th>"
+        f"<th>engines</th></tr>\n{rows}\n</table>\n"
+    )
 
 
 @router.post("/-/reload", response_class=PlainTextResponse)
@@ -174,7 +203,7 @@ async def _dispose_idle_engines(exporter: Exporter, idle_for: float) -> None:
     while True:
         await asyncio.sleep(min(60.0, idle_for / 2))
         try:
-            disposed = await asyncio.to_thread(exporter.engines.dispose_idle, idle_for)
+            disposed = await asyncio.to_thread(exporter.dispose_idle, idle_for)
         except Exception as error:  # noqa: BLE001 - one failed sweep must not end the sweeping
             log.error(
                 "disposing idle engines failed, trying again later: %s",
@@ -189,6 +218,16 @@ async def _dispose_idle_engines(exporter: Exporter, idle_for: float) -> None:
                 idle_for,
                 extra={"event": "idle_engines_disposed", "targets": disposed},
             )
+
+
+async def _refresh_files(exporter: Exporter, interval: float) -> None:
+    """Every ``interval``: inventory files read again, and the config reloaded if a password or TLS file changed."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(exporter.refresh_files)
+        except Exception as error:  # noqa: BLE001 - the next refresh tries again; the loop must not die
+            log.error("refreshing inventory and secret files failed: %s", where_it_failed(error))
 
 
 async def _reload_logged(exporter: Exporter) -> None:

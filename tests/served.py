@@ -33,13 +33,17 @@ def serve(
     *options: str,
     scheme: str = "http",
     client: httpx.Client | None = None,
+    modules: Mapping[str, Any] | None = None,
 ) -> Iterator[Served]:
     """`sqlprobe --targets … --queries … --bind … [options]` on a free port, ready to serve; killed after.
 
-    ``client`` checks readiness where plain requests cannot (TLS with a private CA, basic auth).
+    ``client`` checks readiness where plain requests cannot (TLS with a private CA, basic auth); ``modules`` go
+    into targets.yml beside the targets.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "targets.yml").write_text(yaml.safe_dump({"targets": dict(targets)}))
+    (directory / "targets.yml").write_text(
+        yaml.safe_dump({"targets": dict(targets)} | ({"modules": modules} if modules else {}))
+    )
     (directory / "queries.yml").write_text(yaml.safe_dump({"query_sets": dict(query_sets)}))
     port = free_port()
     log = directory / "sqlprobe.log"

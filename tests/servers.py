@@ -59,6 +59,9 @@ class MariaDB:
                 installer,
                 "--no-defaults",
                 f"--datadir={self.root / 'data'}",
+                # Its own temporary directory: bootstraps running at once in a shared /tmp collide on the names
+                # of their temporary tables (#sql-temptable-…) and fail now and then.
+                f"--tmpdir={self.root}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 "--skip-name-resolve",
@@ -76,6 +79,7 @@ class MariaDB:
                 "--no-defaults",
                 f"--datadir={self.root / 'data'}",
                 f"--port={self.port}",
+                f"--tmpdir={self.root}",
                 "--bind-address=127.0.0.1",
                 f"--socket={self.root / 'mysql.sock'}",
                 f"--pid-file={self.root / 'mysql.pid'}",

@@ -69,6 +69,32 @@ BAD_CASES = {
     "clashing_names.queries.yml": [
         "8: query_sets.basic.requests_total: metric name 'query_exporter_requests_total' is also produced by metric 'requests'"
     ],
+    "value_and_values.queries.yml": [
+        "3: query_sets.basic.up: give exactly one of value, values and static_value (got value, values)",
+        "9: query_sets.basic.info: give exactly one of value, values and static_value (got none)",
+    ],
+    "value_label_without_values.queries.yml": ["3: query_sets.basic.up: value_label: only goes with values"],
+    "value_label_clash.queries.yml": [
+        "3: query_sets.basic.up: value_label: label 'column' is also a label of the metric",
+        "9: query_sets.basic.twice: values: a column is listed twice",
+    ],
+    "static_labels_bad.queries.yml": [
+        "3: query_sets.basic.up: static_labels: label 'host' is also listed in labels",
+        "15: query_sets.basic.down.static_labels.job: label name 'job' is reserved (Prometheus sets job and instance on every scraped series)",
+    ],
+    "static_label_shadowed.targets.yml": [
+        "4: targets.one.query_sets[0]: label 'region' of metric 'sessions' (query set 'regional') is also one of the target's labels"
+    ],
+    "timestamp_is_value.queries.yml": [
+        "3: query_sets.basic.up: timestamp_value: column 'up' is also a value column",
+        "13: query_sets.basic.info.static_value: Input should be a valid number",
+    ],
+    "parameters_bad.queries.yml": [
+        "3: query_sets.basic.not_in_sql: parameters: the query must name every parameter as :name and no other (given but not in the query: :table; in the query but not given: none)",
+        "16: query_sets.basic.uneven.parameters: every set must name the same parameters (schema), set 2 names table",
+        "23: query_sets.basic.not_a_value.parameters: set 1, schema: expected a string, a number, true/false or null",
+        "30: query_sets.basic.empty_matrix.parameters: schema: expected a non-empty list of mappings",
+    ],
     "value_is_label.queries.yml": ["3: query_sets.basic.up: value: column 'up' is also listed as a label"],
     "invalid_yaml.queries.yml": ["5: invalid YAML: expected <block end>, but found '<block mapping start>'"],
     "duplicate_key.queries.yml": ["8: query_sets.basic.up: duplicate key"],
@@ -133,6 +159,26 @@ BAD_CASES = {
         f"6: targets.one.tls.cert: {BAD / 'tls_cert_not_pem.targets.yml'} and {BAD / 'tls_cert_not_pem.targets.yml'} "
         "are not a PEM certificate and its private key"
     ],
+    "module_address_twice.targets.yml": [
+        "3: modules.mysql_prod.dsn: {address} must appear exactly once, as the whole host part of the dsn (e.g. mysql+pymysql://user@{address}/)"
+    ],
+    "module_address_not_host.targets.yml": [
+        "3: modules.mysql_prod.dsn: {address} must appear exactly once, as the whole host part of the dsn (e.g. mysql+pymysql://user@{address}/)"
+    ],
+    "module_without_allow.targets.yml": [
+        "2: modules.mysql_prod: a module needs allow or inventory (or both): where it may connect"
+    ],
+    "module_bad_allow.targets.yml": [
+        "6: modules.mysql_prod.allow[0]: '10.20.0.1/16' is not a valid CIDR: 10.20.0.1/16 has host bits set",
+        "7: modules.mysql_prod.allow[1]: 'db .example.net' is not a DNS name, an IP address or a CIDR: 'db .example.net' is not an address: expected host, host:port or [IPv6]:port",
+        "8: modules.mysql_prod.allow[2]: '*.db.example.net:99999' is not an address: the port must be a number from 1 to 65535",
+        "9: modules.mysql_prod.allow[3]: '10.*.*.*' is not a valid name glob: a glob matches names; write IP ranges as CIDRs",
+    ],
+    "module_bad_keys.targets.yml": [
+        "6: modules.mysql_prod.default_port: Input should be greater than or equal to 1",
+        "7: modules.mysql_prod.max_targets: Input should be a valid integer",
+        "8: modules.mysql_prod.inventorry: unknown key",
+    ],
 }
 
 
@@ -145,7 +191,7 @@ def _files_for(case: str) -> tuple[Path, Path]:
 
 
 def test_every_bad_config_file_has_a_case() -> None:
-    companions = {"clash_across_sets.queries.yml", "label_shadowed.queries.yml"}
+    companions = {"clash_across_sets.queries.yml", "label_shadowed.queries.yml", "static_label_shadowed.queries.yml"}
     on_disk = {path.name for path in BAD.iterdir()} - companions
     assert on_disk == set(BAD_CASES)
 

@@ -105,10 +105,11 @@ class _Reference(Collector):
         for metric_result, query_result in self._result.metric_results():
             spec = metric_result.metric
             family = (CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily)(
-                spec.name, spec.documentation, labels=spec.labels
+                spec.name, spec.documentation, labels=spec.label_names
             )
-            for labels, number in metric_result.samples:
-                family.add_metric(labels, number)
+            stamps = metric_result.timestamps or (None,) * len(metric_result.samples)
+            for (labels, number), stamp in zip(metric_result.samples, stamps, strict=True):
+                family.add_metric(labels, number, timestamp=stamp)
             yield family
             ok = query_result.error is None and metric_result.error is None
             success.add_metric([spec.key], 1.0 if ok else 0.0)

@@ -30,7 +30,7 @@ def direct_samples(server: PostgreSQL, metric: Metric) -> dict[LabelPairs, float
         columns = [column.name for column in cursor.description or ()]
         return {
             tuple(sorted((label, str(row[columns.index(label)])) for label in metric.labels)): float(
-                row[columns.index(metric.value)]
+                row[columns.index(metric.values[0])]
             )
             for row in cursor.fetchall()
         }

@@ -72,10 +72,10 @@ def direct(connection: Any, metric: Metric) -> dict[Labels, float]:
         rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     return {
         tuple(sorted((label, "" if row[label] is None else str(row[label])) for label in metric.labels)): float(
-            row[metric.value]
+            row[metric.values[0]]
         )
         for row in rows
-        if row[metric.value] is not None
+        if row[metric.values[0]] is not None
     }
 
 

@@ -29,7 +29,7 @@ def test_demo_target_serves_sqlite_metrics_with_no_mysql_at_hand(
             columns = [column[0] for column in cursor.description]
             expected = {
                 tuple(sorted((label, str(row[columns.index(label)])) for label in metric.labels)): float(
-                    row[columns.index(metric.value)]
+                    row[columns.index(metric.values[0])]
                 )
                 for row in cursor.fetchall()
             }

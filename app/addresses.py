@@ -1,0 +1,131 @@
+"""Server addresses given to a module (``host``, ``host:port``, ``[v6]:port``) and the allow rules they must match.
+
+Pure text work: nothing here resolves a name or opens a socket, so a refused address costs no network at all.
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_GLOB_LABEL = re.compile(r"^[a-z0-9_*-]{1,63}$")
+# A last label that resolvers read as a number (10.1.2, 0x7f000001, 2130706433): the whole is an IPv4 address.
+_NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+MAX_NAME_LENGTH = 253
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A server address: a lower-case DNS name or an IP address, and a port if one was given."""
+
+    host: str
+    ip: IPAddress | None
+    port: int | None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if self.ip is not None and self.ip.version == 6 else self.host
+        return host if self.port is None else f"{host}:{self.port}"
+
+    def with_default_port(self, port: int | None) -> "Address":
+        """This address, with ``port`` when it names none."""
+        return self if self.port is not None or port is None else Address(self.host, self.ip, port)
+
+
+def parse_address(text: str) -> Address:
+    """``host``, ``host:port`` or ``[v6]:port``; ValueError with a sentence for anything else (user@, /db, ?x...)."""
+    host, port = _split_port(text)
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"{text!r} is not an address: an IPv6 address goes in brackets, e.g. [2001:db8::1]:3306")
+        ip = _ip(host[1:-1], text)
+        if ip.version != 6:
+            raise ValueError(f"{text!r} is not an address: only IPv6 addresses go in brackets")
+        return Address(str(ip), ip, port)
+    if ":" in host:
+        raise ValueError(f"{text!r} is not an address: write an IPv6 address in brackets, e.g. [2001:db8::1]:3306")
+    name = host.lower()
+    if not _NAME.match(name) or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{text!r} is not an address: expected host, host:port or [IPv6]:port")
+    if _NUMERIC_LABEL.match(name.rsplit(".", 1)[-1]):
+        ip = _ip(name, text)
+        if ip.version != 4:
+            raise ValueError(f"{text!r} is not an address")
+        return Address(str(ip), ip, port)
+    return Address(name, None, port)
+
+
+def _split_port(text: str) -> tuple[str, int | None]:
+    if not text:
+        raise ValueError("the address is empty")
+    if text.startswith("[") and "]" in text:
+        end = text.index("]") + 1
+        host, rest = text[:end], text[end:]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not an address: expected [IPv6]:port")
+        return host, _port(rest[1:], text) if rest else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, _port(port, text)
+    return text, None
+
+
+def _port(text: str, address: str) -> int:
+    if not _PORT.match(text) or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{address!r} is not an address: the port must be a number from 1 to 65535")
+    return int(text)
+
+
+def _ip(text: str, address: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{address!r} is not an address: {text!r} is not a valid IP address") from None
+
+
+@dataclass(frozen=True, slots=True)
+class AllowRule:
+    """One ``allow`` entry: a DNS-name glob, an IP address or a CIDR, with a port for the first two if given."""
+
+    text: str
+    pattern: re.Pattern[str] | None = None  # a name glob
+    network: IPNetwork | None = None  # an IP address is a network of one
+    port: int | None = None
+
+    def allows(self, address: Address) -> bool:
+        """Whether ``address`` (its default port applied) may be connected to under this rule."""
+        if self.port is not None and address.port != self.port:
+            return False
+        if self.network is not None:
+            return address.ip is not None and address.ip in self.network
+        return address.ip is None and self.pattern is not None and self.pattern.match(address.host) is not None
+
+
+def parse_allow_rule(text: str) -> AllowRule:
+    """An ``allow`` entry; ValueError saying what is wrong with it."""
+    if "/" in text:
+        try:
+            return AllowRule(text, network=ipaddress.ip_network(text, strict=True))
+        except ValueError as error:
+            raise ValueError(f"{text!r} is not a valid CIDR: {error}") from None
+    if "*" not in text:
+        try:
+            address = parse_address(text)
+        except ValueError as error:
+            raise ValueError(f"{text!r} is not a DNS name, an IP address or a CIDR: {error}") from None
+        if address.ip is not None:
+            return AllowRule(text, network=ipaddress.ip_network(address.ip), port=address.port)
+        return AllowRule(text, pattern=re.compile(re.escape(address.host) + r"\Z"), port=address.port)
+    host, port = _split_port(text)
+    labels = host.lower().split(".")
+    if not all(_GLOB_LABEL.match(label) for label in labels) or len(host) > MAX_NAME_LENGTH:
+        raise ValueError(f"{text!r} is not a valid name glob: e.g. *.db.example.net or db-*.example.net:3307")
+    digits = [label.isdigit() for label in labels if label != "*"]
+    if _NUMERIC_LABEL.match(labels[-1]) or (digits and all(digits)):
+        raise ValueError(f"{text!r} is not a valid name glob: a glob matches names; write IP ranges as CIDRs")
+    regex = r"\.".join(re.escape(label).replace(r"\*", "[^.]*") for label in labels)
+    return AllowRule(text, pattern=re.compile(regex + r"\Z"), port=port)
