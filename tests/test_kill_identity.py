@@ -2,7 +2,6 @@
 
 import contextlib
 import secrets
-import socket
 import threading
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -14,56 +13,12 @@ import pytest
 
 from app import kills
 from tests.helpers import client_for, parse_samples, target, value, wait_until, write_config
+from tests.relay import Relay
 from tests.servers import MariaDB
 
 SLEEPY = {"nap": {"query": "select sleep(20) as slept", "type": "gauge", "description": "d", "value": "slept"}}
 USER = "relayed"
 DEADLINE = {"X-Prometheus-Scrape-Timeout-Seconds": "1"}
-
-
-class Relay:
-    """A TCP proxy written for the test: its n-th connection goes to backends[n % len(backends)]."""
-
-    def __init__(self, backends: Sequence[int]) -> None:
-        self._backends = backends
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-        self._accepted = 0
-
-    def __enter__(self) -> "Relay":
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._listener.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self._listener.accept()
-                backend = self._backends[self._accepted % len(self._backends)]
-                self._accepted += 1
-                try:
-                    upstream = socket.create_connection(("127.0.0.1", backend))
-                except OSError:
-                    client.close()  # the backend refused: so does the proxy
-                    continue
-                self._sockets += [client, upstream]
-                for source, sink in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-    with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
 
 
 @pytest.fixture
