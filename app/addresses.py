@@ -17,6 +17,7 @@ _GLOB_LABEL = re.compile(r"^[a-z0-9_*-]{1,63}$")
 _NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
 MAX_NAME_LENGTH = 253
+MAX_ADDRESS_LENGTH = MAX_NAME_LENGTH + len(":65535")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +39,15 @@ class Address:
 
 def parse_address(text: str) -> Address:
     """``host``, ``host:port`` or ``[v6]:port``; ValueError with a sentence for anything else (user@, /db, ?x...)."""
+    if len(text) > MAX_ADDRESS_LENGTH:
+        raise ValueError(f"the address is longer than {MAX_ADDRESS_LENGTH} characters")
     host, port = _split_port(text)
     if host.startswith("["):
         if not host.endswith("]"):
             raise ValueError(f"{text!r} is not an address: an IPv6 address goes in brackets, e.g. [2001:db8::1]:3306")
         ip = _ip(host[1:-1], text)
-        if ip.version != 6:
-            raise ValueError(f"{text!r} is not an address: only IPv6 addresses go in brackets")
+        if ip.version != 6 or ip.scope_id is not None:
+            raise ValueError(f"{text!r} is not an address: only IPv6 addresses (without a zone) go in brackets")
         return Address(str(ip), ip, port)
     if ":" in host:
         raise ValueError(f"{text!r} is not an address: write an IPv6 address in brackets, e.g. [2001:db8::1]:3306")

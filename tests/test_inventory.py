@@ -80,9 +80,17 @@ def test_inventory_changes_take_effect_by_themselves_and_a_broken_file_keeps_its
     config = write_modules(tmp_path, {"mysql_prod": inventory_module(tmp_path, server)}, {"items": ITEMS_SET})
     file_ok = {"file": str(inventory)}
     with client_for(config, refresh_interval=REFRESH) as client:
+
+        def engines() -> float:
+            return value(parse_samples(client.get("/metrics").text), "sqlprobe_engines")
+
         assert set(sd_targets(client)) == {first}
+        probed = client.get("/probe", params={"target": first, "module": "mysql_prod"})
+        engines_while_listed = engines()
         write_inventory(inventory, [{"targets": [second]}])
         assert wait_until(lambda: set(sd_targets(client)) == {second}, 10)
+        # The server that left the file loses its engine (and its pooled connection) with its permission.
+        assert wait_until(lambda: engines() == 0, 10)
         refused = client.get("/probe", params={"target": first, "module": "mysql_prod"})
 
         inventory.write_text("- targets: [db3.example.net\n")  # cut short mid-write
@@ -93,6 +101,8 @@ def test_inventory_changes_take_effect_by_themselves_and_a_broken_file_keeps_its
         inventory.unlink()
         assert wait_until(lambda: sd_targets(client) == {}, 10)
         own_gone = parse_samples(client.get("/metrics").text)
+    assert value(parse_samples(probed.text), "probe_success") == 1.0
+    assert engines_while_listed == 1
     assert refused.status_code == 403
     assert set(broken) == {second}
     assert value(own_broken, "sqlprobe_inventory_file_ok", **file_ok) == 0.0

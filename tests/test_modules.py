@@ -155,6 +155,8 @@ def test_a_refused_address_gets_403_naming_the_module_and_sqlprobe_opens_no_sock
         "db..example.net",
         "db-.example.net",
         "db%2eexample.net",
+        "[fe80::1%eth0]:3306",
+        "a" * 5000,
     ],
 )
 def test_a_target_that_is_not_a_plain_address_gets_400(tmp_path: Path, target: str) -> None:
@@ -165,6 +167,7 @@ def test_a_target_that_is_not_a_plain_address_gets_400(tmp_path: Path, target: s
         engines = value(parse_samples(client.get("/metrics").text), "sqlprobe_engines")
     assert answer.status_code == 400, answer.text
     assert answer.text.startswith("invalid target for module 'm': ")
+    assert len(answer.text) < 400  # a sentence, not the request echoed back
     assert engines == 0
 
 
@@ -316,3 +319,19 @@ def test_a_probe_waiting_when_a_reload_disallows_its_address_never_connects_ther
                 assert value(parse_samples(answer.result(30).text), "probe_success") == 0.0
         with pytest.raises(TimeoutError):
             canary.accept()
+
+
+def test_an_idle_module_target_is_let_go_with_its_engine_and_series(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
+    server = fleet[1]
+    config = write_modules(tmp_path, {"m": mariadb_module(tmp_path, server, ["127.0.0.1"])}, {"items": ITEMS_SET})
+    with client_for(config, idle_engine_timeout=0.5) as client:
+        client.get("/probe", params={"target": f"127.0.0.1:{server.port}", "module": "m"})
+
+        def own() -> Samples:
+            return parse_samples(client.get("/metrics").text)
+
+        probed = own()
+        assert wait_until(lambda: value(own(), "sqlprobe_engines") == 0, 10)
+        after = own()
+    assert len(probed["sqlprobe_probes_total"]) == 1
+    assert "sqlprobe_probes_total" not in after
