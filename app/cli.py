@@ -18,6 +18,7 @@ import uvicorn
 from app import __version__
 from app.config import Config, load_config
 from app.errors import ConfigError, ConfigProblem
+from app.history import DEFAULT_HISTORY_LIMIT
 from app.internals import fallback_warnings, uvicorn_missing
 from app.inventory import check_inventory
 from app.logs import LOG_FORMATS, configure_logging
@@ -73,6 +74,12 @@ def _duration(value: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 0 or more")
+    return int(value)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, but a bad value exits 1, as a bad config does."""
 
@@ -123,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_REFRESH_INTERVAL,
         metavar="DURATION",
         help="read inventory files again, and check password and TLS files for a change, this often (default: 30s)",
+    )
+    parser.add_argument(
+        "--history-limit",
+        type=_count,
+        default=DEFAULT_HISTORY_LIMIT,
+        metavar="N",
+        help="failed probes kept for the status page and /logs, besides each target's last (default: %(default)s)",
     )
     parser.add_argument("--version", action="version", version=f"sqlprobe {__version__}")
     return parser
@@ -203,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             web_config=web_config,
             idle_engine_timeout=args.idle_engine_timeout,
             refresh_interval=args.refresh_interval,
+            history_limit=args.history_limit,
         ),
         host=host,
         port=port,

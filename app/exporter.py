@@ -11,6 +11,7 @@ from app.addresses import Address
 from app.config import Config, Target, load_config
 from app.engines import EngineCache
 from app.errors import ConfigError
+from app.history import DEFAULT_HISTORY_LIMIT, History, Selection, TargetKey
 from app.inventory import Inventory
 from app.module_targets import ModuleTargets
 from app.modules import AddressNotAllowed, Module, UnknownModule
@@ -34,8 +35,9 @@ class Reloaded:
 class Exporter:
     """What the handlers share. ``config`` is replaced whole by a reload; a probe keeps the one it started with."""
 
-    def __init__(self, config: Config, max_workers: int) -> None:
+    def __init__(self, config: Config, max_workers: int, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
         self.config = config
+        self.history = History(history_limit)
         # Engines only for the targets served now: a run queued before a reload must not build one for its old config.
         self.engines = EngineCache(self._served_now)
         self.prober = Prober(self.engines, max_workers)
@@ -64,14 +66,23 @@ class Exporter:
             )
         return self.module_targets.target(module, address)
 
-    def observe(self, result: ProbeResult) -> None:
-        """Account for a finished probe; of a target removed or let go while it ran, nothing is kept (its series)."""
+    def observe(self, result: ProbeResult, selection: Selection = None) -> None:
+        """Account for a finished probe; of a target removed or let go while it ran, nothing is kept (its series).
+
+        ``selection`` is the query sets the probe was restricted to (None: all of the target's).
+        """
         self.telemetry.observe(result)
         target = result.target
-        if target.module is not None and not self.module_targets.holds(target):
+        if target.module is None:
+            self.history.record(TargetKey(None, target.name), result, selection)
+            if target.name not in self.config.targets:
+                self.telemetry.forget_targets([target.name])  # a reload removed it meanwhile
+        elif self.module_targets.holds(target):
+            self.history.record(
+                TargetKey(target.module, target.name.removeprefix(f"{target.module}/")), result, selection
+            )
+        else:
             self._let_go([target.name])
-        elif target.module is None and target.name not in self.config.targets:
-            self.telemetry.forget_targets([target.name])  # a reload removed it meanwhile
 
     def _served_now(self, name: str) -> Target | None:
         """The target of this name in the config served now (a module target: the one kept now), if any."""
@@ -86,6 +97,7 @@ class Exporter:
         self.engines.forget(names)
         self.prober.forget_targets(names)
         self.telemetry.forget_targets(names)
+        self.history.forget_module_targets(names)
 
     def _refresh_inventory(self, config: Config) -> tuple[dict[str, Target], list[str]]:
         """Read the inventory files again and let go of module targets no longer allowed: those kept, those let go."""
@@ -116,6 +128,7 @@ class Exporter:
         let_go = self.module_targets.forget(disposed)
         self.prober.forget_targets(let_go)
         self.telemetry.forget_targets(let_go)
+        self.history.forget_module_targets(let_go)
         return disposed
 
     def reload(self, environ: Mapping[str, str] | None = None) -> Reloaded:
@@ -143,6 +156,7 @@ class Exporter:
                 # Removed targets' series leave /metrics (module targets let go already lost theirs).
                 self.telemetry.forget_targets([name for name in current.targets if name not in config.targets])
                 self.prober.forget_results()
+                self.history.retain(config.targets)
             self.telemetry.config_loaded(changed=changed)
             log.info(
                 "reload: %s, %d targets, %d engines disposed",

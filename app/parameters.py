@@ -1,5 +1,6 @@
 """Query parameters: the two ways queries.yml writes them, and binding them through the driver."""
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache, reduce
@@ -15,6 +16,8 @@ Scalar = str | int | float | bool | None
 ParameterSet = tuple[tuple[str, Scalar], ...]
 ParameterSets = tuple[ParameterSet, ...]
 
+# Runs of one query per probe, at most: each is a statement on the target within the probe's deadline.
+MAX_PARAMETER_SETS = 1000
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -28,6 +31,8 @@ def parse_parameters(raw: object) -> ParameterSets:
         raise ValueError("expected a list of mappings, or a mapping of lists of mappings")
     if not sets:
         raise ValueError("is empty")
+    if len(sets) > MAX_PARAMETER_SETS:
+        raise ValueError(f"{len(sets)} sets, more than the {MAX_PARAMETER_SETS} runs a probe may make")
     names = [tuple(sorted(name for name, _ in parameter_set)) for parameter_set in sets]
     for index, these in enumerate(names):
         if these != names[0]:
@@ -40,6 +45,10 @@ def parse_parameters(raw: object) -> ParameterSets:
 
 def _matrix(raw: Mapping[object, object]) -> list[ParameterSet]:
     """query-exporter's form: {a: [{x: 1}], b: [{y: 2}, {y: 3}]} runs for every combination, as a__x, b__y."""
+    combinations = math.prod(len(items) if isinstance(items, list) else 1 for items in raw.values())
+    if combinations > MAX_PARAMETER_SETS:
+        # Counted before they are made: a few short lists multiply into millions.
+        raise ValueError(f"{combinations} combinations, more than the {MAX_PARAMETER_SETS} runs a probe may make")
     groups: list[list[ParameterSet]] = []
     for group, items in raw.items():
         if not isinstance(group, str) or not _NAME.match(group):

@@ -17,7 +17,7 @@ from app.errors import where_it_failed
 from app.exporter import Exporter
 from app.exposition import render_probe
 from app.modules import AddressNotAllowed, ModuleRequestError
-from app.report import debug_report
+from app.report import debug_report, failures
 from app.results import ProbeResult
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class ProbeEndpoint:
         selected = _query_sets(found, [value for name, value in parameters if name == "query_set"])
         budget = _budget(found, headers.get(_SCRAPE_TIMEOUT))
         result = await self._exporter.prober.probe(found, selected, budget)
-        self._exporter.observe(result)
+        self._exporter.observe(result, selected)
         _log_failure(result)
         if debug:
             text, _ = render_probe(result, None)
@@ -180,17 +180,15 @@ def _budget(target: Target, scrape_timeout: str | None) -> float:
 def _log_failure(result: ProbeResult) -> None:
     if result.success:
         return
-    by_error: dict[tuple[str, str], list[str]] = {}
-    for metric, _ in result.metric_results():
-        if metric.error is not None:
-            # One line per event: drivers' messages may span several (psycopg adds hints).
-            message = " ".join(str(metric.error).split())
-            by_error.setdefault((metric.error.reason, message), []).append(metric.metric.key)
-    details = "; ".join(f"{reason}: {error} (metrics: {', '.join(keys)})" for (reason, error), keys in by_error.items())
-    failures = [{"reason": reason, "error": error, "metrics": keys} for (reason, error), keys in by_error.items()]
+    found = failures(result)
+    details = "; ".join(f"{reason}: {error} (metrics: {', '.join(keys)})" for reason, error, keys in found)
     log.info(
         "probe of target %s failed: %s",
         result.target.name,
         details,
-        extra={"event": "probe_failed", "target": result.target.name, "failures": failures},
+        extra={
+            "event": "probe_failed",
+            "target": result.target.name,
+            "failures": [{"reason": reason, "error": error, "metrics": list(keys)} for reason, error, keys in found],
+        },
     )

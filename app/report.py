@@ -1,14 +1,40 @@
 """The ``debug=true`` page: a plain-text account of one probe for the person reading it."""
 
 import time
+from typing import NamedTuple
 
 from app.config import Metric
 from app.errors import ConnectFailed
+from app.exposition import render_probe
+from app.history import Probe, TargetState
 from app.results import ProbeResult
 
 
-def debug_report(result: ProbeResult, exposition: str) -> str:
-    """Target, each SQL with rows, duration and error, then the metrics as Prometheus sees them."""
+class Failure(NamedTuple):
+    """One way a probe failed: the reason, the error's message on one line, and the metrics it cost."""
+
+    reason: str
+    message: str
+    metrics: tuple[str, ...]
+
+
+def failures(result: ProbeResult) -> list[Failure]:
+    """The probe's failures, one per distinct reason and message, in the order the metrics ran."""
+    by_error: dict[tuple[str, str], list[str]] = {}
+    for metric, _ in result.metric_results():
+        if metric.error is not None:
+            # One line per failure: drivers' messages may span several (psycopg adds hints).
+            message = " ".join(str(metric.error).split())
+            by_error.setdefault((metric.error.reason, message), []).append(metric.metric.key)
+    return [Failure(reason, message, tuple(keys)) for (reason, message), keys in by_error.items()]
+
+
+def debug_report(result: ProbeResult, exposition: str, ended: float | None = None) -> str:
+    """Target, each SQL with rows, duration and error, then the metrics as Prometheus sees them.
+
+    ``ended`` (time.monotonic()) is when the probe ended, for a report rendered later; ages are told as of then.
+    """
+    now = time.monotonic() if ended is None else ended
     target = result.target
     lines = [
         f"target: {target.name}",
@@ -34,7 +60,7 @@ def debug_report(result: ProbeResult, exposition: str) -> str:
         rows = "-" if query.rows is None else str(query.rows)
         lines.append(f"  rows: {rows}  duration: {query.duration:.4f}s")
         if query.from_cache:
-            age = time.monotonic() - query.ran_at
+            age = now - query.ran_at
             lines.append(f"  not run: the result of {age:.1f}s ago (min_interval {query.query.min_interval:g}s)")
         if connect_error is not None:
             lines.append("  not run: no connection")
@@ -68,6 +94,26 @@ def _probed_sets(result: ProbeResult) -> list[str]:
     """The target's query sets this probe ran (all, unless the request named some)."""
     probed = {metric.metric.query_set for metric, _ in result.metric_results()}
     return [name for name in result.target.query_sets if name in probed]
+
+
+def probe_log(state: TargetState, last_failed: Probe | None) -> str:
+    """/logs: the debug account of a target's last probe of each selection of query sets, the most recent first,
+    and of its last failed probe if none of those failed."""
+    now = time.time()
+    latest = sorted(state.latest.values(), key=lambda probe: probe.ended_at, reverse=True)
+    parts = [_logged("last probe", probe, now) for probe in latest]
+    if state.ok and last_failed is not None:
+        parts.append(_logged("last failed probe", last_failed, now))
+    return "\n\n".join(parts)
+
+
+def _logged(title: str, probe: Probe, now: float) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(probe.ended_at))
+    outcome = "succeeded" if probe.success else "failed"
+    exposition = render_probe(probe.result, None)[0].decode()
+    sets = "" if probe.selection is None else f" (query sets {', '.join(sorted(probe.selection))})"
+    heading = f"# {title} of {probe.key}{sets}: {outcome}, ended {when} ({now - probe.ended_at:.0f}s ago)"
+    return f"{heading}\n{debug_report(probe.result, exposition, probe.ended_monotonic)}"
 
 
 def _shape(metric: Metric) -> str:

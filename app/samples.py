@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -129,6 +129,8 @@ def _timestamp(raw: object) -> float | str | None:
     if isinstance(raw, datetime):
         # DATETIME has no time zone: taken as UTC (as sql_exporter's Go driver does by default).
         return (raw if raw.tzinfo is not None else raw.replace(tzinfo=UTC)).timestamp()
+    if isinstance(raw, date):  # a DATE: its midnight, UTC
+        return datetime.combine(raw, datetime.min.time(), UTC).timestamp()
     seconds = _number(raw)
     if isinstance(seconds, str) or not math.isfinite(seconds) or isinstance(raw, timedelta):
         return "invalid_timestamp"

@@ -1,13 +1,11 @@
 """The HTTP face of sqlprobe: thin handlers over the prober, the config and the telemetry."""
 
 import asyncio
-import html
 import logging
 import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +20,11 @@ from app.discovery import target_groups
 from app.errors import ConfigError, where_it_failed
 from app.exporter import Exporter
 from app.exposition import encode
+from app.history import DEFAULT_HISTORY_LIMIT, TargetKey
+from app.modules import ModuleRequestError
 from app.probe_endpoint import OPENAPI_OPERATION, PATH, BadRequest, ProbeEndpoint
+from app.report import probe_log
+from app.status_page import render_status_page
 from app.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -53,12 +55,14 @@ def create_app(
     web_config: WebConfig | None = None,
     idle_engine_timeout: float = DEFAULT_IDLE_ENGINE_TIMEOUT,
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
+    history_limit: int = DEFAULT_HISTORY_LIMIT,
 ) -> FastAPI:
     """Build the FastAPI app that serves ``config`` (``reload_on_sighup`` only where the app owns the process).
 
-    With ``web_config`` naming basic-auth users, every request must carry one's credentials.
+    With ``web_config`` naming basic-auth users, every request must carry one's credentials. The status page and
+    /logs keep each target's last probe and the last ``history_limit`` failed probes.
     """
-    exporter = Exporter(config, max_workers)
+    exporter = Exporter(config, max_workers, history_limit)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -137,45 +141,38 @@ async def service_discovery(
 
 
 @router.get("/", response_class=HTMLResponse)
-async def landing_page(exporter: ExporterDep) -> HTMLResponse:
-    """A page listing every target with links to probe it."""
-    rows = []
-    for target in exporter.config.targets.values():
-        probe_url = "/probe?" + urlencode({"target": target.name})
-        rows.append(
-            "<tr><td>{name}</td><td>{sets}</td><td>{dsn}</td>"
-            '<td><a href="{probe}">probe</a> <a href="{probe}&amp;debug=true">debug</a></td></tr>'.format(
-                name=html.escape(target.name),
-                sets=html.escape(", ".join(target.query_sets)),
-                dsn=html.escape(target.display_dsn),
-                probe=html.escape(probe_url),
-            )
-        )
-    page = _LANDING_PAGE.format(version=html.escape(__version__), count=len(rows), rows="\n".join(rows))
-    return HTMLResponse(page.replace("</body>", _modules_section(exporter) + "</body>"))
+async def status_page(exporter: ExporterDep) -> HTMLResponse:
+    """The fleet at a glance: every target's state, since when, its last probe and why it fails."""
+    return HTMLResponse(render_status_page(exporter))
 
 
-def _modules_section(exporter: Exporter) -> str:
-    """The modules with where they may connect: /probe?target=ADDRESS&module=NAME."""
-    modules = exporter.config.modules.values()
-    if not modules:
-        return ""
-    rows = "\n".join(
-        "<tr><td>{name}</td><td>{sets}</td><td>{dsn}</td><td>{allow}</td><td>{servers}</td><td>{probed}</td></tr>".format(
-            name=html.escape(module.name),
-            sets=html.escape(", ".join(module.template.query_sets)),
-            dsn=html.escape(module.display_dsn),
-            allow=html.escape(", ".join(rule.text for rule in module.allow)),
-            servers=len(exporter.inventory.servers(module.name)),
-            probed=exporter.module_targets.count(module.name),
-        )
-        for module in modules
-    )
-    return (
-        f"<h2>Modules ({len(modules)})</h2>\n<p>Probe with <code>/probe?target=ADDRESS&amp;module=NAME</code>.</p>\n"
-        "<table>\n<tr><th>module</th><th>query sets</th><th>DSN</th><th>allow</th><th>inventory servers</th>"
-        f"<th>engines</th></tr>\n{rows}\n</table>\n"
-    )
+@router.get("/logs", response_class=PlainTextResponse)
+async def probe_logs(
+    request: Request,
+    exporter: ExporterDep,
+    target: Annotated[str, Query(description="The target's name (or address, with module).")],
+    module: Annotated[str | None, Query(description="The module it was probed with.")] = None,
+) -> PlainTextResponse:
+    """The debug account of the target's last probe, and of its last failed one if the last succeeded."""
+    if len(request.query_params.getlist("target")) > 1 or len(request.query_params.getlist("module")) > 1:
+        raise BadRequest("give one 'target' (and at most one 'module') parameter to /logs")
+    config = exporter.config
+    if module is None:
+        if target not in config.targets:
+            raise BadRequest(f"unknown target {target!r}: it is not in {config.targets_file}", 404)
+        key = TargetKey(None, target)
+    else:
+        found = config.modules.get(module)
+        if found is None:
+            raise BadRequest(f"unknown module {module!r}: it is not in {config.targets_file}", 404)
+        try:
+            key = TargetKey(module, str(found.address(target)))
+        except ModuleRequestError as error:
+            raise BadRequest(str(error)) from None
+    state = exporter.history.state(key)
+    if state is None:
+        raise BadRequest(f"target {key} has not been probed since sqlprobe started (or was reloaded)", 404)
+    return PlainTextResponse(probe_log(state, exporter.history.last_failed(key)))
 
 
 @router.post("/-/reload", response_class=PlainTextResponse)
@@ -256,22 +253,6 @@ async def ready() -> str:
     return "OK"
 
 
-_LANDING_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>sqlprobe</title></head>
-<body>
-<h1>sqlprobe {version}</h1>
-<p>Prometheus exporter that runs your SQL against a fleet of databases.
-Own metrics: <a href="/metrics">/metrics</a>.
-Targets for Prometheus's <code>http_sd_configs</code>: <a href="/sd">/sd</a>.</p>
-<h2>Targets ({count})</h2>
-<table>
-<tr><th>target</th><th>query sets</th><th>DSN</th><th></th></tr>
-{rows}
-</table>
-</body></html>
-"""
-
-
 async def _bad_request(_: Request, error: BadRequest) -> PlainTextResponse:
     return PlainTextResponse(f"{error}\n", status_code=error.status_code)
 
@@ -280,7 +261,7 @@ async def _http_error(request: Request, error: HTTPException) -> PlainTextRespon
     # Unknown paths and methods get a sentence too, not JSON.
     message = f"{error.detail}: {request.method} {request.url.path}"
     if error.status_code == 404:
-        message += " (sqlprobe serves /probe, /metrics, /sd, /, /-/healthy, /-/ready and POST /-/reload)"
+        message += " (sqlprobe serves /probe, /metrics, /sd, /, /logs, /-/healthy, /-/ready and POST /-/reload)"
     return PlainTextResponse(f"{message}\n", status_code=error.status_code, headers=error.headers)
 
 

@@ -7,6 +7,7 @@ from typing import NoReturn
 
 import pytest
 
+from tests.browser import chromium_paths
 from tests.postgres import PostgreSQL, postgres_binaries, throwaway_postgres
 from tests.servers import MariaDB, free_port, mariadb_binaries, mariadb_fleet, silent_listener
 
@@ -57,6 +58,15 @@ def promtool() -> str:
     if path is None:
         missing("promtool is not installed: apt-get install prometheus")
     return path
+
+
+@pytest.fixture(scope="session")
+def chromium_binaries() -> tuple[str, str]:
+    """Debian's chromium and chromedriver; without them the browser tests fail under CI and skip elsewhere."""
+    paths = chromium_paths()
+    if paths is None:
+        missing("Chromium is not installed (no chromium / chromedriver): apt-get install chromium chromium-driver")
+    return paths
 
 
 def missing(reason: str) -> NoReturn:

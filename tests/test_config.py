@@ -94,6 +94,7 @@ BAD_CASES = {
         "16: query_sets.basic.uneven.parameters: every set must name the same parameters (schema), set 2 names table",
         "23: query_sets.basic.not_a_value.parameters: set 1, schema: expected a string, a number, true/false or null",
         "30: query_sets.basic.empty_matrix.parameters: schema: expected a non-empty list of mappings",
+        "37: query_sets.basic.too_many.parameters: 1331 combinations, more than the 1000 runs a probe may make",
     ],
     "value_is_label.queries.yml": ["3: query_sets.basic.up: value: column 'up' is also listed as a label"],
     "invalid_yaml.queries.yml": ["5: invalid YAML: expected <block end>, but found '<block mapping start>'"],

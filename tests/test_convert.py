@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from app.config import load_config
-from tests.helpers import Samples, client_for
+from tests.helpers import Samples, client_for, parse_samples
 from tests.servers import MariaDB
 from tests.test_convert_query_exporter import CONVERT, convert, probed_series
 
@@ -286,3 +286,79 @@ def test_a_sql_exporter_collector_gives_on_mariadb_the_series_sql_exporter_makes
                         assert line in texts[name].splitlines()
     assert ours == expected
     assert set(ours) == {"items_stock", "items_qty_total", "items_price", "items_server_info", "items_fresh"}
+
+
+def _on_mariadb(source: Path, directory: Path, dsn: str) -> Path:
+    """A copy of sql_exporter's example ``source`` (with its collector files inline) whose targets are the MariaDB
+    ``dsn`` and whose queries read the test schema instead, returning the columns its metrics read (label columns
+    from kind and color, value columns from qty and price): so each metric definition meets real rows."""
+    config = yaml.safe_load(source.read_text())
+    if config.get("target"):
+        config["target"]["data_source_name"] = dsn
+    for job in config.get("jobs") or ():
+        for static in job["static_configs"]:
+            static["targets"] = dict.fromkeys(static["targets"], dsn)
+    files = [
+        file for pattern in config.pop("collector_files", None) or () for file in sorted(source.parent.glob(pattern))
+    ]
+    config["collectors"] = [yaml.safe_load(file.read_text()) for file in files] + list(config.get("collectors") or ())
+    for collector in config["collectors"]:
+        # The label and value columns each query (by name, or a metric's own) must return.
+        reads: dict[str, tuple[set[str], set[str], list[bool]]] = {}
+        for metric in collector["metrics"]:
+            labels, values, one_row = reads.setdefault(
+                metric.get("query_ref") or metric["metric_name"], (set(), set(), [False])
+            )
+            labels.update(metric.get("key_labels") or ())
+            values.update(metric.get("values") or ())
+            # A metric without key labels gets one series: its query returns one row (sql_exporter fails a
+            # scrape that collects the same series twice).
+            one_row[0] |= not metric.get("key_labels")
+        for metric in collector["metrics"]:
+            if "query" in metric:
+                metric["query"] = _items_query(*reads[metric["metric_name"]])
+        for query in collector.get("queries") or ():
+            query["query"] = _items_query(*reads[query["query_name"]])
+    directory.mkdir()
+    (directory / "sql_exporter.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return directory / "sql_exporter.yml"
+
+
+def _items_query(labels: set[str], values: set[str], one_row: list[bool]) -> str:
+    selected = [f"concat(kind, '/', color, '/{number}') as `{column}`" for number, column in enumerate(sorted(labels))]
+    selected += [f"qty * {number + 1} + price as `{column}`" for number, column in enumerate(sorted(values - labels))]
+    return f"select {', '.join(selected)} from items order by kind, color{' limit 1' if one_row[0] else ''}"
+
+
+@pytest.mark.parametrize(
+    "example",
+    ["documentation/sql_exporter.yml", "examples/mssql/sql_exporter.yml", "examples/postgres/sql_exporter.yml"],
+)
+def test_sql_exporters_documented_metric_definitions_give_on_mariadb_rows_the_series_sql_exporter_makes(
+    tmp_path: Path, fleet: Sequence[MariaDB], example: str
+) -> None:
+    server = fleet[0]
+    config = _on_mariadb(
+        SQL_EXPORTER / example, tmp_path / "example", server.dsn.replace("mysql+pymysql://", "mysql://")
+    )
+    result = convert("sql-exporter", config, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    sqlprobe_config = load_config(tmp_path / "out" / "targets.yml", tmp_path / "out" / "queries.yml", {})
+    expected: Samples = {}
+    metrics = _collector_metrics(config)
+    with server.exporter_connection() as connection, connection.cursor() as cursor:
+        for metric in metrics.values():
+            cursor.execute(metric["sql"])
+            columns = [column[0] for column in cursor.description]
+            for sample_name, series in sql_exporter_series(metric, columns, cursor.fetchall()).items():
+                expected.setdefault(sample_name, {}).update(series)
+    with client_for(sqlprobe_config) as client:
+        for name in sqlprobe_config.targets:
+            text = client.get("/probe", params={"target": name}).text
+            ours = {key: series for key, series in parse_samples(text).items() if key in expected}
+            served = {
+                key for metric in sqlprobe_config.targets[name].metrics for key in (metric.name, f"{metric.name}_total")
+            }
+            assert ours == {key: series for key, series in expected.items() if key in served}, name
+            assert "probe_success 1.0" in text.splitlines(), name
+    assert len(expected) == len(metrics)

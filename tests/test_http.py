@@ -184,15 +184,6 @@ def test_own_metrics_count_probes_errors_and_engines(client: TestClient) -> None
     assert "probe_success" not in samples
 
 
-def test_landing_page_lists_targets_with_probe_and_debug_links(client: TestClient) -> None:
-    response = client.get("/")
-    assert response.headers["content-type"].startswith("text/html")
-    for name in ("small", "large"):
-        assert f'<a href="/probe?target={name}">probe</a>' in response.text
-        assert f'<a href="/probe?target={name}&amp;debug=true">debug</a>' in response.text
-    assert "<td>tables, version</td>" in response.text
-
-
 @pytest.mark.parametrize("path", ["/-/healthy", "/-/ready"])
 def test_health_endpoints_answer_200(client: TestClient, path: str) -> None:
     response = client.get(path)

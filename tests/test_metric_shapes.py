@@ -100,7 +100,9 @@ def test_timestamp_value_stamps_samples_in_both_formats_and_rows_without_one_kee
     datetimes = "select 'a' as source, 1 as n, timestamp('2026-11-01 12:00:00') as at union all select 'c', 3, null"
     # (The time column first: its position is 0.)
     seconds = "select 1793534460.25 as at, 'b' as source, 2 as n union all select null, 'd', 4"
+    a_date = "select 'e' as source, 5 as n, date('2026-11-01') as at"
     metrics = {
+        "fresh_date": shape(a_date, labels=["source"], value="n", timestamp_value="at"),
         "fresh": shape(datetimes, labels=["source"], value="n", timestamp_value="at"),
         "fresh_seconds": shape(seconds, labels=["source"], value="n", timestamp_value="at"),
     }
@@ -108,7 +110,9 @@ def test_timestamp_value_stamps_samples_in_both_formats_and_rows_without_one_kee
     ((a_seconds,),) = server.query(
         "select timestampdiff(second, '1970-01-01 00:00:00', timestamp('2026-11-01 12:00:00'))"
     )
+    ((e_seconds,),) = server.query("select timestampdiff(second, '1970-01-01', date('2026-11-01'))")
     text_lines = probe(tmp_path, server, metrics).splitlines()
+    assert f'query_exporter_fresh_date{{source="e"}} 5.0 {e_seconds * 1000}' in text_lines
     assert f'query_exporter_fresh{{source="a"}} 1.0 {a_seconds * 1000}' in text_lines
     assert 'query_exporter_fresh_seconds{source="b"} 2.0 1793534460250' in text_lines
     assert 'query_exporter_fresh{source="c"} 3.0' in text_lines

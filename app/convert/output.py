@@ -41,12 +41,21 @@ class Conversion:
         return targets_path, queries_path
 
 
-def yaml_problem(path: Path, error: yaml.YAMLError) -> Unreadable:
-    """The YAML error as one sentence naming the file and line, never quoting the line (it may hold a password)."""
-    mark = getattr(error, "problem_mark", None)
-    where = f" at line {mark.line + 1}" if mark is not None else ""
-    problem = getattr(error, "problem", None) or type(error).__name__
-    return Unreadable(f"{path} is not valid YAML{where}: {problem}")
+def read_yaml(path: Path, loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
+    """The YAML document at ``path``; Unreadable with one sentence if it cannot be read."""
+    try:
+        with path.open(encoding="utf-8") as stream:
+            return yaml.load(stream, loader)  # never an unsafe loader: SafeLoader or one derived from it
+    except OSError as error:
+        raise Unreadable(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise Unreadable(f"{path} is not UTF-8 text") from None
+    except yaml.YAMLError as error:
+        # Its file and line, never the line itself: it may hold a password.
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise Unreadable(f"{path} is not valid YAML{where}: {problem}") from None
 
 
 def target_name(name: str) -> str:

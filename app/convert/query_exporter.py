@@ -9,7 +9,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from app.convert.dsn import EnvRef, render, sqlprobe_drivername
-from app.convert.output import Conversion, Unreadable, target_name, unused_name, yaml_problem
+from app.convert.output import Conversion, Unreadable, read_yaml, target_name, unused_name
 
 _SECTIONS = ("databases", "metrics", "queries")
 _INTERVAL = re.compile(r"^([0-9]+)([smhd]?)$")
@@ -54,15 +54,7 @@ def convert(path: Path) -> Conversion:
 def _load(path: Path, including: tuple[Path, ...] = ()) -> Any:
     if path.absolute() in including:
         raise Unreadable(f"{including[-1]} includes {path}, which includes it again")
-    try:
-        with path.open(encoding="utf-8") as stream:
-            return yaml.load(stream, _loader(path.parent, (*including, path.absolute())))
-    except OSError as error:
-        raise Unreadable(f"cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise Unreadable(f"{path} is not UTF-8 text") from None
-    except yaml.YAMLError as error:
-        raise yaml_problem(path, error) from None
+    return read_yaml(path, _loader(path.parent, (*including, path.absolute())))
 
 
 def _loader(base: Path, including: tuple[Path, ...]) -> type[yaml.SafeLoader]:

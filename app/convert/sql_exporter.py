@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-import yaml
-
 from app.convert.dsn import sqlprobe_drivername
-from app.convert.output import Conversion, Unreadable, target_name, unused_name, yaml_problem
+from app.convert.output import Conversion, Unreadable, read_yaml, target_name, unused_name
 
 # dburl's scheme aliases (sql_exporter reads its DSNs with xo/dburl) for the backends sqlprobe probes.
 _BACKENDS = {
@@ -35,7 +33,7 @@ _GLOBAL_ADVICE = {
 
 def convert(path: Path) -> Conversion:
     """Convert sql_exporter's configuration at ``path`` (and its collector files); Unreadable if it is not one."""
-    data = _load(path)
+    data = read_yaml(path)
     if not isinstance(data, dict) or not ({"target", "jobs"} & set(data)):
         raise Unreadable(f"{path} is not a sql_exporter configuration: no target or jobs")
     conversion = Conversion(f"sql_exporter configuration {path}")
@@ -61,17 +59,6 @@ def convert(path: Path) -> Conversion:
             "(instance is the target's name with the relabeling of examples/prometheus.yml)",
         )
     return conversion
-
-
-def _load(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise Unreadable(f"cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise Unreadable(f"{path} is not UTF-8 text") from None
-    except yaml.YAMLError as error:
-        raise yaml_problem(path, error) from None
 
 
 def _global_settings(settings: dict[str, Any], conversion: Conversion) -> str | None:
@@ -107,7 +94,7 @@ def _collectors(data: dict[str, Any], path: Path, conversion: Conversion) -> dic
     for pattern in data.get("collector_files") or ():
         full = pattern if Path(pattern).is_absolute() else str(path.parent / pattern)
         for file in sorted(glob.glob(full)):
-            collector = _load(Path(file))
+            collector = read_yaml(Path(file))
             if isinstance(collector, dict) and collector.get("collector_name"):
                 found[str(collector["collector_name"])] = (collector, file)
             else:
