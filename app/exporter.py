@@ -73,16 +73,12 @@ class Exporter:
         """
         self.telemetry.observe(result)
         target = result.target
-        if target.module is None:
-            self.history.record(TargetKey(None, target.name), result, selection)
-            if target.name not in self.config.targets:
-                self.telemetry.forget_targets([target.name])  # a reload removed it meanwhile
-        elif self.module_targets.holds(target):
-            self.history.record(
-                TargetKey(target.module, target.name.removeprefix(f"{target.module}/")), result, selection
-            )
-        else:
+        if target.module is not None and not self.module_targets.holds(target):
             self._let_go([target.name])
+        elif target.module is not None or target.name in self.config.targets:  # not removed by a reload meanwhile
+            self.history.record(TargetKey.of(target), result, selection)
+        else:
+            self.telemetry.forget_targets([target.name])  # removed by a reload meanwhile: its series go too
 
     def _served_now(self, name: str) -> Target | None:
         """The target of this name in the config served now (a module target: the one kept now), if any."""

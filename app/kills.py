@@ -6,9 +6,7 @@ notes, when it is made, which server it reached and its id there (one query); a 
 connection that reports the same server, and otherwise the probe's connection is discarded instead.
 """
 
-import contextlib
 import logging
-import socket
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -167,11 +165,3 @@ def failure_reason(error: Exception, secret: str | None) -> str:
         reason = f"{type(error).__name__} ({args[0]}, {args[1]})"
         return reason.replace(secret, "***") if secret else reason
     return type(error).__name__
-
-
-def discard_socket(dbapi_connection: Any) -> None:
-    """End the probe's wait on ``dbapi_connection`` now: its worker reads the end of the stream and drops it."""
-    sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL's socket (app/internals.py checks it is there)
-    if sock is not None:
-        with contextlib.suppress(OSError):  # closed meanwhile
-            sock.shutdown(socket.SHUT_RDWR)
