@@ -18,7 +18,15 @@ import uvicorn
 from app import __version__
 from app.config import Config, load_config
 from app.errors import ConfigError, ConfigProblem
+from app.fdlimit import hard_limit, raise_soft_limit, shortfall_warning
 from app.history import DEFAULT_HISTORY_LIMIT
+from app.http_protocol import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    HttpLimits,
+    http_protocol,
+)
 from app.internals import fallback_warnings, uvicorn_missing
 from app.inventory import check_inventory
 from app.logs import LOG_FORMATS, configure_logging
@@ -74,6 +82,25 @@ def _duration(value: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+_SIZE_UNITS = {"kib": 1024, "mib": 1024**2, "b": 1}
+
+
+def _size(value: str) -> int:
+    """A byte count: 65536, 64KiB or 1MiB."""
+    text = value.strip().lower()
+    unit = next((unit for unit in _SIZE_UNITS if text.endswith(unit)), "")
+    number = text.removesuffix(unit).strip()
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size such as 65536, 64KiB or 1MiB")
+    return int(number) * _SIZE_UNITS.get(unit, 1)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return int(value)
+
+
 def _count(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 0 or more")
@@ -125,6 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="dispose a target's engine and connections when no probe used it this long (default: 15m)",
     )
     parser.add_argument(
+        "--max-header-size",
+        type=_size,
+        default=DEFAULT_MAX_HEADER_BYTES,
+        metavar="SIZE",
+        help="largest request line and headers accepted, before authentication; larger gets 431 (default: 64KiB)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=_duration,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="DURATION",
+        help="a client must send its request line and headers within this; else 408 and closed (default: 5s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="open HTTP connections at most; the next gets 503 and is closed (default: %(default)s)",
+    )
+    parser.add_argument(
         "--refresh-interval",
         type=_duration,
         default=DEFAULT_REFRESH_INTERVAL,
@@ -161,14 +209,27 @@ def load_configs(args: argparse.Namespace) -> tuple[Config, WebConfig | None]:
     return config, web_config
 
 
-def _http_protocol() -> type[asyncio.Protocol] | str:
-    """The one-write protocol of app/http_protocol.py, or uvicorn's stock one if its internals are missing."""
+def _raise_descriptor_limit(config: Config, max_connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard one, log both, and warn if the config could need more."""
+    limit = raise_soft_limit()
+    log.info(
+        "file descriptors: soft limit %d (was %d), hard limit %d",
+        limit.soft,
+        limit.found,
+        limit.hard,
+        extra={"event": "nofile_limit", "soft": limit.soft, "was": limit.found, "hard": limit.hard},
+    )
+    shortfall = shortfall_warning(config, max_connections, limit.soft)
+    if shortfall is not None:
+        log.warning("%s", shortfall, extra={"event": "nofile_shortfall"})
+
+
+def _http_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | str:
+    """The bounded one-write protocol of app/http_protocol.py, or uvicorn's stock one if its internals are missing."""
     if uvicorn_missing():
         # "auto" is the httptools protocol when httptools is installed: usable unless its module is what is missing.
         return "h11" if importlib.util.find_spec("uvicorn.protocols.http.httptools_impl") is None else "auto"
-    from app.http_protocol import HttpProtocol  # imports uvicorn's private module: only once it is known to be there
-
-    return HttpProtocol
+    return http_protocol(limits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,7 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         modules = f", {len(config.modules)} modules" if config.modules else ""
         counts = f"{len(config.targets)} targets, {len(config.query_sets)} query sets{modules}"
         print(f"sqlprobe: configuration OK: {counts}")
+        shortfall = shortfall_warning(config, args.max_connections, hard_limit())
+        if shortfall is not None:
+            print(f"sqlprobe: warning: {shortfall}", file=sys.stderr)
         return 0
+    _raise_descriptor_limit(config, args.max_connections)
     host, port = args.bind
     for warning in fallback_warnings():
         log.warning(warning, extra={"event": "fallback"})
@@ -226,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=args.log_level == "debug",
         # sqlprobe never uses the client's address: no X-Forwarded-For work on every request.
         proxy_headers=False,
-        http=_http_protocol(),
+        # Bounded before the app (and its basic auth) sees a request; an answer in one write, not two.
+        http=_http_protocol(HttpLimits(args.max_header_size, args.header_timeout, args.max_connections)),
         **uvicorn_tls(web_config),
     )
     return 0

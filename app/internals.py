@@ -46,7 +46,12 @@ def uvicorn_missing() -> tuple[str, ...]:
     made = getattr(HttpToolsProtocol, "connection_made", None)
     if made is None or list(inspect.signature(made).parameters) != ["self", "transport"]:
         return ("HttpToolsProtocol.connection_made(transport)",)
-    return ()
+    # The parser callbacks and events app/http_protocol.py extends to bound a request's head.
+    return tuple(
+        f"HttpToolsProtocol.{name}"
+        for name in ("data_received", "connection_lost", "on_message_begin", "on_headers_complete")
+        if not callable(getattr(HttpToolsProtocol, name, None))
+    )
 
 
 def fallback_warnings() -> list[str]:
@@ -62,6 +67,7 @@ def fallback_warnings() -> list[str]:
     if missing := uvicorn_missing():
         warnings.append(
             f"uvicorn {version('uvicorn')} lacks {', '.join(missing)}: answers use uvicorn's stock HTTP protocol "
-            "(two writes each; sqlprobe was tested with the version pinned in pyproject.toml)"
+            "(two writes each, and without --max-header-size, --header-timeout and --max-connections; sqlprobe was "
+            "tested with the version pinned in pyproject.toml)"
         )
     return warnings
