@@ -16,6 +16,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from app.exporter import Exporter
+from app.reloads import SharedRuns
 from app.web import create_app
 from tests.helpers import ITEMS_SET, client_for, metric, parse_samples, target, value, wait_until, write_config
 from tests.served import serve
@@ -283,7 +284,7 @@ def test_the_idle_engine_sweeper_and_sighup_reloads_log_a_failure_and_keep_runni
     app = create_app(config, reload_on_sighup=True, idle_engine_timeout=0.2)
     exporter: Exporter = app.state.exporter
     # Each task's work fails once, then works: the task must outlive the failure.
-    exporter.reload = _failing_once(exporter.reload)  # type: ignore[method-assign]
+    exporter.reload_shared = SharedRuns(_failing_once(exporter.reload))
     exporter.engines.dispose_idle = _failing_once(exporter.engines.dispose_idle)  # type: ignore[method-assign]
 
     async def scenario() -> tuple[int, int, list[str]]:
