@@ -1,0 +1,57 @@
+"""Module probes from someone who wants the module's login sent to a server of their own, or sqlprobe to misbehave."""
+
+from pathlib import Path
+
+import httpx2 as httpx
+
+from tests.helpers import ITEMS_SET
+from tests.served import serve
+from tests.test_modules import connection_attempted, listener
+
+SETS = {"basic": {"one": {**ITEMS_SET["items_created"]}}}
+
+
+def module(*allow: str) -> dict[str, object]:
+    """A module whose login must never reach a server outside ``allow``."""
+    return {
+        "dsn": "mysql+pymysql://u:not-for-you@{address}/",
+        "query_sets": ["basic"],
+        "allow": list(allow),
+        "timeout": "2s",
+    }
+
+
+def test_a_target_with_a_line_break_or_a_non_ascii_letter_gets_400(tmp_path: Path) -> None:
+    targets = [
+        "db-1\n",  # re's $ matches before a final line break: "db-1\n" was resolved, and logged on two lines
+        "db-1.db.example.net\n",
+        "db-1\n:3306",
+        "db-1:3306\n",
+        "\u212a.db.example.net",  # KELVIN SIGN: lower() makes it an ASCII k
+    ]
+    allow = module("db-*", "*.db.example.net", "k.db.example.net")
+    with serve(tmp_path, {}, SETS, modules={"m": allow}) as served, httpx.Client() as client:
+        answers = [client.get(f"{served.url}/probe", params={"target": target, "module": "m"}) for target in targets]
+        own = client.get(f"{served.url}/metrics").text
+    assert [answer.status_code for answer in answers] == [400] * len(targets), [answer.text for answer in answers]
+    assert all(answer.text.startswith("invalid target for module 'm': ") for answer in answers)
+    assert "sqlprobe_probes_total{" not in own
+    assert "probe of target" not in served.log.read_text()
+
+
+def test_an_ipv4_mapped_address_is_not_allowed_by_an_ipv6_network_that_merely_spans_it(tmp_path: Path) -> None:
+    # [::ffff:127.0.0.2] is 127.0.0.2 reached over IPv6: allowing "any IPv6 server" must not allow every IPv4 one.
+    with listener("127.0.0.2") as (outside, port):
+        mapped = module("::/0", "2001:db8::/32", "127.0.0.1")
+        written = module("::ffff:127.0.0.0/104")
+        with serve(tmp_path, {}, SETS, modules={"m": mapped, "written": written}) as served, httpx.Client() as client:
+            refused = client.get(f"{served.url}/probe", params={"target": f"[::ffff:127.0.0.2]:{port}", "module": "m"})
+            attempted = connection_attempted(outside)
+            allowed = client.get(
+                f"{served.url}/probe", params={"target": f"[::ffff:127.0.0.2]:{port}", "module": "written"}
+            )
+            attempted_when_written = connection_attempted(outside)
+    assert refused.status_code == 403, refused.text
+    assert not attempted
+    assert allowed.status_code == 200  # an allow entry written for mapped addresses still allows them
+    assert attempted_when_written
