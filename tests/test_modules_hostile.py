@@ -3,6 +3,12 @@
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
+import yaml
+
+from app import yamlfile
+from app.errors import ConfigError
+from app.inventory import read_inventory_file
 
 from tests.helpers import ITEMS_SET
 from tests.served import serve
@@ -55,3 +61,19 @@ def test_an_ipv4_mapped_address_is_not_allowed_by_an_ipv6_network_that_merely_sp
     assert not attempted
     assert allowed.status_code == 200  # an allow entry written for mapped addresses still allows them
     assert attempted_when_written
+
+
+def test_an_inventory_file_with_more_values_than_the_alias_bound_is_read_when_it_has_no_aliases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bound stops aliases of aliases ("billion laughs"); a fleet of 15,000 servers, one group and three labels
+    # each, is 105,000 values. The bound is lowered here so the file stays small enough to read quickly.
+    monkeypatch.setattr(yamlfile, "MAX_VALUES", 1000)
+    groups = [{"targets": [f"db-{index}.db.example.net:3306"], "labels": {"rack": str(index)}} for index in range(300)]
+    (tmp_path / "fleet.yml").write_text(yaml.safe_dump(groups))
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    (tmp_path / "bomb.yml").write_text(bomb)
+    entries = read_inventory_file(tmp_path / "fleet.yml")
+    with pytest.raises(ConfigError, match="more than 1000 values once aliases are expanded"):
+        yamlfile.load_yaml(tmp_path / "bomb.yml")
+    assert [str(address) for address, _ in entries] == [f"db-{index}.db.example.net:3306" for index in range(300)]
