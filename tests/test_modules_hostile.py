@@ -9,7 +9,6 @@ import yaml
 from app import yamlfile
 from app.errors import ConfigError
 from app.inventory import read_inventory_file
-
 from tests.helpers import ITEMS_SET
 from tests.served import serve
 from tests.test_modules import connection_attempted, listener
