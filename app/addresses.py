@@ -43,6 +43,8 @@ def parse_address(text: str) -> Address:
     """``host``, ``host:port`` or ``[v6]:port``; ValueError with a sentence for anything else (user@, /db, ?x...)."""
     if len(text) > MAX_ADDRESS_LENGTH:
         raise ValueError(f"the address is longer than {MAX_ADDRESS_LENGTH} characters")
+    if "@" in text:  # not repeated: what comes before the @ may be a password
+        raise ValueError("the address has a user@ part; a module's DSN gives the user, the target only host[:port]")
     if not text.isascii():  # lower() would make some letters ASCII (the Kelvin sign a k)
         raise ValueError(f"{text!r} is not an address: names are ASCII (write an internationalized one as xn--...)")
     host, port = _split_port(text)

@@ -1,5 +1,7 @@
 """Module probes from someone who wants the module's login sent to a server of their own, or sqlprobe to misbehave."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx2 as httpx
@@ -76,3 +78,23 @@ def test_an_inventory_file_with_more_values_than_the_alias_bound_is_read_when_it
     with pytest.raises(ConfigError, match="more than 1000 values once aliases are expanded"):
         yamlfile.load_yaml(tmp_path / "bomb.yml")
     assert [str(address) for address, _ in entries] == [f"db-{index}.db.example.net:3306" for index in range(300)]
+
+
+def test_an_address_with_a_password_in_it_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    # A DSN pasted into an inventory file where an address belongs: the log line and --check-config name the
+    # file, line and entry, not its password.
+    (tmp_path / "fleet.yml").write_text(yaml.safe_dump([{"targets": ["exporter:hunter2-rotated@db-1:3306"]}]))
+    modules = {"m": {**module("*.db.example.net"), "inventory": ["fleet.yml"]}}
+    (tmp_path / "targets.yml").write_text(yaml.safe_dump({"modules": modules}))
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump({"query_sets": SETS}))
+    command = [str(Path(sys.executable).parent / "sqlprobe"), "--targets", str(tmp_path / "targets.yml")]
+    checked = subprocess.run(
+        [*command, "--queries", str(tmp_path / "queries.yml"), "--check-config"], capture_output=True, text=True
+    )
+    assert checked.returncode != 0
+    assert f"{tmp_path / 'fleet.yml'}:2: [0].targets[0]: " in checked.stdout + checked.stderr
+    assert "hunter2" not in checked.stdout + checked.stderr
+    with serve(tmp_path / "served", {}, SETS, modules={"m": module("*")}) as served, httpx.Client() as client:
+        answer = client.get(f"{served.url}/probe", params={"target": "exporter:hunter2-rotated@db-1", "module": "m"})
+    assert answer.status_code == 400
+    assert "hunter2" not in answer.text
