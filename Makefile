@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The shipped targets.yml reads the local MySQL target's password from here; empty is fine for a first look.
 export MYSQL_EXPORTER_PASSWORD ?=
 
-.PHONY: install run test check bench clean peers
+.PHONY: install run test check bench bench-status-page screenshot clean peers
 
 $(BIN)/sqlprobe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ test: install
 # The benchmark (tests/bench/, not collected by pytest): `make bench BENCH_ARGS="--targets 2000 --interval 15"`.
 bench: install
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+# The status page's size and render time with 2,000 probed targets (tests/bench/status_page.py).
+bench-status-page: install
+	$(BIN)/python -m tests.bench.status_page $(BENCH_ARGS)
+
+# docs/status-page.png, taken by headless Chromium (chromium and chromium-driver installed).
+screenshot: install
+	$(BIN)/python -m tests.screenshot
 
 check: install
 	$(BIN)/ruff check app tests

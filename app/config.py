@@ -25,7 +25,13 @@ _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # Families every probe answer carries besides the user's metrics.
 BUILTIN_FAMILIES = frozenset(
-    {"probe_success", "probe_duration_seconds", "sqlprobe_query_success", "sqlprobe_query_duration_seconds"}
+    {
+        "probe_success",
+        "probe_duration_seconds",
+        "sqlprobe_query_success",
+        "sqlprobe_query_duration_seconds",
+        "sqlprobe_query_result_age_seconds",
+    }
 )
 
 

@@ -3,6 +3,9 @@
 import contextlib
 import logging
 import math
+import os
+import select
+import socket
 import ssl
 import threading
 import time
@@ -17,7 +20,6 @@ import psycopg
 import pymysql
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 from app import mysql_wire
@@ -29,11 +31,14 @@ log = logging.getLogger(__name__)
 # A small pool: a target is probed by one or two Prometheus servers at a time.
 POOL_SIZE = 2
 MAX_OVERFLOW = 2
+POOL_CAPACITY = POOL_SIZE + MAX_OVERFLOW
 # Seconds a KILL QUERY or cancel request may take before we give up on stopping the query server-side.
 CANCEL_TIMEOUT = 5.0
 # Seconds a statement may outlast the probe's deadline: the stop sent at the deadline (KILL QUERY, cancel)
 # comes first, so the probe reports a timeout, and the driver or server ends the statement if it was lost.
 DEADLINE_GRACE = 1.0
+# The least time a wait is given, however late it starts: a wait of 0 would mean "forever" to some drivers.
+MIN_WAIT = 0.05
 # libpq counts connect_timeout in whole seconds and turns anything under 2 into 2.
 LIBPQ_MIN_CONNECT_TIMEOUT = 2
 
@@ -44,15 +49,27 @@ Fetch = Callable[[Any, str], Fetched]
 
 
 @dataclass(frozen=True, slots=True)
-class _Dialect:
-    """How one kind of server is kept within a probe's deadline: one function per concern."""
+class Dialect:
+    """How one kind of server is kept within a probe's deadline and read-only: one function or statement per concern."""
 
     connect_args: Callable[[Target], dict[str, Any]]  # the driver's engine-wide connect() arguments
     bound_connect: Callable[[dict[str, Any], float], None]  # a new connection gives up in these seconds
-    bound_checkout: Callable[[Any, float], None]  # a checked-out connection's statements end soon after
+    bound_statement: Callable[[Any, float], None]  # the next statement gives up by this time.monotonic() (+ grace)
     stopper: Callable[[Engine, Any], Interrupt]  # stops the connection's statement from another thread
+    sever: Callable[[Any], None]  # cuts the connection's socket from another thread: a read waiting on it ends
+    command: Callable[[Any, str], None]  # runs sqlprobe's own statements (the read-only transaction's)
+    # Runs a statement of queries.yml on a driver connection, with sqlprobe's own statements (without result sets)
+    # before and after it ("" for none): in one round trip where the protocol allows.
+    fetch: Callable[[Any, str, str, str], Fetched]
+    # The read-only transaction around a probe's statements: opened before the first, reopened after a failed one
+    # (PostgreSQL aborts a transaction on error), closed after the last or before the connection goes back to the pool.
+    begin: str
+    restart: str
+    end: str
+    # True if a pooled connection is known dead without a round trip (the server closed it); None: no way to tell.
+    closed_by_server: Callable[[Any], bool] | None = None
     connect: Callable[..., Any] | None = None  # opens a driver connection, if not the dialect's own way
-    fetch: Fetch | None = None  # runs a statement on a driver connection, if not with a DBAPI cursor
+    connected: Callable[[Any, Target], None] | None = None  # sets up a new driver connection, if it needs more
 
 
 def create_target_engine(target: Target) -> Engine:
@@ -62,7 +79,7 @@ def create_target_engine(target: Target) -> Engine:
     pool_class = url.get_dialect().get_pool_class(url)  # type: ignore[attr-defined]
     if issubclass(pool_class, QueuePool):  # not the pools of SQLite's in-memory databases
         options |= {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW, "pool_timeout": target.timeout}
-    dialect = _dialect_of(url)
+    dialect = dialect_of(url)
     if dialect is None:
         return create_engine(url, **options)
     # Autocommit: probes only read, so no transaction to open, roll back or keep a snapshot in.
@@ -83,10 +100,12 @@ def create_target_engine(target: Target) -> Engine:
             dialect.bound_connect(cparams, seconds)
         return None if dialect.connect is None else dialect.connect(*cargs, **cparams)
 
-    @event.listens_for(engine, "checkout")
-    def bound_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if (seconds := _seconds_left()) is not None:
-            dialect.bound_checkout(dbapi_connection, seconds)
+    if dialect.connected is not None:
+        set_up = dialect.connected
+
+        @event.listens_for(engine, "connect")
+        def connected(dbapi_connection: Any, record: Any) -> None:
+            set_up(dbapi_connection, target)
 
     return engine
 
@@ -139,13 +158,7 @@ def checkout_deadline(deadline: float) -> Iterator[None]:
 
 def _seconds_left() -> float | None:
     deadline: float | None = getattr(_deadline, "value", None)
-    return None if deadline is None else max(0.05, deadline - time.monotonic())
-
-
-def fetcher_for(engine: Engine) -> Fetch:
-    """How to run a statement on a driver connection of ``engine`` and read its result."""
-    dialect = _dialect_of(engine.url)
-    return fetch_with_cursor if dialect is None or dialect.fetch is None else dialect.fetch
+    return None if deadline is None else max(MIN_WAIT, deadline - time.monotonic())
 
 
 def fetch_with_cursor(
@@ -172,7 +185,7 @@ def fetch_with_cursor(
 
 def interrupter_for(engine: Engine, dbapi_connection: Any) -> Interrupt | None:
     """A callable that stops the statement running on ``dbapi_connection`` from another thread."""
-    dialect = _dialect_of(engine.url)
+    dialect = dialect_of(engine.url)
     if dialect is not None:
         return partial(_stop_quietly, dialect.stopper(engine, dbapi_connection), engine.url.host)
     if engine.url.get_backend_name() == "sqlite":
@@ -207,12 +220,23 @@ def _bound_mysql_connect(cparams: dict[str, Any], seconds: float) -> None:
     cparams |= {"connect_timeout": seconds, "read_timeout": seconds}
 
 
-def _bound_mysql_io(dbapi_connection: Any, seconds: float) -> None:
-    # PyMySQL has no public per-call timeouts: these are what it (and mysql_wire) apply to the socket before
-    # each read and write. One value for both, so the socket's timeout changes once per probe, not twice per
-    # query: each change releases the GIL.
+def _bound_mysql_statement(dbapi_connection: Any, deadline: float) -> None:
+    # PyMySQL has no public per-call timeouts: these are what it (and mysql_wire) apply to the socket before each
+    # read and write, set from the time left when the statement starts (a timeout set once per checkout would restart
+    # on every read, and outlive the deadline). read_until lets mysql_wire wait on when a probe joining the run
+    # moved the deadline while the statement ran.
     if hasattr(dbapi_connection, "_read_timeout"):
-        dbapi_connection._read_timeout = dbapi_connection._write_timeout = seconds + DEADLINE_GRACE
+        seconds = max(MIN_WAIT, deadline - time.monotonic()) + DEADLINE_GRACE
+        dbapi_connection._read_timeout = dbapi_connection._write_timeout = seconds
+        dbapi_connection.read_until = deadline + DEADLINE_GRACE
+
+
+def _sever_mysql(dbapi_connection: Any) -> None:
+    sock: socket.socket | None = getattr(dbapi_connection, "_sock", None)  # PyMySQL has no public way to it
+    if sock is not None:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            # The plain socket's shutdown, also under TLS: SSLSocket's would drop its SSL object under the reader.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _mysql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
@@ -221,6 +245,9 @@ def _mysql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
 
 class _PyMySQLConnection(pymysql.connections.Connection):  # type: ignore[misc]
     """PyMySQL's connection, but its default TLS context is built once per process, not once per connection."""
+
+    # When the statement running may be waited for until (time.monotonic()): see _bound_mysql_statement.
+    read_until = 0.0
 
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
         # Without ssl options PyMySQL uses TLS when the server offers it, unverified ("preferred"), and for that
@@ -241,11 +268,35 @@ def _preferred_tls_context() -> ssl.SSLContext:
     return context
 
 
-def _fetch_mysql(dbapi_connection: Any, sql: str) -> Fetched:
+def _fetch_mysql(dbapi_connection: Any, sql: str, before: str = "", after: str = "") -> Fetched:
     # PyMySQL's cursor and result objects cost a third of a small query's CPU: the same protocol without them.
     if isinstance(dbapi_connection, pymysql.connections.Connection) and mysql_wire.fits(sql):
-        return mysql_wire.fetch(dbapi_connection, sql)
-    return fetch_with_cursor(dbapi_connection, sql)
+        return mysql_wire.fetch(dbapi_connection, sql, before, after)
+    return one_by_one(fetch_with_cursor, _mysql_command, dbapi_connection, sql, before, after)
+
+
+def one_by_one(
+    fetch: Fetch, command: Callable[[Any, str], None], dbapi_connection: Any, sql: str, before: str, after: str
+) -> Fetched:
+    """``before`` and ``after`` (sqlprobe's own statements, "" for none) with ``command``, ``sql`` with ``fetch``,
+    one round trip each."""
+    if before:
+        command(dbapi_connection, before)
+    fetched = fetch(dbapi_connection, sql)
+    if after:
+        command(dbapi_connection, after)
+    return fetched
+
+
+def _mysql_closed_by_server(dbapi_connection: Any) -> bool:
+    # An idle connection has nothing to read: anything there (end of stream, the error packet MySQL 8 sends before
+    # closing an idle session) means the server has closed it. Looked at without waiting, and without a round trip.
+    sock: socket.socket | None = getattr(dbapi_connection, "_sock", None)
+    if sock is None:
+        return True
+    poller = select.poll()  # not recv(MSG_DONTWAIT): on a socket with a timeout, Python waits for it first
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _kill_mysql_query(engine: Engine, session_id: int) -> None:
@@ -263,11 +314,30 @@ def _libpq_seconds(seconds: float) -> int:
 
 
 def _postgresql_connect_args(target: Target) -> dict[str, Any]:
-    # Appended to the DSN's own options, so that read-only has the last word.
-    options = f"{target.url.query.get('options', '')} -c default_transaction_read_only=on".strip()
-    read_only = {"options": options} if target.read_only else {}
+    # The server itself ends a statement that outlives any probe's deadline (a probe waits at most the target's
+    # timeout), even when the cancel request is lost. Appended to the DSN's own options: ours have the last word.
+    milliseconds = _milliseconds(target.timeout)
+    options = [str(target.url.query.get("options", "")), f"-c statement_timeout={milliseconds}"]
+    if target.read_only:
+        # A session cut off inside its read-only transaction (a partition) ends, and lets go of its table locks, soon.
+        options += ["-c default_transaction_read_only=on", f"-c idle_in_transaction_session_timeout={milliseconds}"]
     tls = {} if target.tls is None else _libpq_tls(target.tls)
-    return {"connect_timeout": _libpq_seconds(target.timeout)} | read_only | tls
+    return {
+        "connect_timeout": _libpq_seconds(target.timeout),
+        "options": " ".join(options).strip(),
+        # A peer that vanishes (host down, partition) is noticed by the kernel: probes of an idle pooled connection
+        # after the target's timeout without traffic, and sent data unacknowledged for longer than the timeout.
+        "keepalives": 1,
+        "keepalives_idle": max(1, math.ceil(target.timeout)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": milliseconds,
+    } | tls
+
+
+def _milliseconds(seconds: float) -> int:
+    """A timeout in whole milliseconds, with the grace that lets sqlprobe's own stop come first."""
+    return math.ceil((seconds + DEADLINE_GRACE) * 1000)
 
 
 def _libpq_tls(tls: TLS) -> dict[str, str]:
@@ -281,14 +351,51 @@ def _bound_postgresql_connect(cparams: dict[str, Any], seconds: float) -> None:
     cparams["connect_timeout"] = min(cparams["connect_timeout"], _libpq_seconds(seconds))
 
 
-def _bound_postgresql_statements(dbapi_connection: Any, seconds: float) -> None:
-    # The server itself ends a statement that outlives the deadline, even when the cancel request is lost.
+def _no_bound(dbapi_connection: Any, deadline: float) -> None:
+    """PostgreSQL's statements are bounded by the server's statement_timeout and sqlprobe's cancel and sever."""
+
+
+def _sever_postgresql(dbapi_connection: Any) -> None:
+    # A duplicate of libpq's descriptor: shutting it down ends the connection under libpq's feet.
+    with (
+        contextlib.suppress(OSError, psycopg.Error),  # closed meanwhile
+        socket.socket(fileno=os.dup(dbapi_connection.fileno())) as sock,
+    ):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _fetch_postgresql(dbapi_connection: Any, sql: str, before: str = "", after: str = "") -> Fetched:
+    return one_by_one(_stream_postgresql, _postgresql_command, dbapi_connection, sql, before, after)
+
+
+def _stream_postgresql(dbapi_connection: Any, sql: str) -> Fetched:
+    # The extended protocol (stream) takes one statement per text: with the simple one, a text could end the
+    # read-only transaction ("...; commit; delete ...") and go on writing.
+    cursor = dbapi_connection.cursor()
     try:
-        dbapi_connection.execute(f"SET statement_timeout = {math.ceil((seconds + DEADLINE_GRACE) * 1000)}")
-    except psycopg.Error as error:
-        # The first statement on a pooled connection that went stale (server restarted, session
-        # terminated): DisconnectionError makes the pool replace it with a fresh one.
-        raise DisconnectionError(type(error).__name__) from error
+        rows = list(cursor.stream(sql))
+        if cursor.description is None:
+            return None
+        return tuple(column.name for column in cursor.description), rows
+    finally:
+        with contextlib.suppress(Exception):  # a cursor of a broken connection may fail to close
+            cursor.close()
+
+
+def _postgresql_command(dbapi_connection: Any, sql: str) -> None:
+    dbapi_connection.execute(sql)  # the simple protocol: sqlprobe's own statements may come several in one text
+
+
+def _mysql_command(dbapi_connection: Any, sql: str) -> None:
+    _fetch_mysql(dbapi_connection, sql)
+
+
+def _mysql_connected(dbapi_connection: Any, target: Target) -> None:
+    # A session cut off inside its read-only transaction (a partition) ends, and lets go of its metadata locks, soon
+    # after the deadline rather than at wait_timeout. MariaDB only (10.3 on): MySQL has no such setting.
+    if target.read_only and "MariaDB" in dbapi_connection.get_server_info():
+        seconds = math.ceil(target.timeout + DEADLINE_GRACE)
+        _mysql_command(dbapi_connection, f"SET SESSION idle_readonly_transaction_timeout = {seconds}")
 
 
 def _postgresql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
@@ -296,20 +403,39 @@ def _postgresql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
     return partial(dbapi_connection.cancel_safe, timeout=CANCEL_TIMEOUT)
 
 
-_MYSQL = _Dialect(
+_MYSQL = Dialect(
     _mysql_connect_args,
     _bound_mysql_connect,
-    _bound_mysql_io,
+    _bound_mysql_statement,
     _mysql_stopper,
-    connect=_PyMySQLConnection,
+    _sever_mysql,
+    _mysql_command,
     fetch=_fetch_mysql,
+    # Inside a read-only transaction even SET STATEMENT tx_read_only=0 FOR DELETE ... fails.
+    begin="START TRANSACTION READ ONLY",
+    restart="START TRANSACTION READ ONLY",  # ends the current one
+    end="COMMIT",
+    connect=_PyMySQLConnection,
+    connected=_mysql_connected,
+    closed_by_server=_mysql_closed_by_server,
 )
-_POSTGRESQL = _Dialect(
-    _postgresql_connect_args, _bound_postgresql_connect, _bound_postgresql_statements, _postgresql_stopper
+_POSTGRESQL = Dialect(
+    _postgresql_connect_args,
+    _bound_postgresql_connect,
+    _no_bound,
+    _postgresql_stopper,
+    _sever_postgresql,
+    _postgresql_command,
+    fetch=_fetch_postgresql,
+    begin="BEGIN READ ONLY",
+    restart="ROLLBACK; BEGIN READ ONLY",
+    # RESET ALL: what a statement set with set_config() (search_path...) does not outlive the probe.
+    end="COMMIT; RESET ALL",
 )
 
 
-def _dialect_of(url: URL) -> _Dialect | None:
+def dialect_of(url: URL) -> Dialect | None:
+    """How sqlprobe bounds and stops the work of this URL's driver; None for drivers it has no special way for."""
     backend = url.get_backend_name()
     if backend in {"mysql", "mariadb"} and url.get_driver_name() == "pymysql":
         return _MYSQL
@@ -324,6 +450,10 @@ class _Cached:
 
     engine: Engine
     target: Target  # the one it was built for: a probe of the same object skips comparing settings
+    # Its connections checked out at once: at most what its pool holds, so that the pool itself never waits.
+    slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(POOL_SIZE + MAX_OVERFLOW)
+    )
     leases: int = 0
     retired: bool = False
     last_used: float = field(default_factory=time.monotonic)
@@ -348,8 +478,8 @@ class EngineCache:
         self._lock = threading.Lock()
 
     @contextmanager
-    def lease(self, target: Target) -> Iterator[Engine]:
-        """The engine of ``target`` for one probe; an engine retired meanwhile is disposed when its last probe ends."""
+    def lease(self, target: Target) -> Iterator[tuple[Engine, threading.BoundedSemaphore]]:
+        """The engine of ``target`` and its checkout slots, for one probe; one retired is disposed after its last."""
         idle = None
         with self._lock:
             cached = self._cached.get(target.name)
@@ -362,7 +492,7 @@ class EngineCache:
         if idle is not None:
             idle.engine.dispose()
         try:
-            yield cached.engine
+            yield cached.engine, cached.slots
         finally:
             with self._lock:
                 cached.leases -= 1

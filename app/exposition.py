@@ -13,6 +13,10 @@ from app.results import ProbeResult
 # The probe's own families: (name, help). Every probe answers with them, after the user's metrics.
 QUERY_SUCCESS = ("sqlprobe_query_success", "Whether the metric's query ran and its columns were found (1) or not (0).")
 QUERY_DURATION = ("sqlprobe_query_duration_seconds", "Time the metric's query took, in seconds.")
+RESULT_AGE = (
+    "sqlprobe_query_result_age_seconds",
+    "Seconds since the metric's query ran (metrics with min_interval: their result may be kept from an earlier probe).",
+)
 PROBE_SUCCESS = ("probe_success", "Whether the connection and every query succeeded (1) or not (0).")
 PROBE_DURATION = ("probe_duration_seconds", "How long the probe took, in seconds.")
 
@@ -27,6 +31,7 @@ def render_probe(result: ProbeResult, accept: str | None) -> tuple[bytes, str]:
     parts: list[str] = []
     success: list[tuple[str, float]] = []
     duration: list[tuple[str, float]] = []
+    age: list[tuple[str, float]] = []
     for metric_result, query_result in result.metric_results():
         metric = metric_result.metric
         parts.append(_header(metric, openmetrics))
@@ -41,8 +46,12 @@ def render_probe(result: ProbeResult, accept: str | None) -> tuple[bytes, str]:
         ok = query_result.error is None and metric_result.error is None
         success.append((metric.key, 1.0 if ok else 0.0))
         duration.append((metric.key, query_result.duration))
+        if query_result.query.min_interval is not None and query_result.error is None:
+            age.append((metric.key, max(0.0, result.at - query_result.ran_at)))
     headers = _PROBE_HEADERS[openmetrics]
-    for (name, _), samples in ((QUERY_SUCCESS, success), (QUERY_DURATION, duration)):
+    for (name, _), samples in ((QUERY_SUCCESS, success), (QUERY_DURATION, duration), (RESULT_AGE, age)):
+        if not samples and name == RESULT_AGE[0]:
+            continue  # only for targets with min_interval
         parts.append(headers[name])
         parts.extend(f'{name}{{metric="{_escape_label(key)}"}} {_number(value)}\n' for key, value in samples)
     for (name, _), value in ((PROBE_SUCCESS, float(result.success)), (PROBE_DURATION, result.duration)):
@@ -118,7 +127,7 @@ def _escape_label(value: str) -> str:
 _PROBE_HEADERS = {
     openmetrics: {
         name: _family_header(name, documentation, "gauge", openmetrics)
-        for name, documentation in (QUERY_SUCCESS, QUERY_DURATION, PROBE_SUCCESS, PROBE_DURATION)
+        for name, documentation in (QUERY_SUCCESS, QUERY_DURATION, RESULT_AGE, PROBE_SUCCESS, PROBE_DURATION)
     }
     for openmetrics in (False, True)
 }

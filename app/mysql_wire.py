@@ -9,6 +9,7 @@ the connection, as PyMySQL does.
 """
 
 import struct
+import time
 from typing import Any
 
 from pymysql import converters, err
@@ -36,24 +37,43 @@ def fits(sql: str) -> bool:
     return len(sql) < _MAX_PACKET // 4  # at most 4 bytes per character, whatever the encoding
 
 
-def fetch(connection: Connection, sql: str) -> tuple[Columns, list[Row]] | None:
+def fetch(connection: Connection, sql: str, before: str = "", after: str = "") -> tuple[Columns, list[Row]] | None:
     """Run ``sql`` and read its first result: column names and rows, or None if it has no result set.
 
-    Later results (a stored procedure's) are read and dropped, as closing PyMySQL's cursor does.
+    Later results (a stored procedure's) are read and dropped, as closing PyMySQL's cursor does. ``before`` and
+    ``after`` (statements without a result set, sqlprobe's own) go in the same write as ``sql``, each a command of
+    its own, and their answers are read in turn: one round trip for all. The first error the server answers with
+    is raised once every answer was read.
     """
     if connection._sock is None:
         raise err.InterfaceError(0, "")  # what PyMySQL raises on a closed connection
-    _send(connection, _COM_QUERY + sql.encode(connection.encoding))
+    commands = [command for command in (before, sql, after) if command]
+    main = 1 if before else 0  # where sql is in commands
+    _send(connection, b"".join(_command(connection, command) for command in commands))
     reader = _Reader(connection)
+    fetched = None
+    refused: err.MySQLError | None = None
     try:
-        fetched, more = _result(reader, reader.packet())
-        while more:
+        for index in range(len(commands)):
+            reader.next_answer()
             try:
-                _, more = _result(reader, reader.packet())
-            except err.MySQLError:
-                break  # the server ends the response with its error, or the connection is closed already
+                result, more = _result(reader, reader.packet())
+            except err.MySQLError as error:
+                if connection._sock is None:
+                    raise  # the connection was lost (and closed)
+                refused = refused or error  # the server's error: the connection is in step, the next answer follows
+                continue
+            if index == main:
+                fetched = result
+            while more:
+                try:
+                    _, more = _result(reader, reader.packet())
+                except err.MySQLError:
+                    if connection._sock is None and index < len(commands) - 1:
+                        raise  # the answers still to come are lost with the connection
+                    break  # the server ends the response with its error, or the connection is closed already
     except err.MySQLError:
-        raise  # the server's error (the connection is in step), or a lost connection (closed already)
+        raise  # a lost connection (closed already)
     except Exception as error:  # noqa: BLE001 - translated here, into an error the prober handles
         # A cell that cannot be decoded, a malformed packet: the rest of the response is still on the socket,
         # so the connection is closed, and the error is one that SQLAlchemy takes for a disconnect. Its type
@@ -64,13 +84,21 @@ def fetch(connection: Connection, sql: str) -> tuple[Columns, list[Row]] | None:
     except BaseException:
         connection._force_close()  # KeyboardInterrupt, MemoryError: as they are, on a connection never used again
         raise
+    if refused is not None:
+        raise refused
     return fetched
 
 
-def _send(connection: Connection, payload: bytes) -> None:
+def _command(connection: Connection, sql: str) -> bytes:
+    """The packet of a COM_QUERY (each command starts its own sequence at 0)."""
+    payload = _COM_QUERY + sql.encode(connection.encoding)
+    return len(payload).to_bytes(3, "little") + b"\x00" + payload
+
+
+def _send(connection: Connection, data: bytes) -> None:
     _timeout(connection, connection._write_timeout)
     try:
-        connection._sock.sendall(len(payload).to_bytes(3, "little") + b"\x00" + payload)
+        connection._sock.sendall(data)
     except OSError as error:
         connection._force_close()
         raise err.OperationalError(CR.CR_SERVER_GONE_ERROR, f"MySQL server has gone away ({error!r})") from None
@@ -198,8 +226,12 @@ class _Reader:
         self.connection = connection
         self._buffer = b""
         self._position = 0
-        self._sequence = 1  # the command was packet 0
+        self._sequence = 1
         _timeout(connection, connection._read_timeout)
+
+    def next_answer(self) -> None:
+        """The next packets answer the next command (which was its packet 0)."""
+        self._sequence = 1
 
     def packet(self) -> bytes:
         """The next packet's payload; raises the server's error if it is an error packet."""
@@ -243,10 +275,18 @@ class _Reader:
         self._position = 0
 
     def _receive(self, size: int) -> bytes:
-        try:
-            chunk: bytes = self.connection._sock.recv(size)
-        except BaseException as error:  # noqa: BLE001 - whatever it is, the connection is out of step now
-            raise self._lost(error) from None
+        while True:
+            try:
+                chunk: bytes = self.connection._sock.recv(size)
+                break
+            except TimeoutError as error:
+                # A probe that joined the run may have moved its deadline while this statement ran: wait on till then.
+                left = getattr(self.connection, "read_until", 0.0) - time.monotonic()
+                if left <= 0:
+                    raise self._lost(error) from None
+                _timeout(self.connection, left)
+            except BaseException as error:  # noqa: BLE001 - whatever it is, the connection is out of step now
+                raise self._lost(error) from None
         if not chunk:
             raise self._lost(None)
         return chunk

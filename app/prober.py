@@ -4,27 +4,18 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
-from sqlalchemy import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.pool import PoolProxiedConnection
 
 from app.config import Query, Target
-from app.engines import (
-    EngineCache,
-    Fetch,
-    Fetched,
-    Interrupt,
-    checkout_deadline,
-    fetch_with_cursor,
-    fetcher_for,
-    interrupter_for,
-)
+from app.driver import Driver, Session, Stale
+from app.engines import DEADLINE_GRACE, EngineCache, Fetched, Interrupt
 from app.errors import ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
 from app.parameters import ParameterSets, bind
 from app.results import ProbeResult, QueryResult, failed_query
@@ -32,6 +23,11 @@ from app.samples import metric_result
 from app.workers import Workers
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Seconds after a run was given up (and its statement stopped) before a connection still waiting is cut.
+SEVER_AFTER = DEADLINE_GRACE / 2
 
 # Results of queries whose metrics set min_interval, by (target name, SQL, parameters): the target and the result.
 ResultCache = dict[tuple[str, str, ParameterSets], tuple[Target, QueryResult]]
@@ -42,7 +38,6 @@ class _Flight:
     """One run of a target's queries, and the probes waiting for it."""
 
     run: "_Run"
-    deadline: float
     waiters: list["asyncio.Future[None]"] = field(default_factory=list)
     landed: bool = False  # the run is over and its waiters were woken
 
@@ -72,16 +67,20 @@ class Prober:
         """Probe ``target``; the answer is back within ``budget`` seconds whatever the server does.
 
         Probes of the same target and query sets that arrive while one runs (two Prometheus servers
-        scraping it) wait for that run instead of starting their own.
+        scraping it) wait for that run instead of starting their own: each gets what finished by its own
+        deadline, and the run goes on until the last of them has given up.
         """
         loop = asyncio.get_running_loop()
         started = time.monotonic()
+        deadline = started + budget
         key = (target.name, query_sets)
         flight = self._flights.get(key)
-        if flight is None or flight.run.target is not target or flight.landed:
-            run = _Run(target, target.queries_for(query_sets), self._engines, self._cache, started + budget)
-            flight = self._flights[key] = _Flight(run, started + budget)
+        if flight is None or flight.run.target is not target or flight.landed or flight.run.abandoned:
+            run = _Run(target, target.queries_for(query_sets), self._engines, self._cache, deadline)
+            flight = self._flights[key] = _Flight(run)
             self._workers.submit(run.execute, loop, flight.land)
+        else:
+            flight.run.extend(deadline)
         waiter = loop.create_future()
         flight.waiters.append(waiter)
         timer = loop.call_later(budget, _wake, waiter)
@@ -90,14 +89,20 @@ class Prober:
         finally:
             timer.cancel()
             flight.waiters.remove(waiter)
-            if not flight.landed and (not flight.waiters or time.monotonic() >= flight.deadline):
-                # Past the run's deadline, or every client went away: stop the work, on the server too.
-                interrupt = flight.run.abandon()
-                if interrupt is not None:
-                    self._cancellers.submit(interrupt)
+            if not flight.landed and not flight.waiters:
+                # Every probe waiting for the run gave up (deadlines, clients gone): stop it, on the server too.
+                self._stop(loop, flight.run)
             if (flight.landed or flight.run.abandoned) and self._flights.get(key) is flight:
                 del self._flights[key]
         return flight.run.result(budget, time.monotonic() - started)
+
+    def _stop(self, loop: asyncio.AbstractEventLoop, run: "_Run") -> None:
+        interrupt, running = run.abandon()
+        if interrupt is not None:
+            self._cancellers.submit(interrupt)
+        if running is not None:
+            # If the statement's answer does not come soon after (a peer gone silent), its socket is cut.
+            loop.call_later(SEVER_AFTER, run.sever, running)
 
     def forget_results(self) -> None:
         """Drop the results kept for min_interval (after a reload: they belong to the old config)."""
@@ -115,8 +120,12 @@ class Prober:
         self._cancellers.shutdown(wait=False, cancel_futures=True)
 
 
+# The statement running when a run was given up: when it started, and the connection it runs on.
+_Running = tuple[float, Session]
+
+
 class _Run:
-    """One probe's blocking work, shared between its worker thread and the waiting coroutine."""
+    """One run's blocking work, shared between its worker thread and the coroutines waiting for it."""
 
     def __init__(
         self, target: Target, queries: tuple[Query, ...], engines: EngineCache, cache: ResultCache, deadline: float
@@ -125,28 +134,30 @@ class _Run:
         self._queries = queries
         self._engines = engines
         self._cache = cache
-        self._deadline = deadline
+        self._deadline = deadline  # the latest of its probes' deadlines
         self._lock = threading.Lock()
         self._finished: list[QueryResult] = []
         self._abandoned = False
-        # The statement running now: when it started, and the engine and driver connection to stop it on.
-        self._running: tuple[float, Engine, Any] | None = None
+        self._driver: Driver | None = None
+        self._connection: Session | None = None  # the worker's connection now
+        self._running: _Running | None = None
 
     def execute(self) -> None:
         """Run every query, in order, on as few connections as possible; called in a worker thread, never raises."""
         try:
-            with self._engines.lease(self.target) as engine:
-                self._execute(engine)
+            with self._engines.lease(self.target) as (engine, slots):
+                self._driver = Driver(engine, slots, self.target.read_only)
+                self._execute(self._driver)
         except ProbeError as error:
             self._fail_rest(error)
+        except _Abandoned:
+            return
         except Exception as error:  # noqa: BLE001 - a bug must cost one probe, not the scrape or the worker
             log.error("probe of target %s failed unexpectedly: %s", self.target.name, where_it_failed(error))
             self._fail_rest(ProbeError(f"internal error ({type(error).__name__}), see sqlprobe's log"))
 
-    def _execute(self, engine: Engine) -> None:
-        fetch = fetcher_for(engine)
-        connection: PoolProxiedConnection | None = None
-        first_on_checkout = False
+    def _execute(self, driver: Driver) -> None:
+        ran = False  # a statement of this run reached the server
         try:
             for query in self._queries:
                 cached = self._cached(query)
@@ -154,38 +165,77 @@ class _Run:
                     if not self._finish(cached):
                         return
                     continue
-                # A connection is checked out when needed: first, and again after one was lost mid-probe.
-                if connection is None or not connection.is_valid:
-                    if connection is not None:
-                        connection.close()
-                        connection = None
-                    connection = self._checkout(engine)
-                    first_on_checkout = True
-                result = self._run_query(engine, fetch, connection, query)
-                if first_on_checkout and not connection.is_valid and not self._abandoned:
-                    # The pool handed out a connection that had gone stale (server restarted,
-                    # wait_timeout, session killed): the same statement on a fresh one answers for it.
-                    connection.close()
-                    connection = None
-                    # If that fails too, the connect error (server down, password changed) is what the
-                    # operator can act on, and it stands for every query of the probe.
-                    connection = self._checkout(engine)
-                    result = self._run_query(engine, fetch, connection, query)
-                first_on_checkout = False
+                result = self._run_query(driver, query)
+                ran = True
                 if not self._finish(result):
-                    # Its statement may have been killed half-way: never hand this connection back.
-                    connection.invalidate()
-                    return
+                    return  # its statement may have been killed half-way: the connection is discarded below
                 if query.min_interval is not None and result.success:
                     self._cache[self.target.name, query.sql, query.parameters] = (
                         self.target,
                         result,
                     )  # never a failure
-        except _Abandoned:
-            return
+            if not ran and self._queries:
+                # Every result was kept from an earlier probe: still, the server must answer in this one.
+                self._ping(driver)
         finally:
-            if connection is not None:
-                connection.close()
+            self._release(driver, discard=self._abandoned)
+
+    def _session(self, driver: Driver) -> Session:
+        """The run's connection: checked out when first needed, and again after one was lost or discarded."""
+        if self._connection is not None and not self._connection.valid:
+            self._release(driver, discard=True)
+        if self._connection is None:
+            self._connection = self._checkout(driver)
+        return self._connection
+
+    def _release(self, driver: Driver, discard: bool) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if not discard and connection.valid and connection.in_transaction:
+            try:
+                self._tracked(driver, connection, lambda: driver.end(connection))
+            except (driver.errors, _Abandoned):
+                discard = True
+        driver.release(connection, discard)
+
+    def _tracked(self, driver: Driver, session: Session, step: Callable[[], T], started: float | None = None) -> T:
+        """``step`` on ``session`` as the run's running statement: bounded by the deadline, stopped when given up."""
+        with self._lock:
+            if self._abandoned:
+                raise _Abandoned
+            self._running = (time.monotonic() if started is None else started, session)
+            driver.bound(session, self._deadline)  # under the lock, as extend() moves the deadline
+        try:
+            return step()
+        finally:
+            with self._lock:
+                self._running = None  # before the connection may be closed: see sever()
+
+    def _on_fresh_if_stale(self, driver: Driver, step: Callable[[Session], T]) -> T:
+        """``step`` on the run's connection, or on new ones while the pool hands out stale ones."""
+        while True:
+            try:
+                return step(self._session(driver))
+            except Stale:
+                # Nothing reached the server: a new connection answers for it. If that fails too, the connect
+                # error (server down, password changed) is what the operator can act on, for every query.
+                self._release(driver, discard=True)
+
+    def _ping(self, driver: Driver) -> None:
+        failure: ProbeError
+        try:
+            self._on_fresh_if_stale(
+                driver, lambda session: self._tracked(driver, session, lambda: driver.ping(session))
+            )
+            return
+        except driver.errors as error:
+            failure = ConnectFailed(f"the server did not answer a ping: {_scrub(str(error), self.target)}")
+        except ConnectFailed as error:
+            failure = error
+        with self._lock:
+            if not self._abandoned:  # the kept results are not served: the server did not answer this probe
+                self._finished = [failed_query(query, failure) for query in self._queries]
 
     def _finish(self, result: QueryResult) -> bool:
         """Record a query's result; False if the probe was given up meanwhile (the result is dropped)."""
@@ -209,61 +259,54 @@ class _Run:
         metrics = tuple(by_key[metric.key] for metric in query.metrics)
         return result._replace(query=query, metrics=metrics, from_cache=True)
 
-    def _checkout(self, engine: Engine) -> PoolProxiedConnection:
+    def _checkout(self, driver: Driver) -> Session:
         if self._abandoned:
             raise _Abandoned
         try:
-            with checkout_deadline(self._deadline):
-                # The pooled DBAPI connection itself: SQLAlchemy's Connection and result objects cost as much
-                # CPU as the driver's own work for these small queries, and probes need none of what they add.
-                connection = engine.raw_connection()
-        except engine.dialect.loaded_dbapi.Error as error:  # raw_connection() leaves the driver's errors as they are
+            return driver.checkout(self._deadline)
+        except driver.errors as error:  # raw_connection() leaves the driver's errors as they are
             raise ConnectFailed(_scrub(str(error), self.target)) from None
         except PoolTimeoutError:
             raise ConnectFailed("no free connection in the target's pool (too many probes of it at once)") from None
         except SQLAlchemyError as error:
             raise ConnectFailed(_scrub(str(error), self.target)) from None
-        return connection
 
-    def _run_query(self, engine: Engine, fetch: Fetch, connection: PoolProxiedConnection, query: Query) -> QueryResult:
+    def _run_query(self, driver: Driver, query: Query) -> QueryResult:
         started = time.monotonic()
-        dialect = engine.dialect
-        with self._lock:
-            if self._abandoned:
-                raise _Abandoned
-            self._running = (started, engine, connection.dbapi_connection)
+
+        def execute(session: Session) -> Fetched:
+            last = query is self._queries[-1]
+            if not query.parameters:  # the SQL as written: % and :name need no escaping
+                return self._tracked(driver, session, lambda: driver.execute(session, query.sql, last), started)
+            # The union of its runs, one per parameter set.
+            columns: tuple[str, ...] = ()
+            rows: list[Sequence[Any]] = []
+            for number, parameter_set in enumerate(query.parameters, start=1):
+                statement, arguments = bind(driver.engine.dialect, query.sql, parameter_set)
+                ends = last and number == len(query.parameters)
+                step = partial(driver.execute, session, statement, ends, arguments)
+                fetched = self._tracked(driver, session, step, started)
+                if fetched is None:
+                    return None
+                columns = fetched[0]
+                rows.extend(fetched[1])
+            return columns, rows
+
         try:
-            fetched = self._fetch(fetch, dialect, connection.dbapi_connection, query)
-            if fetched is None:
-                raise QueryFailed("the statement returned no result set")
-        except dialect.loaded_dbapi.Error as error:
-            if dialect.is_disconnect(error, connection.dbapi_connection, None):
-                connection.invalidate(error)  # lost or killed: the next query gets a new connection
+            fetched = self._on_fresh_if_stale(driver, execute)
+        except driver.errors as error:
             failure = QueryFailed(_scrub(str(error), self.target))
             return failed_query(query, failure, time.monotonic() - started)
-        except QueryFailed as error:
-            return failed_query(query, error, time.monotonic() - started)
+        if fetched is None:
+            # A statement without a result set (SET, USE, COMMIT...) may have changed the session: it is not what
+            # sqlprobe made it any more, so it is closed, and the next query gets a new connection.
+            self._release(driver, discard=True)
+            failure = QueryFailed("the statement returned no result set (its connection was closed)")
+            return failed_query(query, failure, time.monotonic() - started)
         duration = time.monotonic() - started
         columns, rows = fetched
         metrics = tuple(metric_result(metric, columns, rows) for metric in query.metrics)
         return QueryResult(query, duration, len(rows), None, metrics, ran_at=started)
-
-    def _fetch(self, fetch: Fetch, dialect: Dialect, dbapi_connection: Any, query: Query) -> Fetched:
-        """The query's columns and rows: of its one run, or the union of its runs, one per parameter set."""
-        if not query.parameters:
-            return fetch(dbapi_connection, query.sql)  # the SQL as written: % and :name need no escaping
-        columns: tuple[str, ...] = ()
-        rows: list[Sequence[Any]] = []
-        for parameter_set in query.parameters:
-            if self._abandoned:
-                raise _Abandoned
-            statement, arguments = bind(dialect, query.sql, parameter_set)
-            fetched = fetch_with_cursor(dbapi_connection, statement, arguments)
-            if fetched is None:
-                return None
-            columns = fetched[0]
-            rows.extend(fetched[1])
-        return columns, rows
 
     def _fail_rest(self, error: ProbeError) -> None:
         """Every query that has no result yet fails with ``error`` (unless the probe was given up)."""
@@ -274,15 +317,34 @@ class _Run:
 
     @property
     def abandoned(self) -> bool:
-        """True once the probe gave up on this run."""
+        """True once the probes gave up on this run."""
         return self._abandoned
 
-    def abandon(self) -> Interrupt | None:
-        """Mark the run as past its deadline; return how to stop the statement still running, if any."""
+    def extend(self, deadline: float) -> None:
+        """A probe with ``deadline`` joined the run: its work, and the statement running, may go on until then."""
+        with self._lock:
+            if deadline <= self._deadline:
+                return
+            self._deadline = deadline
+            if self._running is not None and self._driver is not None:
+                self._driver.bound(self._running[1], deadline)
+
+    def abandon(self) -> tuple[Interrupt | None, _Running | None]:
+        """Mark the run as given up; how to stop the statement still running, if any, and which it is."""
         with self._lock:
             self._abandoned = True
+            running = self._running
+            if running is None or self._driver is None:
+                return None, None
             # Made only now: few statements ever need stopping.
-            return interrupter_for(*self._running[1:]) if self._running is not None else None
+            return self._driver.interrupter(running[1]), running
+
+    def sever(self, running: _Running) -> None:
+        """Cut the connection of a statement given up on if it still runs (its server's answer never came)."""
+        with self._lock:
+            # Under the lock: the worker closes a connection only after its statement is done with (_finish).
+            if self._running is running and self._driver is not None:
+                self._driver.sever(running[1])
 
     def result(self, budget: float, duration: float) -> ProbeResult:
         """What finished so far; queries that did not finish fail with the deadline."""
@@ -295,7 +357,7 @@ class _Run:
             in_flight = time.monotonic() - running[0] if running is not None else 0.0
             finished.append(failed_query(unfinished[0], error, in_flight))
             finished.extend(failed_query(query, error) for query in unfinished[1:])
-        return ProbeResult(self.target, budget, duration, tuple(finished))
+        return ProbeResult(self.target, budget, duration, tuple(finished), at=time.monotonic())
 
 
 class _Abandoned(Exception):

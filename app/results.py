@@ -49,6 +49,7 @@ class ProbeResult(NamedTuple):
     budget: float
     duration: float
     queries: tuple[QueryResult, ...]
+    at: float = 0.0  # time.monotonic() when the probe answered: the age of kept results is counted to it
 
     @property
     def success(self) -> bool:

@@ -158,6 +158,30 @@ def test_input_it_cannot_read_exits_1_with_a_sentence_and_writes_nothing(
     assert not (tmp_path / "out").exists()
 
 
+def test_existing_files_are_replaced_only_with_force(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "databases: {db: {dsn: 'sqlite://'}}\nmetrics: {n: {type: gauge}}\nqueries: {q: {databases: [db], metrics: [n], sql: 'select 1 as n'}}\n"
+    )
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "queries.yml").write_text("# the user's own\n")
+    refused = convert("query-exporter", config, tmp_path / "out")
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        f"sqlprobe-convert: {tmp_path / 'out' / 'queries.yml'} exists already: give --force to replace it, or another --out\n",
+    )
+    assert (tmp_path / "out" / "queries.yml").read_text() == "# the user's own\n"
+    assert not (tmp_path / "out" / "targets.yml").exists()
+    forced = subprocess.run(
+        [str(CONVERT), "query-exporter", str(config), "--out", str(tmp_path / "out"), "--force"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert load_config(tmp_path / "out" / "targets.yml", tmp_path / "out" / "queries.yml", {}).targets["db"]
+
+
 def test_names_that_become_the_same_once_made_valid_stay_apart(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(

@@ -123,12 +123,14 @@ def test_engines_no_probe_used_for_a_while_are_disposed(tmp_path: Path, fleet: S
 
 def _server_counters(server: MariaDB) -> dict[str, int]:
     rows = server.root_query(
-        "show global status where variable_name in ('Questions', 'Com_rollback', 'Com_set_option')"
+        "show global status where variable_name in ('Questions', 'Com_begin', 'Com_commit', 'Com_rollback', 'Com_set_option')"
     )
     return {name: int(count) for name, count in rows}
 
 
-def test_a_probe_costs_the_server_its_queries_and_nothing_more(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
+def test_a_probe_costs_the_server_its_queries_in_one_read_only_transaction_and_nothing_more(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
     server = fleet[1]
     sets = {"three": {key: metric(f"select {number} as n", "n") for number, key in enumerate(("a", "b", "c"))}}
     config = write_config(tmp_path, {"db": target(server.dsn, "three")}, sets)
@@ -141,5 +143,12 @@ def test_a_probe_costs_the_server_its_queries_and_nothing_more(tmp_path: Path, f
             assert value(parse_samples(client.get("/probe", params={"target": "db"}).text), "probe_success") == 1.0
         after = _server_counters(server)
     spent = {name: after[name] - before[name] - (before[name] - first[name]) for name in after}
-    # No ROLLBACK at the end of a checkout, no ping before it, no SET per probe: the 3 queries, nothing more.
-    assert spent == {"Com_rollback": 0, "Com_set_option": 0, "Questions": probes * 3}
+    # No ROLLBACK at the end of a checkout, no ping before it, no SET per probe: the 3 queries in their read-only
+    # transaction (START TRANSACTION READ ONLY, COMMIT), nothing more.
+    assert spent == {
+        "Com_begin": probes,
+        "Com_commit": probes,
+        "Com_rollback": 0,
+        "Com_set_option": 0,
+        "Questions": probes * (3 + 2),
+    }

@@ -16,12 +16,15 @@ def shape(query: str, **keys: Any) -> dict[str, Any]:
     return {"query": query, "type": "gauge", "description": "test metric", **keys}
 
 
-def probe(tmp_path: Path, server: MariaDB, metrics: dict[str, Any], accept: str | None = None) -> str:
-    """The exposition text of one probe of ``server`` with the query set ``metrics``."""
+def probe(
+    tmp_path: Path, server: MariaDB, metrics: dict[str, Any], accept: str | None = None, debug: bool = False
+) -> str:
+    """The exposition text (or debug page) of one probe of ``server`` with the query set ``metrics``."""
     config = write_config(tmp_path, {"db": target(server.dsn, "shapes")}, {"shapes": metrics})
     with client_for(config) as client:
         headers = {"Accept": accept} if accept else {}
-        response = client.get("/probe", params={"target": "db"}, headers=headers)
+        params = {"target": "db", "debug": "true"} if debug else {"target": "db"}
+        response = client.get("/probe", params=params, headers=headers)
     assert response.status_code == 200
     return response.text
 
@@ -86,6 +89,8 @@ def test_static_value_makes_an_info_metric_whose_labels_carry_the_data(
         "server_info": shape(sql, labels=["version", "edition"], static_value=1, static_labels={"source": "sql"})
     }
     text = probe(tmp_path, server, metrics)
+    debug = probe(tmp_path, server, metrics, debug=True)
+    assert "  metric query_exporter_server_info (static value 1; static labels source='sql'): 1 samples" in debug
     ((version, edition),) = server.query(sql)
     assert parse_samples(text)["query_exporter_server_info"] == {
         (("edition", edition), ("source", "sql"), ("version", version)): 1.0

@@ -305,3 +305,24 @@ def test_an_idle_module_target_is_let_go_with_its_engine_and_series(tmp_path: Pa
         after = own()
     assert len(probed["sqlprobe_probes_total"]) == 1
     assert "sqlprobe_probes_total" not in after
+
+
+def test_a_module_login_that_fails_shows_no_password_in_the_answer_the_debug_page_metrics_or_log(
+    tmp_path: Path, fleet: Sequence[MariaDB], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = fleet[1]
+    module = mariadb_module(tmp_path, server, ["127.0.0.1"])
+    wrong = "wrong-" + server.password
+    (tmp_path / "password").write_text(wrong)
+    config = write_modules(tmp_path, {"m": module}, {"items": ITEMS_SET})
+    probe = {"target": f"127.0.0.1:{server.port}", "module": "m"}
+    caplog.set_level(logging.DEBUG)
+    with client_for(config) as client:
+        answer = client.get("/probe", params=probe).text
+        debug = client.get("/probe", params={**probe, "debug": "true"}).text
+        pages = client.get("/metrics").text + client.get("/").text + client.get("/sd").text
+    assert value(parse_samples(answer), "probe_success") == 0.0
+    assert "Access denied for user 'exporter'" in debug
+    for seen in (answer, debug, pages, caplog.text):
+        assert wrong not in seen
+        assert server.password not in seen

@@ -137,6 +137,24 @@ def test_a_server_error_is_pymysqls_exception_and_the_connection_goes_on(connect
     assert mysql_wire.fetch(connection, "select 7 as seven") == (("seven",), [(7,)])
 
 
+def test_statements_sent_before_and_after_in_one_write_run_in_order_and_errors_come_after_every_answer(
+    connection: Any,
+) -> None:
+    assert mysql_wire.fetch(connection, "select @@in_transaction as open", "start transaction read only") == (
+        ("open",),
+        [(1,)],
+    )
+    assert mysql_wire.fetch(connection, "select 2 as two", after="commit") == (("two",), [(2,)])
+    assert mysql_wire.fetch(connection, "select @@in_transaction as open") == (("open",), [(0,)])
+    # The statement fails: its error is raised once the answers after it were read, so the connection goes on.
+    with pytest.raises(pymysql.err.ProgrammingError) as expected:
+        fetch_with_cursor(connection, "select * from probe.no_such_table")
+    with pytest.raises(pymysql.err.ProgrammingError) as raised:
+        mysql_wire.fetch(connection, "select * from probe.no_such_table", "set @before = 1", "set @after = 2")
+    assert raised.value.args == expected.value.args
+    assert mysql_wire.fetch(connection, "select @before + @after as both_ran") == (("both_ran",), [(3,)])
+
+
 def test_an_error_inside_a_result_set_is_raised_not_a_short_result(connection: Any) -> None:
     # The columns are described, then the subquery returns two rows for seq 3: error 1242 ends the result.
     sql = "select seq, (select inner_.seq from seq_1_to_2 inner_ where outer_.seq > 2) as v from seq_1_to_5 outer_"

@@ -116,14 +116,20 @@ def test_slow_postgresql_query_is_cancelled_on_the_server_at_the_deadline(tmp_pa
         assert wait_until(lambda: postgres.exporter_sessions() == [], 5), postgres.exporter_sessions()
 
 
-def test_postgresql_server_ends_statements_soon_after_the_probe_deadline(tmp_path: Path, postgres: PostgreSQL) -> None:
-    timeouts = {"timeout": metric("select setting::int as ms from pg_settings where name = 'statement_timeout'", "ms")}
+def test_postgresql_server_ends_statements_and_cut_off_transactions_soon_after_any_deadline(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    names = ("statement_timeout", "idle_in_transaction_session_timeout")
+    timeouts = {
+        name: metric(f"select setting::int as ms from pg_settings where name = '{name}'", "ms") for name in names
+    }
     config = write_config(tmp_path, {"pg": target(postgres.dsn, "timeouts", timeout="3s")}, {"timeouts": timeouts})
     with client_for(config) as client:
         samples = parse_samples(client.get("/probe", params={"target": "pg"}).text)
-    # What is left of the 3 s budget, plus the grace that lets the cancel request come first.
-    assert 3000 < value(samples, "query_exporter_timeout") <= 3000 + DEADLINE_GRACE * 1000
-    assert postgres.query("show statement_timeout") == [("0",)]
+    for name in names:
+        # The target's timeout (no probe waits longer), plus the grace that lets the cancel request come first.
+        assert value(samples, f"query_exporter_{name}") == 3000 + DEADLINE_GRACE * 1000
+        assert postgres.query(f"show {name}") == [("0",)]
 
 
 def test_postgresql_sessions_are_read_only(tmp_path: Path, postgres: PostgreSQL) -> None:
@@ -191,3 +197,32 @@ def test_shipped_postgresql_overview_set_succeeds_with_the_values_of_its_sql(
     connections = dict(after["postgresql_connections"])
     connections[(("state", "idle"),)] -= 1
     assert probed("postgresql_connections") == {labels: n for labels, n in connections.items() if n}
+
+
+def test_postgresql_statements_cannot_lift_read_only_for_later_ones_or_change_later_sessions(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    count = "select count(*) from items"
+    rows = postgres.query(count)
+    path = "select length(current_setting('search_path')) as n"
+    sets = {
+        "turn": {
+            # Returns a row, and makes the session's later transactions read-write (and its search path another).
+            "lifted": metric("select length(set_config('default_transaction_read_only', 'off', false)) as n", "n"),
+            "deleted": metric("delete from items returning 1 as n", "n"),
+            # Two statements in one text: the first ends the read-only transaction.
+            "chained": metric("commit; delete from items returning 1 as n", "n"),
+            "path_set": metric("select length(set_config('search_path', 'pg_catalog', false)) as n", "n"),
+        },
+        "check": {"path": metric(path, "n")},
+    }
+    config = write_config(tmp_path, {"pg": target(postgres.dsn, "turn", "check")}, sets)
+    with client_for(config) as client:
+        same_probe = probe_views(client, "pg")
+        later = parse_samples(client.get("/probe", params={"target": "pg", "query_set": "check"}).text)
+    assert postgres.query(count) == rows
+    assert value(same_probe.samples, "sqlprobe_query_success", metric="chained") == 0.0
+    assert value(same_probe.samples, "sqlprobe_query_success", metric="deleted") == 0.0
+    assert "cannot execute DELETE in a read-only transaction" in same_probe.debug
+    ((expected,),) = postgres.query(path)
+    assert value(later, "query_exporter_path") == float(expected)

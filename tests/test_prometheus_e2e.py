@@ -108,31 +108,41 @@ def test_two_replicas_split_by_hashmod_scrape_each_target_exactly_once(tmp_path:
 
 DASHBOARD = EXAMPLES / "grafana-dashboard.json"
 RULES = EXAMPLES / "alerts.yml"
-# Grafana's variables as the dashboard is opened: every job and target, and a rate window.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$job": ".+", "$instance": ".+"}
 LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+), (?P<label>\w+)\)$")
 
 
-def _dashboard_queries() -> dict[str, str]:
-    """Every PromQL expression of the shipped dashboard (panels and template variables), by where it is."""
+def _dashboard_queries(url: str) -> dict[str, str]:
+    """Every PromQL expression of the shipped dashboard, its variables set as Grafana sets them on opening it.
+
+    Each template variable is "All": the values its label_values() query finds, as a regex. A variable that finds
+    none fails here.
+    """
     dashboard = json.loads(DASHBOARD.read_text())
+    variables = {"$__rate_interval": "1m"}
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        found = LABEL_VALUES.match(variable["definition"])
+        assert found is not None, variable["definition"]
+        selector = _substitute(found["selector"], variables)
+        values = sorted({series["metric"][found["label"]] for series in _evaluate(url, selector)})
+        assert values, f"variable {variable['name']}: {selector} has no series"
+        variables[f"${variable['name']}"] = "(" + "|".join(re.escape(value) for value in values) + ")"
     queries = {
-        f"panel {panel['title']!r} {query['refId']}": query["expr"]
+        f"panel {panel['title']!r} {query['refId']}": _substitute(query["expr"], variables)
         for panel in dashboard["panels"]
         for query in panel.get("targets", [])
     }
-    for variable in dashboard["templating"]["list"]:
-        if variable["type"] == "query":
-            found = LABEL_VALUES.match(variable["definition"])
-            assert found is not None, variable["definition"]
-            # label_values(selector, label) is Grafana's: the selector's series must carry the label.
-            queries[f"variable {variable['name']}"] = f"count by ({found['label']}) ({found['selector']})"
     for name, expression in queries.items():
-        for variable, replacement in GRAFANA_VARIABLES.items():
-            expression = expression.replace(variable, replacement)
         assert "$" not in expression, f"{name}: a Grafana variable the test does not know: {expression}"
-        queries[name] = expression
     return queries
+
+
+def _substitute(expression: str, variables: dict[str, str]) -> str:
+    # Longest names first: $instance must not be taken for $in... of a shorter one.
+    for variable in sorted(variables, key=len, reverse=True):
+        expression = expression.replace(variable, variables[variable])
+    return expression
 
 
 def _evaluate(url: str, expression: str) -> list[Any]:
@@ -156,14 +166,21 @@ def test_every_dashboard_panel_and_rule_has_data_from_a_real_prometheus_scraping
     }
     targets = {fleet[0].name: target(fleet[0].dsn, "dash")}
     targets["dead"] = target(f"mysql+pymysql://u:p@127.0.0.1:{closed_port}/", "dash")
-    queries = _dashboard_queries()
     with serve(tmp_path / "sqlprobe", targets, {"dash": dash_set}) as exporter:
         address = exporter.url.removeprefix("http://")
         config = config_for_test((EXAMPLES / "prometheus.yml").read_text(), {"127.0.0.1:9104": address})
         config["global"]["evaluation_interval"] = "1s"
         config["rule_files"] = [str(RULES)]
         with running_prometheus(prometheus, config) as server:
-            empty = _wait_for_data(server, queries)
+            server.wait_for(
+                "a probe of every target",
+                lambda: (
+                    len({s["metric"]["instance"] for s in _evaluate(server.url, "sqlprobe_query_success")})
+                    == len(targets)
+                    or None
+                ),
+            )
+            empty = _wait_for_data(server, _dashboard_queries(server.url))
     assert empty == []
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from tests.helpers import client_for, metric, probe_views, target, value, write_config
+from app.engines import DEADLINE_GRACE
+from tests.helpers import client_for, metric, parse_samples, probe_views, target, value, write_config
 from tests.servers import MariaDB
 
 WRITER = "writer"
@@ -65,3 +66,73 @@ def test_a_target_may_opt_out_of_read_only(tmp_path: Path, scratch: MariaDB) -> 
         samples = probe_views(client, "db").samples
     assert value(samples, "probe_success") == 1.0
     assert _count(scratch) == 0
+
+
+def test_a_statement_that_turns_the_session_read_write_lets_no_later_one_write(
+    tmp_path: Path, scratch: MariaDB
+) -> None:
+    sets = {
+        "turn": {"turned": metric("set session transaction read write", "n")},
+        "writes": {"deleted": WRITES["writes"]["deleted"]},
+    }
+    config = write_config(tmp_path, {"db": target(_writer_dsn(scratch), "turn", "writes")}, sets)
+    with client_for(config) as client:
+        same_probe = probe_views(client, "db")
+        later = parse_samples(client.get("/probe", params={"target": "db", "query_set": "writes"}).text)
+    assert _count(scratch) == ROWS
+    assert "error (query): the statement returned no result set (its connection was closed)" in same_probe.debug
+    assert value(same_probe.samples, "sqlprobe_query_success", metric="deleted") == 0.0
+    assert "Cannot execute statement in a READ ONLY transaction" in same_probe.debug
+    assert value(later, "sqlprobe_query_success", metric="deleted") == 0.0
+
+
+def test_a_statement_cannot_lift_read_only_for_itself(tmp_path: Path, scratch: MariaDB) -> None:
+    # MariaDB's SET STATEMENT changes a variable for one statement: outside a transaction, enough to delete.
+    lift = {"lift": {"deleted": metric("set statement tx_read_only = 0 for delete from scratch returning 1 as n", "n")}}
+    config = write_config(tmp_path, {"db": target(_writer_dsn(scratch), "lift")}, lift)
+    with client_for(config) as client:
+        views = probe_views(client, "db")
+    assert _count(scratch) == ROWS
+    assert value(views.samples, "probe_success") == 0.0
+    assert "Cannot execute statement in a READ ONLY transaction" in views.debug
+
+
+SESSION_CHECKS = {
+    "quoted": "select @@session.sql_mode like '%ANSI_QUOTES%' as quoted",
+    "in_probe": "select database() = 'probe' as in_probe",
+}
+
+
+def test_session_settings_made_by_a_statement_do_not_outlive_it(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
+    server = fleet[0]
+    sets = {
+        "turn": {
+            "mode": metric("set session sql_mode = 'ANSI_QUOTES'", "n"),
+            "other_db": metric("use information_schema", "n"),
+        },
+        "check": {name: metric(sql, name) for name, sql in SESSION_CHECKS.items()},
+    }
+    config = write_config(tmp_path, {"db": target(server.dsn, "turn", "check")}, sets)
+    with client_for(config) as client:
+        client.get("/probe", params={"target": "db", "query_set": "turn"})
+        later = parse_samples(client.get("/probe", params={"target": "db", "query_set": "check"}).text)
+        same = parse_samples(client.get("/probe", params={"target": "db"}).text)
+    for name, sql in SESSION_CHECKS.items():
+        ((expected,),) = server.query(sql)
+        assert value(later, f"query_exporter_{name}") == float(expected), name
+        assert value(same, f"query_exporter_{name}") == float(expected), name
+
+
+def test_a_mariadb_session_cut_off_inside_its_read_only_transaction_ends_soon_after_any_deadline(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    sql = "select @@session.idle_readonly_transaction_timeout as seconds"
+    config = write_config(
+        tmp_path, {"db": target(server.dsn, "idle", timeout="3s")}, {"idle": {"t": metric(sql, "seconds")}}
+    )
+    with client_for(config) as client:
+        samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
+    # The target's timeout (no probe waits longer) and the grace, in whole seconds; the server's default is none.
+    assert value(samples, "query_exporter_t") == 3 + DEADLINE_GRACE
+    assert server.query(sql) == [(0,)]

@@ -15,7 +15,7 @@ CONVERTERS: dict[str, Callable[[Path], Conversion]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit 0 when both files were written, 1 with a sentence when the input cannot be read (2: bad arguments)."""
+    """Exit 0 when both files were written; 1 with a sentence when the input cannot be read or the files exist."""
     parser = argparse.ArgumentParser(
         prog="sqlprobe-convert",
         description="Write sqlprobe's targets.yml and queries.yml from a query-exporter or sql_exporter config.",
@@ -23,10 +23,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("exporter", choices=sorted(CONVERTERS), help="the exporter whose configuration CONFIG is")
     parser.add_argument("config", type=Path, metavar="CONFIG", help="its configuration file")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write the two files")
+    parser.add_argument("--force", action="store_true", help="replace targets.yml and queries.yml if DIR has them")
     args = parser.parse_args(argv)
     try:
         conversion = CONVERTERS[args.exporter](args.config)
-        targets, queries = conversion.write(args.out)
+        targets, queries = conversion.write(args.out, replace=args.force)
     except Unreadable as error:
         print(f"sqlprobe-convert: {error}", file=sys.stderr)
         return 1

@@ -28,8 +28,11 @@ class Conversion:
         """Record that the input's ``path`` has no (or an inexact) equivalent, and what to do instead."""
         self.notes.append(f"{path}: {message}")
 
-    def write(self, directory: Path) -> tuple[Path, Path]:
-        """Write targets.yml and queries.yml into ``directory``; their paths."""
+    def write(self, directory: Path, replace: bool = False) -> tuple[Path, Path]:
+        """Write targets.yml and queries.yml into ``directory``; their paths. Unreadable if they exist, unless told."""
+        existing = [path for path in (directory / "targets.yml", directory / "queries.yml") if path.exists()]
+        if existing and not replace:
+            raise Unreadable(f"{existing[0]} exists already: give --force to replace it, or another --out")
         directory.mkdir(parents=True, exist_ok=True)
         header = f"# Converted by sqlprobe-convert from {self.source}.\n"
         if self.notes:
