@@ -1,19 +1,24 @@
 """Module probes from someone who wants the module's login sent to a server of their own, or sqlprobe to misbehave."""
 
+import json
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
 import yaml
 
 from app import yamlfile
+from app.discovery import target_groups
 from app.errors import ConfigError
 from app.inventory import read_inventory_file
-from tests.helpers import ITEMS_SET
+from tests.helpers import ITEMS_SET, client_for
 from tests.served import serve
-from tests.test_modules import connection_attempted, listener
+from tests.test_modules import connection_attempted, listener, write_modules
 
 SETS = {"basic": {"one": {**ITEMS_SET["items_created"]}}}
 
@@ -98,3 +103,30 @@ def test_an_address_with_a_password_in_it_is_refused_without_repeating_it(tmp_pa
         answer = client.get(f"{served.url}/probe", params={"target": "exporter:hunter2-rotated@db-1", "module": "m"})
     assert answer.status_code == 400
     assert "hunter2" not in answer.text
+
+
+def test_a_probe_is_answered_while_sd_lists_a_big_inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Listing 30,000 inventory servers takes a while: on the event loop it held every probe and health check back
+    # (1.6 s per request for 20,000 servers on the loaded test machine), for anyone who asks for /sd in a loop.
+    servers = [{"targets": [f"10.20.{index // 250}.{index % 250 + 1}:3306"]} for index in range(30_000)]
+    (tmp_path / "fleet.json").write_text(json.dumps(servers))
+    modules = {"m": {**module("127.0.0.1"), "inventory": ["fleet.json"]}}
+    config = write_modules(tmp_path, modules, SETS)
+    listing = threading.Event()
+
+    def announced_target_groups(*args: Any) -> Any:
+        listing.set()
+        return target_groups(*args)
+
+    monkeypatch.setattr("app.web.target_groups", announced_target_groups)
+    finished: list[str] = []
+    with client_for(config) as client, ThreadPoolExecutor(1) as pool:
+        sd = pool.submit(client.get, "/sd")
+        sd.add_done_callback(lambda _: finished.append("/sd"))
+        assert listing.wait(30)
+        healthy = client.get("/-/healthy")
+        finished.append("/-/healthy")
+        groups = sd.result().json()
+    assert healthy.status_code == 200
+    assert len(groups) == 30_000
+    assert finished == ["/-/healthy", "/sd"]
