@@ -84,7 +84,8 @@ def render_status_page(exporter: Exporter) -> str:
 def _more(hidden: int) -> str:
     if hidden <= 0:
         return ""
-    return f'<p class="m">{hidden} more targets are not shown (failing ones first); <a href="/sd">/sd</a> lists all.</p>\n'
+    sd = '<a href="/sd">/sd</a>'
+    return f'<p class="m">{hidden} more targets are not shown (failing ones first); {sd} lists all.</p>\n'
 
 
 def _modules(exporter: Exporter) -> str:
