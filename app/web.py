@@ -137,7 +137,7 @@ async def service_discovery(
         raise BadRequest("give at most one 'query_set' parameter to /sd")
     config = exporter.config
     if query_set is not None and query_set not in config.query_sets:
-        raise BadRequest(f"unknown query set {query_set!r}: it is not in {config.queries_file}")
+        raise BadRequest(f"unknown query set {query_set!r}: no query set of that name is configured")
     # Thousands of inventory servers take a while to list: not on the event loop, which answers the probes.
     # (Config and the inventory's listings are replaced whole, never changed in place: safe from a thread.)
     return await asyncio.to_thread(lambda: JSONResponse(target_groups(config, exporter.inventory, query_set)))
@@ -146,7 +146,8 @@ async def service_discovery(
 @router.get("/", response_class=HTMLResponse)
 async def status_page(exporter: ExporterDep) -> HTMLResponse:
     """The fleet at a glance: every target's state, since when, its last probe and why it fails."""
-    return HTMLResponse(render_status_page(exporter))
+    # Tens of milliseconds for thousands of targets: on a worker thread, so probes are not held up meanwhile.
+    return HTMLResponse(await asyncio.to_thread(render_status_page, exporter))
 
 
 @router.get("/logs", response_class=PlainTextResponse)
@@ -182,7 +183,7 @@ async def probe_logs(
 async def reload(exporter: ExporterDep) -> PlainTextResponse:
     """Load targets.yml and queries.yml again; on any problem the previous config keeps serving."""
     try:
-        reloaded = await asyncio.to_thread(exporter.reload)
+        reloaded = await exporter.reload_shared()
     except ConfigError as error:
         problems = "".join(f"  {problem}\n" for problem in error.problems)
         return PlainTextResponse(
@@ -225,7 +226,7 @@ async def _refresh_files(exporter: Exporter, interval: float) -> None:
 async def _reload_logged(exporter: Exporter) -> None:
     """A reload on SIGHUP: its outcome goes to the log (and to /metrics) only."""
     with contextlib.suppress(ConfigError):
-        await asyncio.to_thread(exporter.reload)
+        await exporter.reload_shared()
 
 
 @router.get("/-/healthy", response_class=PlainTextResponse)
