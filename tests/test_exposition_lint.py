@@ -17,11 +17,23 @@ from prometheus_client.utils import floatToGoString
 
 from app.config import load_config
 from app.engines import EngineCache
-from app.exposition import PROBE_DURATION, PROBE_SUCCESS, QUERY_DURATION, QUERY_SUCCESS, _number, render_probe
+from app.exposition import (
+    OPENMETRICS,
+    PROBE_DURATION,
+    PROBE_SUCCESS,
+    QUERY_DURATION,
+    QUERY_SUCCESS,
+    RESULT_AGE,
+    TEXT,
+    _number,
+    render_probe,
+)
 from app.prober import Prober
 from app.results import ProbeResult
 from tests.helpers import ITEMS_SET, client_for, target, write_config
 from tests.servers import MariaDB
+
+OPENMETRICS_1 = "application/openmetrics-text; version=1.0.0"
 
 SHIPPED = Path(__file__).parent.parent
 
@@ -91,6 +103,7 @@ class _Reference(Collector):
     def collect(self) -> Iterator[Metric]:
         success = GaugeMetricFamily(*QUERY_SUCCESS, labels=["metric"])
         duration = GaugeMetricFamily(*QUERY_DURATION, labels=["metric"])
+        age = GaugeMetricFamily(*RESULT_AGE, labels=["metric"])
         for metric_result, query_result in self._result.metric_results():
             spec = metric_result.metric
             family = (CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily)(
@@ -103,8 +116,12 @@ class _Reference(Collector):
             ok = query_result.error is None and metric_result.error is None
             success.add_metric([spec.key], 1.0 if ok else 0.0)
             duration.add_metric([spec.key], query_result.duration)
+            if query_result.query.min_interval is not None and query_result.error is None:
+                age.add_metric([spec.key], self._result.at - query_result.ran_at)
         yield success
         yield duration
+        if age.samples:
+            yield age
         yield GaugeMetricFamily(*PROBE_SUCCESS, value=float(self._result.success))
         yield GaugeMetricFamily(*PROBE_DURATION, value=self._result.duration)
 
@@ -118,7 +135,13 @@ def test_probe_text_is_byte_for_byte_what_prometheus_client_writes(tmp_path: Pat
             "labels": ["name"],
             "value": "n",
         },
-        "empty": {"query": "select 1 as n where 0", "type": "gauge", "description": "no rows", "value": "n"},
+        "empty": {
+            "query": "select 1 as n where 0",
+            "type": "gauge",
+            "description": "no rows",
+            "value": "n",
+            "min_interval": "1m",
+        },
         "broken": {"query": "select nope", "type": "gauge", "description": "fails", "value": "n"},
     }
     config = write_config(tmp_path, {"db": target("sqlite://", "odd")}, {"odd": odd})
@@ -132,9 +155,9 @@ def test_probe_text_is_byte_for_byte_what_prometheus_client_writes(tmp_path: Pat
     assert not result.success  # the failed metric is part of what is written
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Reference(result))
-    for accept in (None, "application/openmetrics-text; version=1.0.0"):
+    for accept, expected_type in ((None, TEXT.content_type), (OPENMETRICS_1, OPENMETRICS.content_type)):
         body, content_type = render_probe(result, accept)
-        encoder, expected_type = choose_encoder(accept or "")
+        encoder, _ = choose_encoder(accept or "")
         assert (body.decode(), content_type) == (encoder(registry).decode(), expected_type)
 
 
