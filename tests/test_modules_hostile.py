@@ -1,6 +1,7 @@
 """Module probes from someone who wants the module's login sent to a server of their own, or sqlprobe to misbehave."""
 
 import json
+import secrets
 import subprocess
 import sys
 import threading
@@ -17,9 +18,12 @@ from app.discovery import target_groups
 from app.errors import ConfigError
 from app.inventory import read_inventory_file
 from app.status_page import MAX_ROWS
-from tests.helpers import ITEMS_SET, client_for, parse_samples, value
+from tests.helpers import ITEMS_SET, client_for, parse_samples, value, wait_until
 from tests.served import serve
+from tests.servers import MariaDB
 from tests.test_modules import connection_attempted, listener, write_modules
+from tests.test_rotation import USER as ROTATING_USER
+from tests.test_rotation import rotating_user, set_password  # noqa: F401 - rotating_user is a fixture
 
 SETS = {"basic": {"one": {**ITEMS_SET["items_created"]}}}
 
@@ -150,3 +154,40 @@ def test_the_status_page_of_a_big_inventory_shows_a_bounded_number_of_rows_faili
     assert table.index(f"127.0.0.1:{closed_port}") < table.index("10.20.0.1:3306")  # the failing one is shown, first
     assert f'<b id="total">{MAX_ROWS + 501}</b> targets' in page
     assert "501 more targets are not shown" in page
+
+
+def test_a_rotated_password_whose_reload_met_a_half_written_targets_file_takes_effect_once_the_file_is_whole(
+    tmp_path: Path,
+    rotating_user: MariaDB,  # noqa: F811 - pytest passes the fixture imported above
+) -> None:
+    # Configuration management rewrites targets.yml (same contents, written in place) while a password rotates.
+    server = rotating_user
+    first, second = f"first-{secrets.token_hex(8)}", f"second-{secrets.token_hex(8)}"
+    set_password(server, first)
+    (tmp_path / "password").write_text(first + "\n")
+    module = {
+        "dsn": f"mysql+pymysql://{ROTATING_USER}@{{address}}/probe",
+        "password_file": "password",
+        "query_sets": ["items"],
+        "allow": ["127.0.0.1"],
+        "timeout": "3s",
+    }
+    config = write_modules(tmp_path, {"m": module}, {"items": ITEMS_SET})
+    whole = (tmp_path / "targets.yml").read_text()
+    probe = {"target": f"127.0.0.1:{server.port}", "module": "m"}
+    with client_for(config, refresh_interval=0.2) as client:
+
+        def success() -> float:
+            return value(parse_samples(client.get("/probe", params=probe).text), "probe_success")
+
+        def reloaded() -> float:
+            return value(parse_samples(client.get("/metrics").text), "sqlprobe_config_last_reload_successful")
+
+        before = success()
+        set_password(server, second)
+        (tmp_path / "targets.yml").write_text(whole[: len(whole) // 2])
+        (tmp_path / "password").write_text(second + "\n")
+        assert wait_until(lambda: reloaded() == 0.0, 10)  # the rotation's reload met the half-written file
+        (tmp_path / "targets.yml").write_text(whole)
+        assert wait_until(lambda: success() == 1.0, 10)
+    assert before == 1.0
