@@ -36,6 +36,10 @@ def _fetch_bound(dbapi_connection: Any, sql: str, arguments: Arguments) -> Fetch
     return fetch_with_cursor(dbapi_connection, sql, arguments)
 
 
+class TransactionEnded(Exception):
+    """The statement ended the read-only transaction it ran in (and returned rows): its connection is closed."""
+
+
 class Stale(Exception):
     """A connection reused from the pool was dead before the statement reached the server: a new one may run it."""
 
@@ -101,6 +105,8 @@ class Driver:
         if dialect is None:
             return self._guarded(session, lambda: fetch_with_cursor(session.dbapi, sql, arguments))
         fetch = dialect.fetch
+        if arguments is not None and dialect.render is not None:  # bound as the driver would: sent as any other
+            sql, arguments = dialect.render(session.dbapi, sql, arguments), None
         if arguments is not None:  # bound by the driver, with its own cursor: no round trip shared
             fetch = partial(one_by_one, partial(_fetch_bound, arguments=arguments), dialect.command)
         before = after = ""
@@ -116,6 +122,10 @@ class Driver:
             session.in_transaction = session.restart = self._read_only
             raise
         session.in_transaction, session.restart = self._read_only and not last, False
+        if session.in_transaction and dialect.transaction_open is not None and not dialect.transaction_open(session.dbapi):
+            # Later statements would run outside it: the connection is closed, they get a new one.
+            session.in_transaction = False
+            raise TransactionEnded
         return fetched
 
     def ping(self, session: Session) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pymysql
+from pymysql.constants import SERVER_STATUS
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import QueuePool
@@ -70,6 +71,10 @@ class Dialect:
     closed_by_server: Callable[[Any], bool] | None = None
     connect: Callable[..., Any] | None = None  # opens a driver connection, if not the dialect's own way
     connected: Callable[[Any, Target], None] | None = None  # sets up a new driver connection, if it needs more
+    # False if the statement just run ended the transaction it ran in (an implicit commit); None: none can.
+    transaction_open: Callable[[Any], bool] | None = None
+    # Binds arguments into the statement's text as the driver would (None: the driver binds them, with its cursor).
+    render: Callable[[Any, str, Sequence[Any] | Mapping[str, Any]], str] | None = None
 
 
 def create_target_engine(target: Target) -> Engine:
@@ -390,6 +395,19 @@ def _mysql_command(dbapi_connection: Any, sql: str) -> None:
     _fetch_mysql(dbapi_connection, sql)
 
 
+def _mysql_transaction_open(dbapi_connection: Any) -> bool:
+    # From the last answer's status (mysql_wire keeps it from result sets too): CHECK TABLE, ANALYZE TABLE, OPTIMIZE
+    # TABLE... commit the transaction they run in and still return rows; after them the session is in autocommit,
+    # where SET STATEMENT tx_read_only = 0 FOR DELETE ... deletes.
+    return bool(dbapi_connection.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
+
+
+def _render_mysql(dbapi_connection: Any, sql: str, arguments: Sequence[Any] | Mapping[str, Any]) -> str:
+    # PyMySQL binds on the client anyway: its cursor's mogrify() is the text its execute() would send.
+    rendered: str = dbapi_connection.cursor().mogrify(sql, arguments)
+    return rendered
+
+
 def _mysql_connected(dbapi_connection: Any, target: Target) -> None:
     # A session cut off inside its read-only transaction (a partition) ends, and lets go of its metadata locks, soon
     # after the deadline rather than at wait_timeout. MariaDB only (10.3 on): MySQL has no such setting.
@@ -418,6 +436,8 @@ _MYSQL = Dialect(
     connect=_PyMySQLConnection,
     connected=_mysql_connected,
     closed_by_server=_mysql_closed_by_server,
+    transaction_open=_mysql_transaction_open,
+    render=_render_mysql,
 )
 _POSTGRESQL = Dialect(
     _postgresql_connect_args,
@@ -429,8 +449,9 @@ _POSTGRESQL = Dialect(
     fetch=_fetch_postgresql,
     begin="BEGIN READ ONLY",
     restart="ROLLBACK; BEGIN READ ONLY",
-    # RESET ALL: what a statement set with set_config() (search_path...) does not outlive the probe.
-    end="COMMIT; RESET ALL",
+    # RESET ALL: what a statement set with set_config() (search_path...) does not outlive the probe; nor does a
+    # session-level advisory lock a statement took (pg_advisory_lock() returns a row, and holds it until unlocked).
+    end="COMMIT; RESET ALL; SELECT pg_advisory_unlock_all()",
 )
 
 

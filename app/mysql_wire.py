@@ -133,7 +133,9 @@ def _result(reader: "_Reader", first: bytes) -> tuple[tuple[Columns, list[Row]] 
     while True:
         packet = reader.packet()
         if _is_eof(packet):  # the last row was read
-            return (tuple(names), rows), _STATUS.unpack_from(packet, 3)[0] & _MORE_RESULTS
+            status = _STATUS.unpack_from(packet, 3)[0]
+            reader.connection.server_status = status  # as for OK packets: whether a transaction is still open
+            return (tuple(names), rows), status & _MORE_RESULTS
         rows.append(_row(packet, decoders))
 
 
