@@ -72,14 +72,10 @@ class Exporter:
         """
         self.telemetry.observe(result)
         target = result.target
-        if target.module is None:
-            self.history.record(TargetKey(None, target.name), result, selection)
-        elif self.module_targets.holds(target):
-            self.history.record(
-                TargetKey(target.module, target.name.removeprefix(f"{target.module}/")), result, selection
-            )
-        else:
+        if target.module is not None and not self.module_targets.holds(target):
             self._let_go([target.name])
+        elif target.module is not None or target.name in self.config.targets:  # not removed by a reload meanwhile
+            self.history.record(TargetKey.of(target), result, selection)
 
     def _allowed(self, module: Module, address: Address) -> bool:
         return self.inventory.labels(module.name, address) is not None or module.allows(address)

@@ -27,9 +27,8 @@ class TargetKey(NamedTuple):
     @classmethod
     def of(cls, target: Target) -> "TargetKey":
         """A named target's key, or a module target's (its name is MODULE/ADDRESS)."""
-        if target.module is None:
-            return cls(None, target.name)
-        return cls(target.module, target.name.removeprefix(f"{target.module}/"))
+        module = target.module
+        return cls(None, target.name) if module is None else cls(module, target.name.removeprefix(f"{module}/"))
 
     def __str__(self) -> str:
         return self.name if self.module is None else f"{self.name} (module {self.module})"
@@ -54,7 +53,9 @@ class TargetState:
     """A target's last probe of each selection of query sets, and since when its state (ok or failing) has held.
 
     A target probed for its slow set on a longer interval than for the rest fails while either selection's last
-    probe fails: its state does not flip with whichever scrape came last.
+    probe fails: its state does not flip with whichever scrape came last. Probes are recorded on the event loop and
+    the status page is rendered on a worker thread: readers copy ``latest`` (list() takes it in one step under the
+    GIL) rather than iterate it while a new selection may be added.
     """
 
     __slots__ = ("last", "latest", "since")
@@ -67,11 +68,11 @@ class TargetState:
     @property
     def ok(self) -> bool:
         """True when the last probe of every selection succeeded."""
-        return all(probe.success for probe in self.latest.values())
+        return all(probe.success for probe in list(self.latest.values()))
 
     def failing(self) -> list[Probe]:
         """The last probes that failed, one per selection, the most recent first."""
-        failed = [probe for probe in self.latest.values() if not probe.success]
+        failed = [probe for probe in list(self.latest.values()) if not probe.success]
         return sorted(failed, key=lambda probe: probe.ended_at, reverse=True)
 
 

@@ -100,8 +100,8 @@ def _modules(exporter: Exporter) -> str:
 
 def _row(row: Row, now: float) -> str:
     query = {"target": row.key.name} | ({"module": row.key.module} if row.key.module is not None else {})
-    probe = html.escape("/probe?" + urlencode(query))
-    links = f'<a href="{probe}&amp;debug=true">debug</a> <a href="{probe}">probe</a>'
+    probe_url = html.escape("/probe?" + urlencode(query))
+    links = f'<a href="{probe_url}&amp;debug=true">debug</a> <a href="{probe_url}">probe</a>'
     name = html.escape(row.key.name)
     if row.key.module is not None:
         name += f' <span class="m">{html.escape(row.key.module)}</span>'

@@ -144,7 +144,8 @@ async def service_discovery(
 @router.get("/", response_class=HTMLResponse)
 async def status_page(exporter: ExporterDep) -> HTMLResponse:
     """The fleet at a glance: every target's state, since when, its last probe and why it fails."""
-    return HTMLResponse(render_status_page(exporter))
+    # Tens of milliseconds for thousands of targets: on a worker thread, so probes are not held up meanwhile.
+    return HTMLResponse(await asyncio.to_thread(render_status_page, exporter))
 
 
 @router.get("/logs", response_class=PlainTextResponse)

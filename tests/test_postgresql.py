@@ -2,6 +2,7 @@
 
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from app.config import Metric, load_config
@@ -226,3 +227,23 @@ def test_postgresql_statements_cannot_lift_read_only_for_later_ones_or_change_la
     assert "cannot execute DELETE in a read-only transaction" in same_probe.debug
     ((expected,),) = postgres.query(path)
     assert value(later, "query_exporter_path") == float(expected)
+
+
+def test_a_postgresql_probe_that_joins_a_run_gets_its_answer_after_an_earlier_probe_gave_up(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    sql = "select pg_sleep(2.5)::text = '' as slept"
+    config = write_config(tmp_path, {"pg": target(postgres.dsn, "slow")}, {"slow": {"slept": metric(sql, "slept")}})
+
+    def sleeping() -> bool:
+        return any(state == "active" and query == sql for state, query in postgres.exporter_sessions())
+
+    scrape_timeout = "X-Prometheus-Scrape-Timeout-Seconds"
+    with client_for(config) as client, ThreadPoolExecutor(2) as pool:
+        short = pool.submit(client.get, "/probe", params={"target": "pg"}, headers={scrape_timeout: "1.5"})
+        assert wait_until(sleeping, 5)
+        long = pool.submit(client.get, "/probe", params={"target": "pg"}, headers={scrape_timeout: "6"})
+        assert value(parse_samples(short.result().text), "probe_success") == 0.0
+        long_samples = parse_samples(long.result().text)
+    assert value(long_samples, "probe_success") == 1.0
+    assert value(long_samples, "query_exporter_slept") == float(postgres.query(sql.replace("2.5", "0"))[0][0])

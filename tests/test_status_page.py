@@ -4,6 +4,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.history import History, TargetKey
-from tests.helpers import ITEMS_SET, client_for, metric, target, write_config
+from tests.helpers import ITEMS_SET, client_for, metric, target, wait_until, write_config
 from tests.servers import MariaDB
 from tests.test_inventory import write_inventory
 from tests.test_modules import mariadb_module, write_modules
@@ -240,6 +241,26 @@ def test_a_target_removed_by_a_reload_leaves_the_page_and_its_logs(tmp_path: Pat
     assert page.states == [("kept", "failing")]
     assert gone.status_code == 404
     assert kept.text.startswith("# last probe of kept: failed")
+
+
+def test_a_probe_that_ends_after_a_reload_removed_its_target_leaves_no_trace_when_it_comes_back(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    slow = {"slow": {"nap": metric("select sleep(1) as n", "n")}}
+    config = write_config(tmp_path, {"napper": target(server.dsn, "slow"), "other": target("sqlite://", "slow")}, slow)
+    with client_for(config) as client, ThreadPoolExecutor(1) as pool:
+        running = pool.submit(client.get, "/probe", params={"target": "napper"})
+        assert wait_until(lambda: any(info == "select sleep(1) as n" for _, _, info in server.exporter_sessions()), 10)
+        write_config(tmp_path, {"other": target("sqlite://", "slow")}, slow)
+        assert client.post("/-/reload").status_code == 200
+        assert running.result(timeout=30).status_code == 200  # the probe ran to its end on the old config
+        write_config(tmp_path, {"napper": target(server.dsn, "slow"), "other": target("sqlite://", "slow")}, slow)
+        assert client.post("/-/reload").status_code == 200
+        page = StatusPage(client.get("/").text)
+        log = client.get("/logs", params={"target": "napper"})
+    assert page.states == [("napper", "never probed"), ("other", "never probed")]
+    assert log.status_code == 404
 
 
 def test_what_the_database_says_is_shown_as_text_never_as_markup(tmp_path: Path) -> None:
