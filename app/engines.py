@@ -449,9 +449,10 @@ _POSTGRESQL = Dialect(
     fetch=_fetch_postgresql,
     begin="BEGIN READ ONLY",
     restart="ROLLBACK; BEGIN READ ONLY",
-    # RESET ALL: what a statement set with set_config() (search_path...) does not outlive the probe; nor does a
-    # session-level advisory lock a statement took (pg_advisory_lock() returns a row, and holds it until unlocked).
-    end="COMMIT; RESET ALL; SELECT pg_advisory_unlock_all()",
+    # RESET ALL: what a statement set with set_config() (search_path...) does not outlive the probe; RESET ROLE: nor
+    # the role (set_config('role', …) too, which RESET ALL leaves alone); nor does a session-level advisory lock a
+    # statement took (pg_advisory_lock() returns a row, and holds it until unlocked).
+    end="COMMIT; RESET ALL; RESET ROLE; SELECT pg_advisory_unlock_all()",
 )
 
 
