@@ -122,8 +122,9 @@ class Driver:
             session.in_transaction = session.restart = self._read_only
             raise
         session.in_transaction, session.restart = self._read_only and not last, False
-        if session.in_transaction and dialect.transaction_open is not None and not dialect.transaction_open(session.dbapi):
-            # Later statements would run outside it: the connection is closed, they get a new one.
+        still_open = dialect.transaction_open
+        if session.in_transaction and still_open is not None and not still_open(session.dbapi):
+            # An implicit commit: later statements would run outside it. The connection is closed, they get a new one.
             session.in_transaction = False
             raise TransactionEnded
         return fetched

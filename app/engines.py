@@ -254,6 +254,28 @@ class _PyMySQLConnection(pymysql.connections.Connection):  # type: ignore[misc]
     # When the statement running may be waited for until (time.monotonic()): see _bound_mysql_statement.
     read_until = 0.0
 
+    def connect(self, sock: Any = None) -> None:
+        """PyMySQL's connect, handshake and set-up, all given up after ``connect_timeout`` (not each read)."""
+        # PyMySQL's socket timeout counts per read: a server (or proxy) that trickles its greeting, a byte at a time,
+        # would hold the worker thread for as long as it likes. Its socket is cut when the time is up.
+        lock = threading.Lock()
+        over = False
+
+        def cut() -> None:
+            with lock:
+                if not over:
+                    _sever_mysql(self)
+
+        timer = threading.Timer(self.connect_timeout or CANCEL_TIMEOUT, cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            super().connect(sock)
+        finally:
+            with lock:
+                over = True
+            timer.cancel()
+
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
         # Without ssl options PyMySQL uses TLS when the server offers it, unverified ("preferred"), and for that
         # builds a default context per connection: about 55 ms holding the GIL (it loads the system's CA store)

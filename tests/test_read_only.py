@@ -168,7 +168,9 @@ def test_a_statement_that_commits_implicitly_and_returns_rows_lets_no_later_one_
 @pytest.mark.xfail(
     strict=True, reason="not fixed: needs RELEASE_ALL_LOCKS() or COM_RESET_CONNECTION at release (docs/correctness.md)"
 )
-def test_a_named_lock_taken_by_a_statement_is_not_held_after_the_probe(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
+def test_a_named_lock_taken_by_a_statement_is_not_held_after_the_probe(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
     server = fleet[0]
     sets = {"lock": {"locked": metric("select get_lock('sqlprobe_leftover', 0) as n", "n")}}
     config = write_config(tmp_path, {"db": target(server.dsn, "lock")}, sets)
