@@ -93,16 +93,23 @@ def silent_relay(port: int, marker: str) -> Iterator[SilentRelay]:
         relay.close()
 
 
-def _probe_through_partition(tmp_path: Path, dsn: str, relay: SilentRelay, sets: Mapping[str, object]) -> None:
+def _probe_until_closed(
+    tmp_path: Path, dsn: str, sets: Mapping[str, object], closed: threading.Event
+) -> tuple[str, float, bool, float]:
+    """Probe ``dsn``: the answer, its seconds, and whether (and after how long) ``closed`` was set in CLOSED_WITHIN."""
     config = write_config(tmp_path, {"db": target(dsn, "two")}, {"two": sets})
     with client_for(config) as client:
         started = time.monotonic()
         response = client.get("/probe", params={"target": "db"}, headers=SCRAPE_TIMEOUT)
         answered = time.monotonic() - started
-        closed = relay.closed.wait(max(0.0, started + CLOSED_WITHIN - time.monotonic()))
-        closed_after = time.monotonic() - started
+        was_closed = closed.wait(max(0.0, started + CLOSED_WITHIN - time.monotonic()))
+        return response.text, answered, was_closed, time.monotonic() - started
+
+
+def _probe_through_partition(tmp_path: Path, dsn: str, relay: SilentRelay, sets: Mapping[str, object]) -> None:
+    text, answered, closed, closed_after = _probe_until_closed(tmp_path, dsn, sets, relay.closed)
     assert relay.silent.is_set()  # the partition did happen, after the first statement
-    samples = parse_samples(response.text)
+    samples = parse_samples(text)
     assert value(samples, "sqlprobe_query_success", metric="first") == 1.0
     assert value(samples, "sqlprobe_query_success", metric="second") == 0.0
     assert value(samples, "probe_success") == 0.0
@@ -174,15 +181,10 @@ def test_a_mariadb_handshake_that_trickles_frees_its_thread_soon_after_the_deadl
     server = TricklingServer(b"\x50\x00\x00\x00\x0a", every=0.3, seconds=CLOSED_WITHIN + 8)
     try:
         dsn = f"mysql+pymysql://exporter:secret@127.0.0.1:{server.port}/probe"
-        config = write_config(tmp_path, {"db": target(dsn, "one")}, {"one": {"one": metric("select 1 as n", "n")}})
-        with client_for(config) as client:
-            started = time.monotonic()
-            response = client.get("/probe", params={"target": "db"}, headers=SCRAPE_TIMEOUT)
-            answered = time.monotonic() - started
-            closed = server.closed.wait(max(0.0, started + CLOSED_WITHIN - time.monotonic()))
-            closed_after = time.monotonic() - started
+        sets = {"one": metric("select 1 as n", "n")}
+        text, answered, closed, closed_after = _probe_until_closed(tmp_path, dsn, sets, server.closed)
     finally:
         server.close()
-    assert value(parse_samples(response.text), "probe_success") == 0.0
+    assert value(parse_samples(text), "probe_success") == 0.0
     assert answered < 3  # before Prometheus's scrape timeout
     assert closed, f"the exporter still held its connection {closed_after:.1f}s after the probe started"
