@@ -278,17 +278,22 @@ def test_probing_thousands_of_allowed_addresses_keeps_engines_at_max_targets_and
         def own() -> Samples:
             return parse_samples(client.get(f"{served.url}/metrics").text)
 
+        def engines() -> float:
+            return value(own(), "sqlprobe_engines")
+
         with ThreadPoolExecutor(8) as pool:
             # Allocator arenas and caches settle within the first few hundred probes (measured: flat after ~750).
             list(pool.map(probe, range(750)))
+            settled_engines = engines()
             settled = own()
             list(pool.map(probe, range(750, 1350)))
+            after_engines = engines()
             after = own()
-    assert value(settled, "sqlprobe_engines") == value(after, "sqlprobe_engines") == 20
+    assert (settled_engines, after_engines) == (20, 20)
     assert len(after["sqlprobe_probes_total"]) == 20
     # Without the bound the same 600 addresses cost about 10 MiB (1.7 MiB per 100 engines, measured).
     growth = value(after, "process_resident_memory_bytes") - value(settled, "process_resident_memory_bytes")
-    assert growth < 3 * 2**20, growth
+    assert growth < 4 * 2**20, (growth, value(settled, "process_resident_memory_bytes"))
 
 
 def test_an_idle_module_target_is_let_go_with_its_engine_and_series(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
