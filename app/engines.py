@@ -258,23 +258,8 @@ class _PyMySQLConnection(pymysql.connections.Connection):  # type: ignore[misc]
         """PyMySQL's connect, handshake and set-up, all given up after ``connect_timeout`` (not each read)."""
         # PyMySQL's socket timeout counts per read: a server (or proxy) that trickles its greeting, a byte at a time,
         # would hold the worker thread for as long as it likes. Its socket is cut when the time is up.
-        lock = threading.Lock()
-        over = False
-
-        def cut() -> None:
-            with lock:
-                if not over:
-                    _sever_mysql(self)
-
-        timer = threading.Timer(self.connect_timeout or CANCEL_TIMEOUT, cut)
-        timer.daemon = True
-        timer.start()
-        try:
+        with _cut_if_still_connecting(self, self.connect_timeout or CANCEL_TIMEOUT):
             super().connect(sock)
-        finally:
-            with lock:
-                over = True
-            timer.cancel()
 
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
         # Without ssl options PyMySQL uses TLS when the server offers it, unverified ("preferred"), and for that
@@ -284,6 +269,40 @@ class _PyMySQLConnection(pymysql.connections.Connection):  # type: ignore[misc]
             return _preferred_tls_context()
         context: ssl.SSLContext = super()._create_ssl_ctx(sslp)
         return context
+
+
+# Connections still connecting, and when their sockets are cut: watched by one thread for the whole process.
+_connecting: dict[Any, float] = {}
+_connecting_changed = threading.Condition()
+_connect_watcher: list[threading.Thread] = []
+
+
+@contextmanager
+def _cut_if_still_connecting(connection: Any, seconds: float) -> Iterator[None]:
+    """Cut ``connection``'s socket if the block still runs after ``seconds``."""
+    with _connecting_changed:
+        _connecting[connection] = time.monotonic() + seconds
+        if not _connect_watcher:
+            _connect_watcher.append(threading.Thread(target=_cut_late, name="sqlprobe-connect-watch", daemon=True))
+            _connect_watcher[0].start()
+        _connecting_changed.notify()
+    try:
+        yield
+    finally:
+        with _connecting_changed:  # under the lock: once out of the block, its connection is never cut
+            del _connecting[connection]
+
+
+def _cut_late() -> None:
+    with _connecting_changed:
+        while True:
+            now = time.monotonic()
+            for connection, until in list(_connecting.items()):
+                if until <= now:
+                    _sever_mysql(connection)  # the handshake's read fails at once
+                    _connecting[connection] = math.inf  # cut once; forgotten when its connect returns
+            earliest = min(_connecting.values(), default=math.inf)
+            _connecting_changed.wait(None if earliest == math.inf else earliest - now)
 
 
 @cache
