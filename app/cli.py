@@ -12,8 +12,15 @@ import uvicorn
 from app import __version__
 from app.config import Config, load_config
 from app.errors import ConfigError, ConfigProblem
+from app.fdlimit import hard_limit, raise_soft_limit, shortfall_warning
 from app.history import DEFAULT_HISTORY_LIMIT
-from app.http_protocol import HttpProtocol
+from app.http_protocol import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    HttpLimits,
+    http_protocol,
+)
 from app.inventory import check_inventory
 from app.logs import LOG_FORMATS, configure_logging
 from app.schema import duration_seconds
@@ -36,6 +43,25 @@ def _duration(value: str) -> float:
         return duration_seconds(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+_SIZE_UNITS = {"kib": 1024, "mib": 1024**2, "b": 1}
+
+
+def _size(value: str) -> int:
+    """A byte count: 65536, 64KiB or 1MiB."""
+    text = value.strip().lower()
+    unit = next((unit for unit in _SIZE_UNITS if text.endswith(unit)), "")
+    number = text.removesuffix(unit).strip()
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size such as 65536, 64KiB or 1MiB")
+    return int(number) * _SIZE_UNITS.get(unit, 1)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return int(value)
 
 
 def _count(value: str) -> int:
@@ -81,6 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="dispose a target's engine and connections when no probe used it this long (default: 15m)",
     )
     parser.add_argument(
+        "--max-header-size",
+        type=_size,
+        default=DEFAULT_MAX_HEADER_BYTES,
+        metavar="SIZE",
+        help="largest request line and headers accepted, before authentication; larger gets 431 (default: 64KiB)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=_duration,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="DURATION",
+        help="a client must send its request line and headers within this; else 408 and closed (default: 5s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="open HTTP connections at most; the next gets 503 and is closed (default: %(default)s)",
+    )
+    parser.add_argument(
         "--refresh-interval",
         type=_duration,
         default=DEFAULT_REFRESH_INTERVAL,
@@ -117,6 +164,21 @@ def load_configs(args: argparse.Namespace) -> tuple[Config, WebConfig | None]:
     return config, web_config
 
 
+def _raise_descriptor_limit(config: Config, max_connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard one, log both, and warn if the config could need more."""
+    limit = raise_soft_limit()
+    log.info(
+        "file descriptors: soft limit %d (was %d), hard limit %d",
+        limit.soft,
+        limit.found,
+        limit.hard,
+        extra={"event": "nofile_limit", "soft": limit.soft, "was": limit.found, "hard": limit.hard},
+    )
+    shortfall = shortfall_warning(config, max_connections, limit.soft)
+    if shortfall is not None:
+        log.warning("%s", shortfall, extra={"event": "nofile_shortfall"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run sqlprobe; the exit status is 1 for an invalid config."""
     args = build_parser().parse_args(argv)
@@ -140,7 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         modules = f", {len(config.modules)} modules" if config.modules else ""
         counts = f"{len(config.targets)} targets, {len(config.query_sets)} query sets{modules}"
         print(f"sqlprobe: configuration OK: {counts}")
+        shortfall = shortfall_warning(config, args.max_connections, hard_limit())
+        if shortfall is not None:
+            print(f"sqlprobe: warning: {shortfall}", file=sys.stderr)
         return 0
+    _raise_descriptor_limit(config, args.max_connections)
     host, port = args.bind
     log.info(
         "sqlprobe %s serving %d targets on %s:%d",
@@ -170,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=args.log_level == "debug",
         # sqlprobe never uses the client's address: no X-Forwarded-For work on every request.
         proxy_headers=False,
-        http=HttpProtocol,  # an answer in one write, not two
+        # Bounded before the app (and its basic auth) sees a request; an answer in one write, not two.
+        http=http_protocol(HttpLimits(args.max_header_size, args.header_timeout, args.max_connections)),
         **uvicorn_tls(web_config),
     )
     return 0

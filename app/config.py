@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from app.addresses import AllowRule, parse_allow_rule
+from app.dsn_query import query_problems
 from app.errors import ConfigError, ConfigProblem
 from app.modules import ADDRESS, ADDRESS_PLACEHOLDER, Module
 from app.parameters import ParameterSets
@@ -53,6 +54,7 @@ class Metric:
     parameters: ParameterSets  # one run of the SQL per set; () for one run without parameters
     query_set: str
     max_rows: int
+    max_label_length: int
     min_interval: float | None
     # Every label name a sample carries, in order: label columns, the value label, static labels.
     label_names: tuple[str, ...] = field(init=False)
@@ -72,12 +74,15 @@ class Query:
     parameters: ParameterSets = ()  # the SQL runs once per set, and its rows are the union of all runs
     # Seconds a successful result may be served again instead of running the SQL; None: run it every probe.
     min_interval: float | None = field(init=False)
+    # Rows read at most: one more than the largest max_rows of its metrics, to know that there were more.
+    row_limit: int = field(init=False)
 
     def __post_init__(self) -> None:
         intervals = [metric.min_interval for metric in self.metrics]
         # Only when every metric it feeds allows it, and then for the shortest interval among them.
         shortest = None if None in intervals else min(interval for interval in intervals if interval is not None)
         object.__setattr__(self, "min_interval", shortest)
+        object.__setattr__(self, "row_limit", max(metric.max_rows for metric in self.metrics) + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +215,7 @@ def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -
         parameters=spec.parameters or (),
         query_set=set_name,
         max_rows=spec.max_rows,
+        max_label_length=spec.max_label_length,
         min_interval=spec.min_interval,
     )
 
@@ -339,7 +345,9 @@ def _resolve_dsn(
             doc.problem(path, "not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)")
         )
         return None
-    return url
+    refused = query_problems(url)
+    problems.extend(doc.problem(path, problem) for problem in refused)
+    return None if refused else url
 
 
 def _substitute(dsn: str, environ: Mapping[str, str]) -> str:

@@ -1,6 +1,7 @@
 """A target's driver handle: connections checked out within a deadline, statements bounded by it and kept read-only,
 and the ways to stop a statement from another thread."""
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +18,7 @@ from app.engines import (
     Interrupt,
     checkout_deadline,
     dialect_of,
+    fetch_bound,
     fetch_with_cursor,
     interrupter_for,
     one_by_one,
@@ -30,10 +32,6 @@ _USED = "sqlprobe_used"
 
 
 Arguments = Sequence[Any] | Mapping[str, Any]
-
-
-def _fetch_bound(dbapi_connection: Any, sql: str, arguments: Arguments) -> Fetched:
-    return fetch_with_cursor(dbapi_connection, sql, arguments)
 
 
 class TransactionEnded(Exception):
@@ -93,22 +91,26 @@ class Driver:
         proxied.info[_USED] = True
         return Session(proxied, reused)
 
-    def execute(self, session: Session, sql: str, last: bool, arguments: Arguments | None = None) -> Fetched:
+    def execute(
+        self, session: Session, sql: str, last: bool, arguments: Arguments | None = None, max_rows: int = sys.maxsize
+    ) -> Fetched:
         """Run a statement of queries.yml (bounded first: see bound), in the read-only transaction if the target is.
 
         The transaction is opened with the first statement and closed with the ``last``, in the same round trip where
         the protocol allows. With ``arguments``, ``sql`` is in the driver's parameter style and the driver binds them.
+        At most ``max_rows`` rows are read; when that many were, the rest was not, and the caller discards the session.
         Raises Stale when a reused connection proved dead before the statement could have run;
         the driver's errors otherwise (a lost connection is discarded first).
         """
         dialect = self._dialect
         if dialect is None:
-            return self._guarded(session, lambda: fetch_with_cursor(session.dbapi, sql, arguments))
-        fetch = dialect.fetch
+            return self._guarded(session, lambda: fetch_with_cursor(session.dbapi, sql, max_rows, arguments))
         if arguments is not None and dialect.render is not None:  # bound as the driver would: sent as any other
             sql, arguments = dialect.render(session.dbapi, sql, arguments), None
-        if arguments is not None:  # bound by the driver, with its own cursor: no round trip shared
-            fetch = partial(one_by_one, partial(_fetch_bound, arguments=arguments), dialect.command)
+        if arguments is None:
+            fetch = partial(_fetch_within, dialect.fetch, max_rows)
+        else:  # bound by the driver, with its own cursor: no round trip shared
+            fetch = partial(one_by_one, partial(fetch_bound, arguments=arguments, max_rows=max_rows), dialect.command)
         before = after = ""
         if self._read_only:
             if session.restart or not session.in_transaction:
@@ -182,3 +184,9 @@ class Driver:
         """Cut ``session``'s socket: a statement waiting on a silent peer fails at once (from another thread)."""
         if self._dialect is not None:
             self._dialect.sever(session.dbapi)
+
+
+def _fetch_within(
+    fetch: Callable[[Any, str, str, str, int], Fetched], max_rows: int, dbapi: Any, sql: str, before: str, after: str
+) -> Fetched:
+    return fetch(dbapi, sql, before, after, max_rows)

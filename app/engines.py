@@ -1,12 +1,14 @@
 """One SQLAlchemy engine per target, and the dialect-specific ways to bound and stop its work."""
 
 import contextlib
+import itertools
 import logging
 import math
 import os
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 import weakref
@@ -61,7 +63,9 @@ class Dialect:
     command: Callable[[Any, str], None]  # runs sqlprobe's own statements (the read-only transaction's)
     # Runs a statement of queries.yml on a driver connection, with sqlprobe's own statements (without result sets)
     # before and after it ("" for none): in one round trip where the protocol allows.
-    fetch: Callable[[Any, str, str, str], Fetched]
+    # It reads at most the rows given last: when it read that many, the rest may be unread and the connection closed
+    # or out of step, so the caller discards it.
+    fetch: Callable[[Any, str, str, str, int], Fetched]
     # The read-only transaction around a probe's statements: opened before the first, reopened after a failed one
     # (PostgreSQL aborts a transaction on error), closed after the last or before the connection goes back to the pool.
     begin: str
@@ -167,14 +171,19 @@ def _seconds_left() -> float | None:
 
 
 def fetch_with_cursor(
-    dbapi_connection: Any, sql: str, parameters: Sequence[Any] | Mapping[str, Any] | None = None
+    dbapi_connection: Any,
+    sql: str,
+    max_rows: int = sys.maxsize,
+    parameters: Sequence[Any] | Mapping[str, Any] | None = None,
 ) -> Fetched:
-    """Run ``sql`` on a DBAPI cursor; its column names and rows, or None if it has no result set.
+    """Run ``sql`` on a DBAPI cursor; its column names and at most ``max_rows`` rows, or None if no result set.
 
     Without ``parameters`` the driver sends the SQL as written (% and :name need no escaping); with them,
-    ``sql`` is in the driver's parameter style and the driver binds them.
+    ``sql`` is in the driver's parameter style and the driver binds them. When ``max_rows`` rows were read the
+    rest is left unread (closing the cursor could read it): the caller discards the connection.
     """
     cursor = dbapi_connection.cursor()
+    rows: Sequence[Sequence[Any]] = ()
     try:
         if parameters is None:
             cursor.execute(sql)
@@ -182,10 +191,23 @@ def fetch_with_cursor(
             cursor.execute(sql, parameters)
         if cursor.description is None:
             return None
-        return tuple(column[0] for column in cursor.description), cursor.fetchall()
+        rows = cursor.fetchmany(max_rows)
+        return tuple(column[0] for column in cursor.description), rows
     finally:
-        with contextlib.suppress(Exception):  # a cursor of a broken connection may fail to close
-            cursor.close()
+        if len(rows) < max_rows:
+            with contextlib.suppress(Exception):  # a cursor of a broken connection may fail to close
+                cursor.close()
+
+
+def fetch_bound(
+    dbapi_connection: Any, sql: str, arguments: Sequence[Any] | Mapping[str, Any], max_rows: int = sys.maxsize
+) -> Fetched:
+    """``sql`` (in the driver's parameter style) with ``arguments`` bound by the driver; at most ``max_rows`` rows."""
+    if isinstance(dbapi_connection, pymysql.connections.Connection):
+        # PyMySQL binds on the client, into the SQL text (Cursor.mogrify, what its execute() does): mysql_wire then
+        # reads the result within max_rows, where PyMySQL's cursor would read all of it first.
+        return _fetch_mysql(dbapi_connection, dbapi_connection.cursor().mogrify(sql, arguments), max_rows=max_rows)
+    return fetch_with_cursor(dbapi_connection, sql, max_rows, arguments)
 
 
 def interrupter_for(engine: Engine, dbapi_connection: Any) -> Interrupt | None:
@@ -314,11 +336,15 @@ def _preferred_tls_context() -> ssl.SSLContext:
     return context
 
 
-def _fetch_mysql(dbapi_connection: Any, sql: str, before: str = "", after: str = "") -> Fetched:
+def _fetch_mysql(
+    dbapi_connection: Any, sql: str, before: str = "", after: str = "", max_rows: int = sys.maxsize
+) -> Fetched:
     # PyMySQL's cursor and result objects cost a third of a small query's CPU: the same protocol without them.
+    # mysql_wire also reads only max_rows rows; PyMySQL's cursor, left for statements of 4 MiB and more, reads all.
     if isinstance(dbapi_connection, pymysql.connections.Connection) and mysql_wire.fits(sql):
-        return mysql_wire.fetch(dbapi_connection, sql, before, after)
-    return one_by_one(fetch_with_cursor, _mysql_command, dbapi_connection, sql, before, after)
+        return mysql_wire.fetch(dbapi_connection, sql, before, after, max_rows)
+    fetch = partial(fetch_with_cursor, max_rows=max_rows)
+    return one_by_one(fetch, _mysql_command, dbapi_connection, sql, before, after)
 
 
 def one_by_one(
@@ -410,16 +436,23 @@ def _sever_postgresql(dbapi_connection: Any) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _fetch_postgresql(dbapi_connection: Any, sql: str, before: str = "", after: str = "") -> Fetched:
-    return one_by_one(_stream_postgresql, _postgresql_command, dbapi_connection, sql, before, after)
+def _fetch_postgresql(
+    dbapi_connection: Any, sql: str, before: str = "", after: str = "", max_rows: int = sys.maxsize
+) -> Fetched:
+    stream = partial(_stream_postgresql, max_rows=max_rows)
+    return one_by_one(stream, _postgresql_command, dbapi_connection, sql, before, after)
 
 
-def _stream_postgresql(dbapi_connection: Any, sql: str) -> Fetched:
+def _stream_postgresql(dbapi_connection: Any, sql: str, max_rows: int = sys.maxsize) -> Fetched:
     # The extended protocol (stream) takes one statement per text: with the simple one, a text could end the
-    # read-only transaction ("...; commit; delete ...") and go on writing.
+    # read-only transaction ("...; commit; delete ...") and go on writing. A stream also receives rows as they are
+    # read, where a plain cursor has libpq receive the whole result first: closing it after max_rows rows cancels
+    # the statement on the server (the connection stays usable).
     cursor = dbapi_connection.cursor()
     try:
-        rows = list(cursor.stream(sql))
+        stream = cursor.stream(sql)
+        rows = list(itertools.islice(stream, max_rows))
+        stream.close()
         if cursor.description is None:
             return None
         return tuple(column.name for column in cursor.description), rows
@@ -440,6 +473,8 @@ def _mysql_transaction_open(dbapi_connection: Any) -> bool:
     # From the last answer's status (mysql_wire keeps it from result sets too): CHECK TABLE, ANALYZE TABLE, OPTIMIZE
     # TABLE... commit the transaction they run in and still return rows; after them the session is in autocommit,
     # where SET STATEMENT tx_read_only = 0 FOR DELETE ... deletes.
+    if not dbapi_connection.open:
+        return True  # closed (its rows cut short): no statement follows on it
     return bool(dbapi_connection.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
 
 

@@ -63,6 +63,18 @@ class ColumnMissing(ProbeError):
         super().__init__(f"{role} column {column!r} is not in the result (columns: {', '.join(available) or 'none'})")
 
 
+class ColumnAmbiguous(ProbeError):
+    """A metric names a column that two result columns answer to, their names differing only in case."""
+
+    reason = "ambiguous_column"
+
+    def __init__(self, role: str, column: str, first: str, second: str) -> None:
+        super().__init__(
+            f"{role} column {column!r} matches both {first!r} and {second!r} in the result "
+            "(column names are compared ignoring case): rename one in the SQL"
+        )
+
+
 def where_it_failed(error: BaseException) -> str:
     """An unexpected exception's type and the line that raised it, for the log.
 

@@ -1,7 +1,9 @@
 """The running exporter: the config it serves, its engines, prober and telemetry, and replacing that config."""
 
 import contextlib
+import hashlib
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from app.inventory import Inventory
 from app.module_targets import ModuleTargets
 from app.modules import AddressNotAllowed, Module, UnknownModule
 from app.prober import Prober
+from app.reloads import SharedRuns
 from app.results import ProbeResult
 from app.secret_files import changed_files
 from app.telemetry import Telemetry
@@ -44,6 +47,9 @@ class Exporter:
         self.inventory = Inventory()
         self.module_targets = ModuleTargets(self._let_go)
         self._reloading = threading.Lock()
+        self._loaded_from = _fingerprint(config)
+        # What POST /-/reload and SIGHUP call: concurrent requests share runs.
+        self.reload_shared = SharedRuns(self.reload)
         # The secret files changed when a reload was last tried for them: a failed one is not retried until they change.
         self._rotation_tried: frozenset[tuple[str, str]] = frozenset()
         self._refresh_inventory(config)
@@ -56,7 +62,7 @@ class Exporter:
         config = self.config
         module = config.modules.get(module_name)
         if module is None:
-            raise UnknownModule(f"unknown module {module_name!r}: it is not in {config.targets_file}")
+            raise UnknownModule(f"unknown module {module_name!r}: no module of that name is configured")
         address = module.address(address_text)
         if not self._allowed(module, address):
             raise AddressNotAllowed(
@@ -123,6 +129,12 @@ class Exporter:
         """Load both files again; swap them in if valid, else raise ConfigError and keep serving the old config."""
         with self._reloading:
             current = self.config
+            # Taken before reading them: a file changed while loading makes the next reload load again.
+            fingerprint = _fingerprint(current)
+            if environ is None and fingerprint == self._loaded_from:
+                # The same bytes in every file (and the process's environment cannot change from outside):
+                # the same config, without parsing thousands of targets again.
+                return self._unchanged(current, "files unchanged")
             try:
                 config = load_config(Path(current.targets_file), Path(current.queries_file), environ)
             except ConfigError as error:
@@ -135,25 +147,46 @@ class Exporter:
                     extra={"event": "reload_failed", "problems": problems},
                 )
                 raise
-            changed = config != current
-            disposed: list[str] = []
-            if changed:
-                self.config = config
-                module_targets, let_go = self._refresh_inventory(config)
-                disposed = let_go + self.engines.retain({**config.targets, **module_targets})
-                self.prober.forget_results()
-                self.history.retain(config.targets)
-            self.telemetry.config_loaded(changed=changed)
+            self._loaded_from = fingerprint
+            if config == current:
+                return self._unchanged(current, "nothing changed")
+            self.config = config
+            module_targets, let_go = self._refresh_inventory(config)
+            disposed = let_go + self.engines.retain({**config.targets, **module_targets})
+            self.prober.forget_results()
+            self.history.retain(config.targets)
+            self.telemetry.config_loaded(changed=True)
             log.info(
-                "reload: %s, %d targets, %d engines disposed",
-                "config changed" if changed else "nothing changed",
+                "reload: config changed, %d targets, %d engines disposed",
                 len(config.targets),
                 len(disposed),
-                extra={"event": "reload", "changed": changed, "targets": len(config.targets), "disposed": disposed},
+                extra={"event": "reload", "changed": True, "targets": len(config.targets), "disposed": disposed},
             )
-            return Reloaded(config, changed, tuple(disposed))
+            return Reloaded(config, True, tuple(disposed))
+
+    def _unchanged(self, config: Config, why: str) -> Reloaded:
+        self.telemetry.config_loaded(changed=False)
+        log.info(
+            "reload: %s, %d targets, 0 engines disposed",
+            why,
+            len(config.targets),
+            extra={"event": "reload", "changed": False, "targets": len(config.targets), "disposed": []},
+        )
+        return Reloaded(config, False, ())
 
     def close(self) -> None:
         """Stop probing and close every pooled connection."""
         self.prober.close()
         self.engines.dispose_all()
+
+
+def _fingerprint(config: Config) -> bytes:
+    """A digest of the bytes of every file ``config`` was read from (an unreadable one counts as different)."""
+    digest = hashlib.sha256()
+    for name in (config.targets_file, config.queries_file, *sorted(config.secret_files)):
+        digest.update(name.encode() + b"\0")
+        try:
+            digest.update(hashlib.sha256(Path(name).read_bytes()).digest())
+        except OSError:
+            digest.update(os.urandom(16))  # never equal: the load that follows reports the problem
+    return digest.digest()

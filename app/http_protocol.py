@@ -1,4 +1,10 @@
-"""uvicorn's httptools protocol, with its writes of one event-loop turn sent together.
+"""uvicorn's httptools protocol, bounded before any app code runs, with its writes of one loop turn sent together.
+
+Bounds (uvicorn has none of them for httptools): a request's head (request line and headers) larger than
+``max_header_bytes`` is answered 431, one not complete within ``header_timeout`` seconds is answered 408, and a
+connection beyond ``max_connections`` open ones is answered 503; each then closed. All of this happens before
+authentication (basic auth is app code), so an unauthenticated client cannot make sqlprobe buffer more than a
+head's worth, nor hold a connection longer than the timeout without sending a whole request.
 
 uvicorn writes an answer's status line and headers when the app starts the response, then its body, and uvloop
 sends each write at once: two system calls and two TCP segments per probe. On loopback, where Prometheus
@@ -7,16 +13,158 @@ one loop turn (a write waits for the end of the turn at most) sends the answer i
 """
 
 import asyncio
+import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_HEADER_TIMEOUT = 5.0
+DEFAULT_MAX_CONNECTIONS = 1024
+# Rejections are logged at most this often (seconds), with how many there were: a flood is one line a minute.
+_LOG_EVERY = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What one client may cost sqlprobe before its request reaches the app."""
+
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+class _Rejections:
+    """Counts rejected requests by reason, and logs them now and then rather than once each."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._logged = -_LOG_EVERY
+
+    def add(self, reason: str) -> None:
+        self._counts[reason] = self._counts.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._logged >= _LOG_EVERY:
+            self._logged = now
+            counts = ", ".join(f"{count} {name}" for name, count in sorted(self._counts.items()))
+            log.warning(
+                "HTTP requests rejected before reaching sqlprobe since the last such line: %s",
+                counts,
+                extra={"event": "http_rejected", "rejected": dict(self._counts)},
+            )
+            self._counts.clear()
+
+
+_REJECTED = {
+    408: (b"408 Request Timeout", "header_timeout", "the request's headers did not arrive within {timeout:g}s"),
+    431: (
+        b"431 Request Header Fields Too Large",
+        "header_too_large",
+        "the request line and headers are larger than {size} bytes",
+    ),
+    503: (b"503 Service Unavailable", "too_many_connections", "sqlprobe has {connections} connections open already"),
+}
+
+
+def http_protocol(limits: HttpLimits) -> type["HttpProtocol"]:
+    """The protocol class for uvicorn's ``http`` setting, bounded by ``limits``."""
+
+    class BoundedHttpProtocol(HttpProtocol):
+        pass
+
+    BoundedHttpProtocol.limits = limits
+    BoundedHttpProtocol.rejections = _Rejections()
+    return BoundedHttpProtocol
+
 
 class HttpProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol on a transport that joins the writes of one event-loop turn."""
+    """HttpToolsProtocol bounded by ``limits``, on a transport that joins the writes of one event-loop turn."""
+
+    limits = HttpLimits()
+    rejections = _Rejections()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._head_bytes = 0  # of the request being received, while its headers are not complete
+        self._in_head = True
+        self._heads = 0  # request heads completed on this connection
+        self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(_JoinedWrites(transport, asyncio.get_running_loop()))
+        if len(self.connections) > self.limits.max_connections:
+            self._reject(503)
+            return
+        self._arm_head_timer()  # a connection that sends nothing is dropped too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_head or self.transport.is_closing():
+            super().data_received(data)
+            return
+        room = self.limits.max_header_bytes - self._head_bytes
+        self._head_bytes += len(data)
+        if len(data) <= room:
+            super().data_received(data)
+            return
+        # Only as much as a head may take: if the headers end in it, the rest is the body or the next request.
+        heads = self._heads
+        super().data_received(data[:room])
+        if self.transport.is_closing():
+            return
+        if self._heads == heads:
+            self._reject(431)
+        else:
+            self.data_received(data[room:])
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._arm_head_timer()
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._heads += 1
+        self._in_head = False
+        self._head_bytes = 0
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._reject(408)
+
+    def _reject(self, status: int) -> None:
+        """Answer ``status`` with a sentence and close the connection (its request never reaches the app)."""
+        self._disarm_head_timer()
+        status_line, reason, sentence = _REJECTED[status]
+        body = (
+            sentence.format(
+                timeout=self.limits.header_timeout,
+                size=self.limits.max_header_bytes,
+                connections=self.limits.max_connections,
+            )
+            + "\n"
+        ).encode()
+        self.rejections.add(reason)
+        self.transport.write(
+            b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status_line, len(body), body)
+        )
+        self.transport.close()
 
 
 class _JoinedWrites(asyncio.Transport):

@@ -9,6 +9,7 @@ the connection, as PyMySQL does.
 """
 
 import struct
+import sys
 import time
 from typing import Any
 
@@ -37,8 +38,14 @@ def fits(sql: str) -> bool:
     return len(sql) < _MAX_PACKET // 4  # at most 4 bytes per character, whatever the encoding
 
 
-def fetch(connection: Connection, sql: str, before: str = "", after: str = "") -> tuple[Columns, list[Row]] | None:
+def fetch(
+    connection: Connection, sql: str, before: str = "", after: str = "", max_rows: int = sys.maxsize
+) -> tuple[Columns, list[Row]] | None:
     """Run ``sql`` and read its first result: column names and rows, or None if it has no result set.
+
+    At most ``max_rows`` rows of it are read: a result that has more is cut there and the connection closed, so that
+    the server stops sending the rest (its next write fails) instead of sqlprobe reading it; ``after`` is then lost
+    with the connection, which the caller discards.
 
     Later results (a stored procedure's) are read and dropped, as closing PyMySQL's cursor does. ``before`` and
     ``after`` (statements without a result set, sqlprobe's own) go in the same write as ``sql``, each a command of
@@ -57,7 +64,7 @@ def fetch(connection: Connection, sql: str, before: str = "", after: str = "") -
         for index in range(len(commands)):
             reader.next_answer()
             try:
-                result, more = _result(reader, reader.packet())
+                result, more = _result(reader, reader.packet(), max_rows if index == main else None)
             except err.MySQLError as error:
                 if connection._sock is None:
                     raise  # the connection was lost (and closed)
@@ -65,9 +72,11 @@ def fetch(connection: Connection, sql: str, before: str = "", after: str = "") -
                 continue
             if index == main:
                 fetched = result
+                if connection._sock is None:
+                    break  # cut at max_rows: the connection is closed, the rest never read
             while more:
                 try:
-                    _, more = _result(reader, reader.packet())
+                    _, more = _result(reader, reader.packet(), None)
                 except err.MySQLError:
                     if connection._sock is None and index < len(commands) - 1:
                         raise  # the answers still to come are lost with the connection
@@ -111,8 +120,8 @@ def _timeout(connection: Connection, seconds: float | None) -> None:
         connection._current_timeout = seconds
 
 
-def _result(reader: "_Reader", first: bytes) -> tuple[tuple[Columns, list[Row]] | None, int]:
-    """One result of the response: what it holds, and whether another follows."""
+def _result(reader: "_Reader", first: bytes, max_rows: int | None) -> tuple[tuple[Columns, list[Row]] | None, int]:
+    """One result of the response (at most ``max_rows`` of its rows; None: read all, keep none), and whether more."""
     if first[0] == 0x00 and len(first) >= 7:  # OK: a statement without a result set
         status = _STATUS.unpack_from(first, _skip_length(first, _skip_length(first, 1)))[0]
         reader.connection.server_status = status  # as PyMySQL keeps it from OK packets (autocommit, in transaction)
@@ -130,13 +139,17 @@ def _result(reader: "_Reader", first: bytes) -> tuple[tuple[Columns, list[Row]] 
     if not _is_eof(reader.packet()):  # the EOF after the column definitions
         raise ValueError("no EOF after the column definitions")
     rows: list[Row] = []
-    while True:
+    while max_rows is None or len(rows) < max_rows:
         packet = reader.packet()
         if _is_eof(packet):  # the last row was read
             status = _STATUS.unpack_from(packet, 3)[0]
             reader.connection.server_status = status  # as for OK packets: whether a transaction is still open
             return (tuple(names), rows), status & _MORE_RESULTS
-        rows.append(_row(packet, decoders))
+        if max_rows is not None:
+            rows.append(_row(packet, decoders))
+    # The rest is not read: closing the socket makes the server's next write fail, which ends the statement.
+    reader.connection._force_close()
+    return (tuple(names), rows), 0
 
 
 def _is_eof(packet: bytes) -> bool:

@@ -99,7 +99,7 @@ class ProbeEndpoint:
             raise BadRequest("give at most one 'module' parameter per probe")
         found = self._module_target(modules[0], targets[0]) if modules else config.targets.get(targets[0])
         if found is None:
-            raise BadRequest(f"unknown target {targets[0]!r}: it is not in {config.targets_file}", 404)
+            raise BadRequest(f"unknown target {targets[0]!r}: no target of that name is configured", 404)
         debug_text = next((value for name, value in parameters if name == "debug"), "false")
         debug = _BOOLEANS.get(debug_text.lower())
         if debug is None:
@@ -143,11 +143,17 @@ def _parameters(query: str) -> list[tuple[str, str]]:
 
 
 def _read_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, str]:
-    """The two request headers /probe reads, by lower-case name (ASGI sends them so); the first of repeated ones."""
+    """The two request headers /probe reads, by lower-case name (ASGI sends them so); the first of repeated Accepts.
+
+    A repeated scrape timeout is a bad request: which of them Prometheus meant cannot be known.
+    """
     values: dict[bytes, str] = {}
     for name, value in headers:
-        if name in _READ and name not in values:
-            values[name] = value.decode("latin-1")
+        if name in _READ:
+            if name not in values:
+                values[name] = value.decode("latin-1")
+            elif name == _SCRAPE_TIMEOUT:
+                raise BadRequest("give one X-Prometheus-Scrape-Timeout-Seconds header per probe")
     return values
 
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -23,6 +24,9 @@ from app.samples import metric_result
 from app.workers import Workers
 
 log = logging.getLogger(__name__)
+
+# Where a refused login or privilege is explained: the user to create and what to grant it.
+GRANTS_DOC = "docs/quickstart-mysql.md"
 
 T = TypeVar("T")
 
@@ -153,8 +157,13 @@ class _Run:
         except _Abandoned:
             return
         except Exception as error:  # noqa: BLE001 - a bug must cost one probe, not the scrape or the worker
-            log.error("probe of target %s failed unexpectedly: %s", self.target.name, where_it_failed(error))
-            self._fail_rest(ProbeError(f"internal error ({type(error).__name__}), see sqlprobe's log"))
+            # Its message too, scrubbed: a driver's own check at connect (a TLS file gone since the config was
+            # loaded, say) says what is wrong only there.
+            message = f"{type(error).__name__}: {_scrub(str(error), self.target)}"
+            log.error(
+                "probe of target %s failed unexpectedly: %s (%s)", self.target.name, message, where_it_failed(error)
+            )
+            self._fail_rest(ProbeError(f"unexpected error: {message}; see sqlprobe's log"))
 
     def _execute(self, driver: Driver) -> None:
         ran = False  # a statement of this run reached the server
@@ -277,19 +286,22 @@ class _Run:
         def execute(session: Session) -> Fetched:
             last = query is self._queries[-1]
             if not query.parameters:  # the SQL as written: % and :name need no escaping
-                return self._tracked(driver, session, lambda: driver.execute(session, query.sql, last), started)
+                step = partial(driver.execute, session, query.sql, last, max_rows=query.row_limit)
+                return self._tracked(driver, session, step, started)
             # The union of its runs, one per parameter set.
             columns: tuple[str, ...] = ()
             rows: list[Sequence[Any]] = []
             for number, parameter_set in enumerate(query.parameters, start=1):
                 statement, arguments = bind(driver.engine.dialect, query.sql, parameter_set)
                 ends = last and number == len(query.parameters)
-                step = partial(driver.execute, session, statement, ends, arguments)
+                step = partial(driver.execute, session, statement, ends, arguments, query.row_limit - len(rows))
                 fetched = self._tracked(driver, session, step, started)
                 if fetched is None:
                     return None
                 columns = fetched[0]
                 rows.extend(fetched[1])
+                if len(rows) >= query.row_limit:
+                    break  # the union is cut there, as one result would be
             return columns, rows
 
         try:
@@ -307,6 +319,9 @@ class _Run:
             self._release(driver, discard=True)
             failure = QueryFailed("the statement returned no result set (its connection was closed)")
             return failed_query(query, failure, time.monotonic() - started)
+        if len(fetched[1]) >= query.row_limit:
+            # Cut there: the rest of the result was not read, so the connection is out of step (or closed already).
+            self._release(driver, discard=True)
         duration = time.monotonic() - started
         columns, rows = fetched
         metrics = tuple(metric_result(metric, columns, rows) for metric in query.metrics)
@@ -369,6 +384,14 @@ class _Abandoned(Exception):
 
 
 def _scrub(message: str, target: Target) -> str:
-    """Driver messages never hold the password; this makes sure of it."""
+    """Driver messages never hold the password (as written or URL-escaped); this makes sure of it.
+
+    A refused login or missing privilege also says where the grants sqlprobe needs are documented.
+    """
     password = target.url.password
-    return message.replace(password, "***") if password else message
+    if password:
+        for form in {password, quote(password, safe=""), quote_plus(password)}:
+            message = message.replace(form, "***")
+    if "Access denied" in message or "command denied" in message:
+        message += f" (the exporter user and its grants: {GRANTS_DOC})"
+    return message

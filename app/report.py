@@ -58,6 +58,8 @@ def debug_report(result: ProbeResult, exposition: str, ended: float | None = Non
                 for parameter_set in query.query.parameters
             )
         rows = "-" if query.rows is None else str(query.rows)
+        if query.rows is not None and query.rows >= query.query.row_limit:
+            rows += " (the result was cut there, past max_rows: the rest was never read)"
         lines.append(f"  rows: {rows}  duration: {query.duration:.4f}s")
         if query.from_cache:
             age = now - query.ran_at

@@ -8,14 +8,14 @@ from functools import lru_cache
 from typing import Any
 
 from app.config import Metric
-from app.errors import ColumnMissing
+from app.errors import ColumnAmbiguous, ColumnMissing, ProbeError
 from app.results import LabelValues, MetricResult
 
 
 def metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> MetricResult:
-    values_at, label_at, timestamp_at, missing = _positions(metric.values, metric.labels, metric.timestamp, columns)
-    if missing is not None:
-        return MetricResult(metric, error=ColumnMissing(*missing, columns))
+    values_at, label_at, timestamp_at, unusable = _positions(metric.values, metric.labels, metric.timestamp, columns)
+    if unusable is not None:
+        return MetricResult(metric, error=unusable)
     samples: dict[LabelValues, float] = {}
     skipped: dict[str, int] = {}
     static = tuple(value for _, value in metric.static_labels)
@@ -24,7 +24,9 @@ def metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Seque
         value_at = values_at[0]
         for row in rows:
             reason = (
-                _add_sample(samples, row, value_at, label_at, static) if len(samples) < metric.max_rows else "max_rows"
+                _add_sample(samples, row, value_at, label_at, static, metric.max_label_length)
+                if len(samples) < metric.max_rows
+                else "max_rows"
             )
             if reason is not None:
                 skipped[reason] = skipped.get(reason, 0) + 1
@@ -41,13 +43,17 @@ def metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Seque
 @lru_cache(maxsize=4096)
 def _positions(
     values: tuple[str, ...], labels: tuple[str, ...], timestamp: str | None, columns: tuple[str, ...]
-) -> tuple[tuple[int, ...], tuple[int, ...], int | None, tuple[str, str] | None]:
-    """Where a metric's values, labels and timestamp are in a result with ``columns`` (case-insensitive), or which is
-    missing.
+) -> tuple[tuple[int, ...], tuple[int, ...], int | None, ProbeError | None]:
+    """Where a metric's values, labels and timestamp are in a result with ``columns`` (case-insensitive), or why
+    they are not (a column missing, or two whose names differ only in case).
 
     Worked out once per metric and result shape: a query returns the same columns on every probe.
     """
-    positions = {name.lower(): index for index, name in enumerate(columns)}
+    positions: dict[str, int] = {}
+    twins: dict[str, int] = {}  # a name that a second column also answers to, ignoring case: that column
+    for index, column in enumerate(columns):
+        if positions.setdefault(column.lower(), index) != index:
+            twins.setdefault(column.lower(), index)
     wanted = [("value", name) for name in values] + [("label", name) for name in labels]
     if timestamp is not None:
         wanted.append(("timestamp", timestamp))
@@ -55,7 +61,9 @@ def _positions(
     for role, name in wanted:
         position = positions.get(name.lower())
         if position is None:
-            return (), (), None, (role, name)
+            return (), (), None, ColumnMissing(role, name, columns)
+        if name.lower() in twins:
+            return (), (), None, ColumnAmbiguous(role, name, columns[position], columns[twins[name.lower()]])
         found.append(position)
     timestamp_at = found.pop() if timestamp is not None else None
     return tuple(found[: len(values)]), tuple(found[len(values) :]), timestamp_at, None
@@ -67,6 +75,7 @@ def _add_sample(
     value_at: int,
     label_at: tuple[int, ...],
     static: LabelValues,
+    max_label_length: int,
 ) -> str | None:
     """Add ``row``'s sample; the reason it was skipped, if it was."""
     raw = row[value_at]
@@ -75,6 +84,8 @@ def _add_sample(
     if isinstance(value, str):
         return value
     labels = tuple([_label(row[position]) for position in label_at]) if label_at else ()
+    if labels and max(map(len, labels)) > max_label_length:
+        return "label_too_long"
     if static:
         labels += static
     if labels in samples:
@@ -98,6 +109,8 @@ def _add_row_samples(
     if isinstance(stamp, str):
         return [stamp]
     labels = tuple([_label(row[position]) for position in label_at])
+    if labels and max(map(len, labels)) > metric.max_label_length:
+        return ["label_too_long"]
     # (value label, value or reason) per sample this row gives.
     cells: list[tuple[LabelValues, float | str]] = (
         [((), metric.static_value)]

@@ -61,6 +61,9 @@ Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, le=3600
 # Series one metric may give per probe: a query that suddenly returns a row per session or per table
 # must not flood Prometheus. Rows beyond it are counted as skipped (reason max_rows).
 DEFAULT_MAX_ROWS = 1000
+# Characters in one label value at most: a row with a longer one is skipped (reason label_too_long), not cut short,
+# so that two long values cannot become one series.
+DEFAULT_MAX_LABEL_LENGTH = 1024
 
 
 class _Strict(BaseModel):
@@ -82,6 +85,7 @@ class MetricSpec(_Strict):
     timestamp_value: Annotated[str, Field(min_length=1)] | None = None
     parameters: Annotated[ParameterSets, BeforeValidator(parse_parameters)] | None = None
     max_rows: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = DEFAULT_MAX_ROWS
+    max_label_length: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = DEFAULT_MAX_LABEL_LENGTH
     min_interval: Seconds | None = None
 
     @model_validator(mode="after")

@@ -137,7 +137,7 @@ async def service_discovery(
         raise BadRequest("give at most one 'query_set' parameter to /sd")
     config = exporter.config
     if query_set is not None and query_set not in config.query_sets:
-        raise BadRequest(f"unknown query set {query_set!r}: it is not in {config.queries_file}")
+        raise BadRequest(f"unknown query set {query_set!r}: no query set of that name is configured")
     return JSONResponse(target_groups(config, exporter.inventory, query_set))
 
 
@@ -181,7 +181,7 @@ async def probe_logs(
 async def reload(exporter: ExporterDep) -> PlainTextResponse:
     """Load targets.yml and queries.yml again; on any problem the previous config keeps serving."""
     try:
-        reloaded = await asyncio.to_thread(exporter.reload)
+        reloaded = await exporter.reload_shared()
     except ConfigError as error:
         problems = "".join(f"  {problem}\n" for problem in error.problems)
         return PlainTextResponse(
@@ -224,7 +224,7 @@ async def _refresh_files(exporter: Exporter, interval: float) -> None:
 async def _reload_logged(exporter: Exporter) -> None:
     """A reload on SIGHUP: its outcome goes to the log (and to /metrics) only."""
     with contextlib.suppress(ConfigError):
-        await asyncio.to_thread(exporter.reload)
+        await exporter.reload_shared()
 
 
 @router.get("/-/healthy", response_class=PlainTextResponse)

@@ -31,11 +31,16 @@ class YamlDocument:
 
 
 def format_path(path: KeyPath) -> str:
-    """Render a key path as ``targets.db-1.query_sets[0]``."""
+    """Render a key path as ``targets.db-1.query_sets[0]``; control characters in keys are shown escaped."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        text += f"[{part}]" if isinstance(part, int) else (f".{_printable(part)}" if text else _printable(part))
     return text
+
+
+def _printable(key: str) -> str:
+    # A key is printed into a terminal or a log line: an escape sequence or line break in it must not act there.
+    return key if key.isprintable() else "".join(char if char.isprintable() else repr(char)[1:-1] for char in key)
 
 
 def load_yaml(path: Path) -> YamlDocument:

@@ -45,6 +45,15 @@ def serve(
         yaml.safe_dump({"targets": dict(targets)} | ({"modules": modules} if modules else {}))
     )
     (directory / "queries.yml").write_text(yaml.safe_dump({"query_sets": dict(query_sets)}))
+    with serve_files(directory, *options, scheme=scheme, client=client) as served:
+        yield served
+
+
+@contextmanager
+def serve_files(
+    directory: Path, *options: str, scheme: str = "http", client: httpx.Client | None = None
+) -> Iterator[Served]:
+    """sqlprobe serving the targets.yml and queries.yml already in ``directory``, as ``serve`` does."""
     port = free_port()
     log = directory / "sqlprobe.log"
     command = [

@@ -80,6 +80,51 @@ def test_missing_column_fails_that_metric_with_an_error_naming_it(
     assert value(views.own, "sqlprobe_query_errors_total", target="db", metric="broken", reason="missing_column") == 2.0
 
 
+def test_columns_differing_only_in_case_fail_the_metrics_reading_them_with_both_names(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    sql = "select 1 as v, 2 as V, 3 as other"
+    query_sets = {"cased": {"reads_v": metric(sql, "v"), "reads_other": metric(sql, "other")}}
+    config = write_config(tmp_path, {"db": target(fleet[0].dsn, "cased")}, query_sets, namespace="")
+    with client_for(config) as client:
+        views = probe_views(client, "db")
+    # The metric that reads v cannot know which of the two was meant; the one that reads other can.
+    assert "reads_v" not in views.samples
+    assert value(views.samples, "reads_other") == float(fleet[0].query(sql)[0][2])
+    assert value(views.samples, "sqlprobe_query_success", metric="reads_v") == 0.0
+    message = (
+        "value column 'v' matches both 'v' and 'V' in the result (column names are compared ignoring case): "
+        "rename one in the SQL"
+    )
+    assert f"failed (ambiguous_column): {message}" in views.debug
+    assert (
+        value(views.own, "sqlprobe_query_errors_total", target="db", metric="reads_v", reason="ambiguous_column") == 2.0
+    )
+
+
+def test_a_row_with_a_label_value_over_max_label_length_is_skipped_and_counted(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    sql = "select repeat('x', 1025) as name, 1 as n union all select repeat('y', 1024), 2 union all select 'z', 3"
+    query_sets = {
+        "long": {"named": metric(sql, "n", "name"), "short": {**metric(sql, "n", "name"), "max_label_length": 1}}
+    }
+    config = write_config(tmp_path, {"db": target(server.dsn, "long")}, query_sets, namespace="")
+    with client_for(config) as client:
+        views = probe_views(client, "db")
+    rows = server.query(sql)
+    # Up to 1 KiB by default; a row over the limit is skipped whole rather than cut short.
+    assert {labels[0][1]: number for labels, number in views.samples["named"].items()} == {
+        name: float(number) for name, number in rows if len(name) <= 1024
+    }
+    assert {labels[0][1]: number for labels, number in views.samples["short"].items()} == {"z": 3.0}
+    assert value(views.samples, "probe_success") == 1.0
+    assert "metric named: 2 samples, skipped rows: label_too_long=1" in views.debug
+    assert "metric short: 1 samples, skipped rows: label_too_long=2" in views.debug
+    assert value(views.own, "sqlprobe_query_errors_total", target="db", metric="named", reason="label_too_long") == 2.0
+
+
 def test_label_values_with_quotes_newlines_and_unicode_give_valid_exposition(
     tmp_path: Path, fleet: Sequence[MariaDB]
 ) -> None:
@@ -122,8 +167,9 @@ def test_rows_beyond_max_rows_are_cut_and_counted_and_the_default_is_1000(
     )
     assert len(views.samples["defaulted"]) == 1000
     assert value(views.samples, "probe_success") == 1.0
-    assert "skipped rows: max_rows=6" in views.debug
+    # One row past max_rows is read, to know the result was cut; the rest is never read, so never counted.
+    assert "skipped rows: max_rows=1" in views.debug
+    assert len(server.query(many.format(count=rows))) > 1000
     # Counted once per probe, and probe_views probes twice (the probe, then its debug page).
-    assert value(views.own, "sqlprobe_query_errors_total", target="db", metric="capped", reason="max_rows") == 2 * 6.0
-    cut = value(views.own, "sqlprobe_query_errors_total", target="db", metric="defaulted", reason="max_rows")
-    assert cut == 2.0 * (len(server.query(many.format(count=rows))) - 1000)
+    for name in ("capped", "defaulted"):
+        assert value(views.own, "sqlprobe_query_errors_total", target="db", metric=name, reason="max_rows") == 2.0

@@ -106,6 +106,8 @@ BAD_CASES = {
         "2: targets.one.query_sets: required key is missing",
         "4: targets.one.query_set: unknown key",
     ],
+    # An escape sequence or line break in a key must not act in the terminal or log that shows the error.
+    "control_character_key.targets.yml": ["5: targets.one.time\\x1bout\\n: unknown key"],
     "unset_variable.targets.yml": ["3: targets.one.dsn: environment variable SQLPROBE_TEST_UNSET is not set"],
     "bad_timeout.targets.yml": ["5: targets.one.timeout: '10 seconds' is not a duration such as 500ms, 10s or 1m"],
     "bad_default.targets.yml": ["2: defaults.timeout: '-1s' is not a duration such as 500ms, 10s or 1m"],
@@ -122,6 +124,15 @@ BAD_CASES = {
     "recursive_alias.targets.yml": ["2: targets.one: an alias refers to a node that contains it"],
     "not_a_url.targets.yml": [
         "3: targets.one.dsn: not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)"
+    ],
+    # Checked the way the driver takes them at connect; the value is never shown (it may be a secret).
+    "dsn_unknown_query_key.targets.yml": [
+        "4: targets.one.dsn: query parameter 'bogus_kw' is not one the mysql+pymysql driver takes"
+    ],
+    "dsn_bad_query_value.targets.yml": [
+        "4: targets.one.dsn: query parameter 'connect_timeout' has a value the mysql+pymysql driver does not take",
+        "4: targets.one.dsn: query parameter 'read_timeout' has a value the mysql+pymysql driver does not take",
+        "7: targets.two.dsn: query parameter 'bogus' is not one the postgresql+psycopg driver takes",
     ],
     "listed_twice.targets.yml": ["4: targets.one.query_sets[1]: query set 'basic' is listed twice"],
     "not_a_mapping.targets.yml": ["1: expected a mapping (key: value), got a list"],
@@ -198,7 +209,13 @@ def test_bad_config_is_rejected_with_file_line_key_path_and_reason(case: str, ex
 
 
 def test_errors_never_quote_a_dsn_password() -> None:
-    for case in ("unknown_driver.targets.yml", "driver_not_installed.targets.yml", "not_a_url.targets.yml"):
+    for case in (
+        "unknown_driver.targets.yml",
+        "driver_not_installed.targets.yml",
+        "not_a_url.targets.yml",
+        "dsn_unknown_query_key.targets.yml",
+        "dsn_bad_query_value.targets.yml",
+    ):
         with pytest.raises(ConfigError) as raised:
             load_config(*_files_for(case), environ=ENV)
         assert "hunter2secret" not in str(raised.value)

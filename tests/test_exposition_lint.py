@@ -17,7 +17,15 @@ from prometheus_client.utils import floatToGoString
 
 from app.config import load_config
 from app.engines import EngineCache
-from app.exposition import PROBE_DURATION, PROBE_SUCCESS, QUERY_DURATION, QUERY_SUCCESS, _number, render_probe
+from app.exposition import (
+    PROBE_DURATION,
+    PROBE_SUCCESS,
+    QUERY_DURATION,
+    QUERY_SUCCESS,
+    RESULT_AGE,
+    _number,
+    render_probe,
+)
 from app.prober import Prober
 from app.results import ProbeResult
 from tests.helpers import ITEMS_SET, client_for, target, write_config
@@ -91,6 +99,7 @@ class _Reference(Collector):
     def collect(self) -> Iterator[Metric]:
         success = GaugeMetricFamily(*QUERY_SUCCESS, labels=["metric"])
         duration = GaugeMetricFamily(*QUERY_DURATION, labels=["metric"])
+        age = GaugeMetricFamily(*RESULT_AGE, labels=["metric"])
         for metric_result, query_result in self._result.metric_results():
             spec = metric_result.metric
             family = (CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily)(
@@ -103,8 +112,12 @@ class _Reference(Collector):
             ok = query_result.error is None and metric_result.error is None
             success.add_metric([spec.key], 1.0 if ok else 0.0)
             duration.add_metric([spec.key], query_result.duration)
+            if query_result.query.min_interval is not None and query_result.error is None:
+                age.add_metric([spec.key], self._result.at - query_result.ran_at)
         yield success
         yield duration
+        if age.samples:
+            yield age
         yield GaugeMetricFamily(*PROBE_SUCCESS, value=float(self._result.success))
         yield GaugeMetricFamily(*PROBE_DURATION, value=self._result.duration)
 
@@ -118,7 +131,13 @@ def test_probe_text_is_byte_for_byte_what_prometheus_client_writes(tmp_path: Pat
             "labels": ["name"],
             "value": "n",
         },
-        "empty": {"query": "select 1 as n where 0", "type": "gauge", "description": "no rows", "value": "n"},
+        "empty": {
+            "query": "select 1 as n where 0",
+            "type": "gauge",
+            "description": "no rows",
+            "value": "n",
+            "min_interval": "1m",
+        },
         "broken": {"query": "select nope", "type": "gauge", "description": "fails", "value": "n"},
     }
     config = write_config(tmp_path, {"db": target("sqlite://", "odd")}, {"odd": odd})

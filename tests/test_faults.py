@@ -159,6 +159,8 @@ def test_wrong_password_is_a_failed_probe_with_a_clear_error(tmp_path: Path, fle
     with client_for(config) as client:
         response = client.get("/probe", params={"target": "db", "debug": "true"})
     assert "Access denied for user 'exporter'" in response.text
+    # Where to look next: the user and grants are documented.
+    assert "(the exporter user and its grants: docs/quickstart-mysql.md)" in response.text
     assert "not-the-password-42" not in response.text
     assert "probe_success 0.0" in response.text
 

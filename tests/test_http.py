@@ -83,7 +83,7 @@ def test_probe_carries_probe_success_duration_and_per_metric_status(client: Test
     [
         ({}, 400, "the 'target' parameter is required, e.g. /probe?target=NAME"),
         ({"target": ""}, 400, "the 'target' parameter is required, e.g. /probe?target=NAME"),
-        ({"target": "nope"}, 404, "unknown target 'nope': it is not in "),
+        ({"target": "nope"}, 404, "unknown target 'nope': no target of that name is configured\n"),
         (
             {"target": "small", "query_set": "other"},
             400,
@@ -107,6 +107,15 @@ def test_unusable_scrape_timeout_header_is_a_bad_request(client: TestClient, hea
     response = client.get("/probe", params={"target": "small"}, headers={"X-Prometheus-Scrape-Timeout-Seconds": header})
     assert response.status_code == 400
     assert "X-Prometheus-Scrape-Timeout-Seconds must be a positive number" in response.text
+
+
+def test_repeated_scrape_timeout_header_is_a_bad_request(client: TestClient) -> None:
+    headers = [("X-Prometheus-Scrape-Timeout-Seconds", "4"), ("X-Prometheus-Scrape-Timeout-Seconds", "0.5")]
+    response = client.get("/probe", params={"target": "small"}, headers=headers)
+    assert (response.status_code, response.text) == (
+        400,
+        "give one X-Prometheus-Scrape-Timeout-Seconds header per probe\n",
+    )
 
 
 @pytest.mark.parametrize(

@@ -187,6 +187,21 @@ def test_a_procedures_first_result_is_read_and_the_rest_drained(connection: Any)
     assert mysql_wire.fetch(connection, "select 'next' as after") == (("after",), [("next",)])
 
 
+def test_max_rows_bounds_the_first_result_and_a_later_larger_one_is_drained_not_cut(connection: Any) -> None:
+    expected = fetch_with_cursor(connection, "call probe.two_results()")
+    assert expected is not None
+    # The first result (1 row) is within the bound; the second (1,000 rows) is read and dropped, row by row.
+    assert mysql_wire.fetch(connection, "call probe.two_results()", max_rows=5) == (expected[0], list(expected[1]))
+    assert mysql_wire.fetch(connection, "select 'next' as after", max_rows=5) == (("after",), [("next",)])
+
+
+def test_a_result_over_max_rows_is_cut_there_and_the_connection_closed(connection: Any) -> None:
+    fetched = mysql_wire.fetch(connection, "select seq from seq_1_to_100000", max_rows=11)
+    assert fetched == (("seq",), [(i,) for i in range(1, 12)])
+    # The rest was never read: the connection is closed, so the server stops sending and the pool drops it.
+    assert connection._sock is None
+
+
 def test_a_read_timeout_is_a_lost_connection_as_with_pymysql(connection: Any, server: MariaDB) -> None:
     connection._read_timeout = 0.5
     try:

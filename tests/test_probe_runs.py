@@ -129,3 +129,29 @@ def test_a_statement_runs_at_most_once_per_probe_when_its_new_connection_is_kill
     assert executions == 1
     assert "probe_success: 0" in page
     assert "Lost connection" in page
+
+
+def test_a_probe_waiting_for_a_busy_pool_frees_its_thread_at_its_deadline(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[1]
+    # Four selections of one target, each its own run, hold the target's 4 connections (2 pooled, 2 overflow).
+    busy = {name: {f"slept_{name}": metric(f"select sleep(3) as slept, '{name}' as busy", "slept")} for name in "abcd"}
+    sets = {**busy, "quick": {"one": metric("select 1 as one", "one")}}
+    targets = {"busy": target(server.dsn, *sets), "other": target(server.dsn, "quick")}
+    config = write_config(tmp_path, targets, sets)
+    short = {SCRAPE_TIMEOUT: "1.5"}
+    # Five threads in all: the four busy runs, and one more.
+    with client_for(config, max_workers=5) as client, ThreadPoolExecutor(4) as pool:
+        holders = [pool.submit(client.get, "/probe", params={"target": "busy", "query_set": name}) for name in busy]
+        assert wait_until(
+            lambda: sum(info is not None and "busy" in info for *_, info in server.exporter_sessions()) == 4, 5
+        )
+        # The fifth run of the target waits for one of its connections, with the fifth thread, until its deadline.
+        waiting = client.get("/probe", params={"target": "busy", "query_set": "quick"}, headers=short)
+        # Then that thread is free for a probe of another target.
+        other = parse_samples(client.get("/probe", params={"target": "other"}, headers=short).text)
+        for holder in holders:
+            holder.result()
+    assert value(parse_samples(waiting.text), "probe_success") == 0.0
+    assert value(other, "probe_success") == 1.0

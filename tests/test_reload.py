@@ -1,5 +1,6 @@
 """Reloading the config: POST /-/reload and SIGHUP swap valid files in whole and keep the old config otherwise."""
 
+import asyncio
 import signal
 import threading
 import time
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import yaml
 from fastapi.testclient import TestClient
 
 from tests.helpers import ITEMS_SET, client_for, metric, parse_samples, target, value, wait_until, write_config
@@ -216,3 +218,46 @@ def test_reloads_while_probes_run_keep_connections_and_memory_flat(tmp_path: Pat
     # 180 reloads after warm-up replaced 1,800 engines. An engine alone is about 15 KiB (tracemalloc), more
     # with its connection, so leaking them would add 27 MiB or more; seen here: about 5 MiB of allocator growth.
     assert final_rss - warm_rss <= 12 * 2**20, (warm_rss, final_rss)
+
+
+def _reload_runs(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if "reload: " in line]
+
+
+async def _reload_at_once(url: str, count: int) -> list[str]:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        responses = await asyncio.gather(*(client.post("/-/reload") for _ in range(count)))
+    assert {response.status_code for response in responses} == {200}
+    return [response.text for response in responses]
+
+
+def test_concurrent_reloads_share_one_run_and_unchanged_files_are_not_parsed_again(tmp_path: Path) -> None:
+    targets = {f"t{i}": target(f"sqlite:///{tmp_path}/db.sqlite", "one") for i in range(1000)}
+    sets = {"one": {"one": metric("select 1 as v", "v")}}
+    with serve(tmp_path, targets, sets) as served:
+        # A change, so that the first run parses 1,000 targets; the 19 that arrive meanwhile share the next run.
+        serve_files = yaml.safe_load((tmp_path / "targets.yml").read_text())
+        serve_files["targets"]["t0"]["timeout"] = "9s"
+        (tmp_path / "targets.yml").write_text(yaml.safe_dump(serve_files))
+        answers = asyncio.run(_reload_at_once(served.url, 20))
+        runs = _reload_runs(served.log)
+    assert answers.count("config reloaded: 1000 targets, 1 query sets, 0 engines disposed\n") == 1
+    assert answers.count("config unchanged\n") == 19
+    # One run that loaded the change, then one (rarely two, on a loaded machine) that found the same bytes.
+    assert 2 <= len(runs) <= 3
+    assert all("reload: files unchanged" in line for line in runs[1:])
+
+
+def test_a_changed_password_file_is_a_changed_config_for_reload(tmp_path: Path) -> None:
+    (tmp_path / "password").write_text("first\n")
+    sets = {"one": {"one": metric("select 1 as v", "v")}}
+    targets = {"db": {**target(f"sqlite:///{tmp_path}/db.sqlite", "one"), "password_file": "password"}}
+    with serve(tmp_path, targets, sets) as served:
+        unchanged = httpx.post(f"{served.url}/-/reload")
+        (tmp_path / "password").write_text("second\n")
+        changed = httpx.post(f"{served.url}/-/reload")
+    assert (unchanged.status_code, unchanged.text) == (200, "config unchanged\n")
+    assert (changed.status_code, changed.text) == (
+        200,
+        "config reloaded: 1 targets, 1 query sets, 0 engines disposed\n",
+    )

@@ -5,7 +5,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -409,3 +409,21 @@ def test_postgresql_tls_verifies_the_ca_and_the_name_only_when_verify_identity(
     assert value(views.samples, "probe_success") == (1.0 if error is None else 0.0), views.debug
     if error is not None:
         assert error in views.debug, views.debug
+
+
+def test_a_driver_error_outside_its_own_exceptions_shows_its_message_not_only_its_type(
+    tmp_path: Path, certificates: Certificates, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    shutil.copy(certificates.ca, tmp_path / "ca.pem")
+    config = write_config(
+        tmp_path, {"db": _with_tls(target(server.dsn, "tls"), {"ca": "ca.pem"})}, {"tls": TLS_SET}, namespace=""
+    )
+    (tmp_path / "ca.pem").unlink()  # gone after the config was loaded: found out when the connection is made
+    with client_for(config) as client:
+        response = client.get("/probe", params={"target": "db", "debug": "true"})
+    assert (
+        "unexpected error: FileNotFoundError: [Errno 2] No such file or directory; see sqlprobe's log" in response.text
+    )
+    assert server.password not in response.text
+    assert "probe_success 0" in response.text

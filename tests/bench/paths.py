@@ -18,6 +18,7 @@ python -m tests.bench.paths [--targets 200] [--servers 4] [--interval 5] [--dura
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -169,7 +170,7 @@ async def _non_blocking(loop: asyncio.AbstractEventLoop, connection: Connection,
             return
         reader = _BufferedReader(connection, received)
         try:
-            mysql_wire._result(reader, reader.packet())
+            mysql_wire._result(reader, reader.packet(), sys.maxsize)
         except _Incomplete:
             return
         received = b""
