@@ -364,11 +364,20 @@ def _mysql_closed_by_server(dbapi_connection: Any) -> bool:
     # An idle connection has nothing to read: anything there (end of stream, the error packet MySQL 8 sends before
     # closing an idle session) means the server has closed it. Looked at without waiting, and without a round trip.
     sock: socket.socket | None = getattr(dbapi_connection, "_sock", None)
-    if sock is None:
-        return True
+    return sock is None or _readable(sock.fileno())
+
+
+def _readable(fd: int) -> bool:
     poller = select.poll()  # not recv(MSG_DONTWAIT): on a socket with a timeout, Python waits for it first
-    poller.register(sock, select.POLLIN)
+    poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
+
+
+def _postgresql_closed_by_server(dbapi_connection: Any) -> bool:
+    # As on MySQL: an idle session has nothing to read, and a server that ends one (restart, pg_terminate_backend,
+    # idle_session_timeout) sends its FATAL message and closes. So the first round trip on a reused connection is known
+    # to be on a live one, and a connection lost from then on (killed during its statement) is not sent it again.
+    return bool(dbapi_connection.closed) or _readable(dbapi_connection.fileno())
 
 
 def _kill_mysql_query(engine: Engine, session_id: int) -> None:
@@ -529,6 +538,7 @@ _POSTGRESQL = Dialect(
     # the role (set_config('role', …) too, which RESET ALL leaves alone); nor does a session-level advisory lock a
     # statement took (pg_advisory_lock() returns a row, and holds it until unlocked).
     end="COMMIT; RESET ALL; RESET ROLE; SELECT pg_advisory_unlock_all()",
+    closed_by_server=_postgresql_closed_by_server,
 )
 
 

@@ -277,3 +277,30 @@ def test_a_postgresql_role_set_by_a_statement_does_not_reach_the_next_probe(
     assert value(turned, "query_exporter_turned") == len("pg_monitor")
     ((expected,),) = postgres.query(who)
     assert value(later, "query_exporter_same_user") == float(expected)
+
+
+def test_a_postgresql_statement_runs_at_most_once_per_probe_when_its_pooled_connection_is_killed(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    marker = "once_" + secrets.token_hex(6)
+    sql = f"select pg_sleep(1)::text = '' as slept, '{marker}' as marker"
+    config = write_config(tmp_path, {"pg": target(postgres.dsn, "once")}, {"once": {"slept": metric(sql, "slept")}})
+    sessions: set[int] = set()
+
+    def running() -> list[int]:
+        rows = postgres.superuser_query(f"select pid from pg_stat_activity where query = $${sql}$$")
+        sessions.update(pid for (pid,) in rows)
+        return [pid for (pid,) in rows]
+
+    with client_for(config) as client, ThreadPoolExecutor(1) as pool:
+        client.get("/probe", params={"target": "pg"})  # its connection goes back to the pool
+        answer = pool.submit(client.get, "/probe", params={"target": "pg", "debug": "true"})
+        # The pooled connection, killed while its statement runs (the statement may have done its work already).
+        assert wait_until(running, 5)
+        postgres.superuser_query(f"select pg_terminate_backend({running()[0]})")
+        deadline = time.monotonic() + 2
+        while not answer.done() and time.monotonic() < deadline:
+            running()  # a second run of the statement would show another session
+        page = answer.result().text
+    assert len(sessions) == 1, sessions
+    assert "probe_success: 0" in page
