@@ -1,11 +1,17 @@
 """Command line: check the config, or serve it over HTTP with uvicorn."""
 
 import argparse
+import asyncio
+import importlib.util
+import ipaddress
 import logging
+import re
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import uvicorn
 
@@ -21,6 +27,7 @@ from app.http_protocol import (
     HttpLimits,
     http_protocol,
 )
+from app.internals import fallback_warnings, uvicorn_missing
 from app.inventory import check_inventory
 from app.logs import LOG_FORMATS, configure_logging
 from app.schema import duration_seconds
@@ -31,11 +38,41 @@ log = logging.getLogger("sqlprobe")
 
 
 def parse_bind(value: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[::1]:9104`` for IPv6) into its parts."""
+    """Split ``host:port`` (``[::1]:9104`` for IPv6) into its parts; the host must be an address or resolve to one."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT, e.g. 0.0.0.0:9104")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    host = host.strip("[]") or "0.0.0.0"
+    if not _is_address(host) and not _HOST_NAME.fullmatch(host):
+        raise argparse.ArgumentTypeError(f"{value!r}: {host!r} is neither an IP address nor a host name")
+    try:
+        # Now rather than when uvicorn binds, where a bad host ends in a traceback.
+        socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+        raise argparse.ArgumentTypeError(f"{value!r}: {host!r} is not an address to listen on ({reason})") from None
+    return host, int(port)
+
+
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _threads(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count} threads cannot run a probe: give 1 or more")
+    return count
 
 
 def _duration(value: str) -> float:
@@ -70,9 +107,17 @@ def _count(value: str) -> int:
     return int(value)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but a bad value exits 1, as a bad config does."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The sqlprobe argument parser."""
-    parser = argparse.ArgumentParser(prog="sqlprobe", description="Prometheus exporter probing SQL servers.")
+    parser = _Parser(prog="sqlprobe", description="Prometheus exporter probing SQL servers.")
     parser.add_argument("--targets", type=Path, default=Path("targets.yml"), help="targets file (default: %(default)s)")
     parser.add_argument("--queries", type=Path, default=Path("queries.yml"), help="queries file (default: %(default)s)")
     parser.add_argument(
@@ -90,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-threads",
-        type=int,
+        type=_threads,
         default=DEFAULT_MAX_WORKERS,
         help="threads running database work, shared by all probes (default: %(default)s)",
     )
@@ -179,6 +224,14 @@ def _raise_descriptor_limit(config: Config, max_connections: int) -> None:
         log.warning("%s", shortfall, extra={"event": "nofile_shortfall"})
 
 
+def _http_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | str:
+    """The bounded one-write protocol of app/http_protocol.py, or uvicorn's stock one if its internals are missing."""
+    if uvicorn_missing():
+        # "auto" is the httptools protocol when httptools is installed: usable unless its module is what is missing.
+        return "h11" if importlib.util.find_spec("uvicorn.protocols.http.httptools_impl") is None else "auto"
+    return http_protocol(limits)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run sqlprobe; the exit status is 1 for an invalid config."""
     args = build_parser().parse_args(argv)
@@ -208,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     _raise_descriptor_limit(config, args.max_connections)
     host, port = args.bind
+    for warning in fallback_warnings():
+        log.warning(warning, extra={"event": "fallback"})
     log.info(
         "sqlprobe %s serving %d targets on %s:%d",
         __version__,
@@ -237,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # sqlprobe never uses the client's address: no X-Forwarded-For work on every request.
         proxy_headers=False,
         # Bounded before the app (and its basic auth) sees a request; an answer in one write, not two.
-        http=http_protocol(HttpLimits(args.max_header_size, args.header_timeout, args.max_connections)),
+        http=_http_protocol(HttpLimits(args.max_header_size, args.header_timeout, args.max_connections)),
         **uvicorn_tls(web_config),
     )
     return 0

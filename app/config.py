@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from app.addresses import AllowRule, parse_allow_rule
 from app.dsn_query import query_problems
+from app.dsn_secrets import displayed, secret_query_keys
 from app.errors import ConfigError, ConfigProblem
 from app.modules import ADDRESS, ADDRESS_PLACEHOLDER, Module
 from app.parameters import ParameterSets
@@ -102,8 +103,8 @@ class Target:
 
     @property
     def display_dsn(self) -> str:
-        """The DSN with its password masked, safe to show anywhere."""
-        return self.url.render_as_string(hide_password=True)
+        """The DSN with its password masked and its query-string values left out, safe to show anywhere."""
+        return displayed(self.url)
 
     def queries_for(self, query_sets: frozenset[str] | None) -> tuple[Query, ...]:
         """The queries to run for a probe restricted to ``query_sets`` (all when None)."""
@@ -345,7 +346,15 @@ def _resolve_dsn(
             doc.problem(path, "not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)")
         )
         return None
-    refused = query_problems(url)
+    secrets = secret_query_keys(url)
+    refused = [
+        # The key only, never its value; the other keys are checked as the driver takes them.
+        *(
+            f"query-string key {key!r} carries a secret: give the password as user:password or in password_file"
+            for key in secrets
+        ),
+        *query_problems(url.set(query={key: value for key, value in url.query.items() if key not in secrets})),
+    ]
     problems.extend(doc.problem(path, problem) for problem in refused)
     return None if refused else url
 

@@ -27,6 +27,9 @@ from sqlalchemy.pool import QueuePool
 
 from app import mysql_wire
 from app.config import Target
+from app.errors import ConnectFailed
+from app.internals import pymysql_missing
+from app.kills import Identity, Killer, KillSkipped, failure_reason, read_identity
 from app.secret_files import TLS
 
 log = logging.getLogger(__name__)
@@ -81,8 +84,11 @@ class Dialect:
     render: Callable[[Any, str, Sequence[Any] | Mapping[str, Any]], str] | None = None
 
 
-def create_target_engine(target: Target) -> Engine:
-    """Build the engine for ``target`` with bounded pool and network timeouts."""
+def create_target_engine(target: Target, killer: Killer | None = None) -> Engine:
+    """Build the engine for ``target`` with bounded pool and network timeouts.
+
+    ``killer`` sends its MySQL kills on threads of its own; without it, a kill runs on the thread that asks.
+    """
     url = target.url
     options: dict[str, Any] = {}
     pool_class = url.get_dialect().get_pool_class(url)  # type: ignore[attr-defined]
@@ -101,6 +107,7 @@ def create_target_engine(target: Target) -> Engine:
     }
     engine = create_engine(url, **options)
     _connect_args[engine] = options["connect_args"]
+    _stopping[engine] = (target, killer)
 
     # The probe's deadline, not the target's timeout: a silent host must not hold a worker thread past it.
     @event.listens_for(engine, "do_connect")
@@ -214,17 +221,29 @@ def interrupter_for(engine: Engine, dbapi_connection: Any) -> Interrupt | None:
     """A callable that stops the statement running on ``dbapi_connection`` from another thread."""
     dialect = dialect_of(engine.url)
     if dialect is not None:
-        return partial(_stop_quietly, dialect.stopper(engine, dbapi_connection), engine.url.host)
+        return dialect.stopper(engine, dbapi_connection)
     if engine.url.get_backend_name() == "sqlite":
         return dbapi_connection.interrupt  # type: ignore[no-any-return]
     return None
 
 
-def _stop_quietly(stop: Interrupt, host: str | None) -> None:
+# Per engine: the target it serves (names it in the log, holds the password to keep out of it) and its Killer.
+_stopping: "weakref.WeakKeyDictionary[Engine, tuple[Target, Killer | None]]" = weakref.WeakKeyDictionary()
+# Per open MySQL driver connection: the server it reached and its id there (None: the server would not say).
+_identities: "weakref.WeakKeyDictionary[Any, Identity | None]" = weakref.WeakKeyDictionary()
+
+
+def _stop_quietly(stop: Interrupt, target: Target, connection_id: int | None) -> None:
     try:
         stop()
     except Exception as error:  # noqa: BLE001 - best effort; the probe has already answered
-        log.info("could not stop the running query on %s: %s", host, type(error).__name__)
+        log.warning(
+            "could not stop the running query of target %s (connection id %s): %s",
+            target.name,
+            connection_id,
+            failure_reason(error, target.url.password),
+            extra={"event": "kill_failed", "target": target.name, "connection_id": connection_id},
+        )
 
 
 def _mysql_timeouts(seconds: float) -> dict[str, float]:
@@ -238,7 +257,17 @@ def _mysql_connect_args(target: Target) -> dict[str, Any]:
     tls = {} if target.tls is None else {"ssl": tls_context(target.tls)}
     # Every statement of the session runs in a read-only transaction: a DELETE in queries.yml fails.
     read_only = {"init_command": "SET SESSION TRANSACTION READ ONLY"} if target.read_only else {}
-    return _mysql_timeouts(target.timeout) | tls | read_only
+    return _mysql_timeouts(target.timeout) | tls | read_only | {"conv": _MYSQL_CONVERSIONS}
+
+
+def _bit_value(data: bytes) -> int:
+    """A BIT(n) cell (big-endian bytes, as the server sends it) as the number it is."""
+    return int.from_bytes(data, "big")
+
+
+# PyMySQL's converters, but BIT(n) cells are numbers, not bytes (PyMySQL leaves them as bytes, as MySQLdb does).
+# The cursor and mysql_wire both decode with the connection's decoders, so both read BIT as a number.
+_MYSQL_CONVERSIONS = {**pymysql.converters.conversions, pymysql.constants.FIELD_TYPE.BIT: _bit_value}
 
 
 def _bound_mysql_connect(cparams: dict[str, Any], seconds: float) -> None:
@@ -267,7 +296,14 @@ def _sever_mysql(dbapi_connection: Any) -> None:
 
 
 def _mysql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
-    return partial(_kill_mysql_query, engine, dbapi_connection.thread_id())
+    target, killer = _stopping[engine]
+    identity = _identities.get(dbapi_connection)
+    connection_id = None if identity is None else identity.connection_id
+    kill = partial(_kill_mysql_query, engine, identity)
+    if killer is None:
+        return partial(_stop_quietly, kill, target, connection_id)
+    discard = partial(_sever_mysql, dbapi_connection)
+    return partial(killer.request, dbapi_connection, target.name, connection_id, kill, discard, target.url.password)
 
 
 class _PyMySQLConnection(pymysql.connections.Connection):  # type: ignore[misc]
@@ -336,12 +372,16 @@ def _preferred_tls_context() -> ssl.SSLContext:
     return context
 
 
+# Whether app/mysql_wire.py may be used: this PyMySQL has the internals it reads (app/internals.py).
+_WIRE = not pymysql_missing()
+
+
 def _fetch_mysql(
     dbapi_connection: Any, sql: str, before: str = "", after: str = "", max_rows: int = sys.maxsize
 ) -> Fetched:
     # PyMySQL's cursor and result objects cost a third of a small query's CPU: the same protocol without them.
     # mysql_wire also reads only max_rows rows; PyMySQL's cursor, left for statements of 4 MiB and more, reads all.
-    if isinstance(dbapi_connection, pymysql.connections.Connection) and mysql_wire.fits(sql):
+    if _WIRE and isinstance(dbapi_connection, pymysql.connections.Connection) and mysql_wire.fits(sql):
         return mysql_wire.fetch(dbapi_connection, sql, before, after, max_rows)
     fetch = partial(fetch_with_cursor, max_rows=max_rows)
     return one_by_one(fetch, _mysql_command, dbapi_connection, sql, before, after)
@@ -380,12 +420,20 @@ def _postgresql_closed_by_server(dbapi_connection: Any) -> bool:
     return bool(dbapi_connection.closed) or _readable(dbapi_connection.fileno())
 
 
-def _kill_mysql_query(engine: Engine, session_id: int) -> None:
+def _kill_mysql_query(engine: Engine, identity: Identity | None) -> None:
+    """KILL QUERY over a new connection, if it reaches the server the statement runs on; else KillSkipped."""
+    if identity is None:
+        raise KillSkipped("identity_unknown")
     # A separate, unpooled connection: the target's pool may be exhausted by the very query we stop.
     cargs, cparams = engine.dialect.create_connect_args(engine.url)
-    connection = _PyMySQLConnection(*cargs, **{**cparams, **connect_args_of(engine), **_mysql_timeouts(CANCEL_TIMEOUT)})
+    connect = _MYSQL.connect or pymysql.connections.Connection
+    connection = connect(*cargs, **{**cparams, **connect_args_of(engine), **_mysql_timeouts(CANCEL_TIMEOUT)})
     try:
-        connection.cursor().execute(f"KILL QUERY {int(session_id)}")
+        here = read_identity(_fetch_mysql, connection)
+        if here is None or here.server != identity.server:
+            # Behind a proxy or load balancer, this connection reached another server: the id is someone else's.
+            raise KillSkipped("other_server")
+        connection.cursor().execute(f"KILL QUERY {int(identity.connection_id)}")
     finally:
         connection.close()
 
@@ -494,16 +542,31 @@ def _render_mysql(dbapi_connection: Any, sql: str, arguments: Sequence[Any] | Ma
 
 
 def _mysql_connected(dbapi_connection: Any, target: Target) -> None:
+    """Set up a new session, and note which server it reached and its id there (app/kills.py): one round trip."""
+    setup = ""
     # A session cut off inside its read-only transaction (a partition) ends, and lets go of its metadata locks, soon
     # after the deadline rather than at wait_timeout. MariaDB only (10.3 on): MySQL has no such setting.
     if target.read_only and "MariaDB" in dbapi_connection.get_server_info():
-        seconds = math.ceil(target.timeout + DEADLINE_GRACE)
-        _mysql_command(dbapi_connection, f"SET SESSION idle_readonly_transaction_timeout = {seconds}")
+        setup = f"SET SESSION idle_readonly_transaction_timeout = {math.ceil(target.timeout + DEADLINE_GRACE)}"
+    try:
+        identity = read_identity(partial(_fetch_after, setup), dbapi_connection)
+    except pymysql.err.MySQLError:
+        if not dbapi_connection.open:
+            raise  # the connection itself failed: as any failure to connect
+        if setup:
+            _mysql_command(dbapi_connection, setup)  # which of the two was refused: the setup must not be
+        identity = None  # a proxy that refuses the query, say: this connection's statements are never killed
+    _identities[dbapi_connection] = identity
+
+
+def _fetch_after(before: str, dbapi_connection: Any, sql: str) -> Fetched:
+    return _fetch_mysql(dbapi_connection, sql, before)
 
 
 def _postgresql_stopper(engine: Engine, dbapi_connection: Any) -> Interrupt:
     # A cancel request on a connection of its own, so it works while the pool is exhausted.
-    return partial(dbapi_connection.cancel_safe, timeout=CANCEL_TIMEOUT)
+    cancel = partial(dbapi_connection.cancel_safe, timeout=CANCEL_TIMEOUT)
+    return partial(_stop_quietly, cancel, _stopping[engine][0], dbapi_connection.info.backend_pid)
 
 
 _MYSQL = Dialect(
@@ -518,7 +581,8 @@ _MYSQL = Dialect(
     begin="START TRANSACTION READ ONLY",
     restart="START TRANSACTION READ ONLY",  # ends the current one
     end="COMMIT",
-    connect=_PyMySQLConnection,
+    # PyMySQL's own connection class when this PyMySQL lacks the internals it uses (app/internals.py).
+    connect=None if pymysql_missing() else _PyMySQLConnection,
     connected=_mysql_connected,
     closed_by_server=_mysql_closed_by_server,
     transaction_open=_mysql_transaction_open,
@@ -578,24 +642,36 @@ def _engine_settings(target: Target) -> Target:
 
 
 class EngineCache:
-    """Engines keyed by target name, created on first use and reused after; replaced when a reload changes them."""
+    """Engines keyed by target name, created on first use and reused after; replaced when a reload changes them.
 
-    def __init__(self) -> None:
+    ``current`` gives the target of that name in the config served now (None: not there); without it, any
+    target may build an engine.
+    """
+
+    def __init__(self, current: Callable[[str], Target | None] | None = None) -> None:
         self._cached: dict[str, _Cached] = {}
         self._retired: list[_Cached] = []
         self._lock = threading.Lock()
+        self._current = current
+        self.killer = Killer()  # sends the MySQL kills of every engine here
 
     @contextmanager
     def lease(self, target: Target) -> Iterator[tuple[Engine, threading.BoundedSemaphore]]:
-        """The engine of ``target`` and its checkout slots, for one probe; one retired is disposed after its last."""
+        """The engine of ``target`` and its checkout slots, for one probe; one retired is disposed after its last.
+
+        A run queued under a config that a reload has replaced since gets the engine of the config served now:
+        it must not build an engine for a removed target (nobody would dispose it), nor replace the new config's
+        engine with one for its old settings. For a removed target it raises ConnectFailed.
+        """
         idle = None
         with self._lock:
+            target = self._served_now(target)
             cached = self._cached.get(target.name)
             if cached is None or (cached.target is not target and cached.settings != _engine_settings(target)):
                 # First probe, or a probe on a reloaded config that changed this target's connection.
                 if cached is not None:
                     idle = self._retire(target.name)
-                cached = self._cached[target.name] = _Cached(create_target_engine(target), target)
+                cached = self._cached[target.name] = _Cached(create_target_engine(target, self.killer), target)
             cached.leases += 1
         if idle is not None:
             idle.engine.dispose()
@@ -610,6 +686,17 @@ class EngineCache:
                     self._retired.remove(cached)
             if done:
                 cached.engine.dispose()
+
+    def _served_now(self, target: Target) -> Target:
+        """The target of this name in the config served now."""
+        if self._current is None:
+            return target
+        current = self._current(target.name)
+        if current is None:
+            raise ConnectFailed(
+                "the target was removed (by a reload, or let go as a module target) while this probe waited"
+            )
+        return current
 
     def retain(self, targets: Mapping[str, Target]) -> list[str]:
         """Retire the engines of targets gone from ``targets`` or changed in it; return their names."""
@@ -657,6 +744,7 @@ class EngineCache:
 
     def dispose_all(self) -> None:
         """Close every pooled connection and forget the engines."""
+        self.killer.close()
         with self._lock:
             engines = [cached.engine for cached in [*self._cached.values(), *self._retired]]
             self._cached, self._retired = {}, []

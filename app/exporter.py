@@ -41,9 +41,10 @@ class Exporter:
     def __init__(self, config: Config, max_workers: int, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
         self.config = config
         self.history = History(history_limit)
-        self.engines = EngineCache()
+        # Engines only for the targets served now: a run queued before a reload must not build one for its old config.
+        self.engines = EngineCache(self._served_now)
         self.prober = Prober(self.engines, max_workers)
-        self.telemetry = Telemetry(self.engines.__len__)
+        self.telemetry = Telemetry(self.engines.__len__, self.engines.killer.skipped)
         self.inventory = Inventory()
         self.module_targets = ModuleTargets(self._let_go)
         self._reloading = threading.Lock()
@@ -72,7 +73,7 @@ class Exporter:
         return self.module_targets.target(module, address)
 
     def observe(self, result: ProbeResult, selection: Selection = None) -> None:
-        """Account for a finished probe; of a module target let go while it ran, nothing is kept (series, engine).
+        """Account for a finished probe; of a target removed or let go while it ran, nothing is kept (its series).
 
         ``selection`` is the query sets the probe was restricted to (None: all of the target's).
         """
@@ -82,6 +83,13 @@ class Exporter:
             self._let_go([target.name])
         elif target.module is not None or target.name in self.config.targets:  # not removed by a reload meanwhile
             self.history.record(TargetKey.of(target), result, selection)
+        else:
+            self.telemetry.forget_targets([target.name])  # removed by a reload meanwhile: its series go too
+
+    def _served_now(self, name: str) -> Target | None:
+        """The target of this name in the config served now (a module target: the one kept now), if any."""
+        target = self.config.targets.get(name)
+        return target if target is not None else self.module_targets.named(name)
 
     def _allowed(self, module: Module, address: Address) -> bool:
         return self.inventory.labels(module.name, address) is not None or module.allows(address)
@@ -153,6 +161,8 @@ class Exporter:
             self.config = config
             module_targets, let_go = self._refresh_inventory(config)
             disposed = let_go + self.engines.retain({**config.targets, **module_targets})
+            # Removed targets' series leave /metrics (module targets let go already lost theirs).
+            self.telemetry.forget_targets([name for name in current.targets if name not in config.targets])
             self.prober.forget_results()
             self.history.retain(config.targets)
             self.telemetry.config_loaded(changed=True)

@@ -2,9 +2,10 @@
 
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.utils import floatToGoString
 
 from app.config import Metric
@@ -27,7 +28,7 @@ def render_probe(result: ProbeResult, accept: str | None) -> tuple[bytes, str]:
     Written directly rather than through prometheus-client's registry and families, which cost a tenth
     of a probe's CPU; tests/test_exposition_lint.py checks the output equals prometheus-client's, byte for byte.
     """
-    content_type, openmetrics = _format(accept or "")
+    content_type, openmetrics = negotiate(accept or "")
     parts: list[str] = []
     success: list[tuple[str, float]] = []
     duration: list[tuple[str, float]] = []
@@ -64,15 +65,62 @@ def render_probe(result: ProbeResult, accept: str | None) -> tuple[bytes, str]:
 
 def encode(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
     """Exposition of ``registry`` (sqlprobe's own metrics) in the format the scraper asked for."""
-    encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry), content_type
+    content_type, openmetrics = negotiate(accept or "")
+    return (generate_openmetrics if openmetrics else generate_latest)(registry), content_type
+
+
+class Format(NamedTuple):
+    """A format sqlprobe writes: the Content-Type that names it exactly, and whether it is OpenMetrics."""
+
+    content_type: str
+    openmetrics: bool
+
+
+TEXT = Format("text/plain; version=0.0.4; charset=utf-8", False)
+OPENMETRICS = Format("application/openmetrics-text; version=1.0.0; charset=utf-8", True)
+# Name escapings under which the names sqlprobe writes (all of them valid in the classic character set) are
+# written as they are; "dots" and "values" would change them, so a range that asks for those is not served.
+_UNCHANGED_BY = frozenset({"underscores", "allow-utf-8"})
 
 
 @lru_cache(maxsize=64)
-def _format(accept: str) -> tuple[str, bool]:
-    """The content type to answer an Accept header with, and whether it is OpenMetrics; once per header seen."""
-    content_type: str = choose_encoder(accept)[1]
-    return content_type, content_type.startswith("application/openmetrics-text")
+def negotiate(accept: str) -> Format:
+    """The format to answer an Accept header with: the acceptable range of highest q (the first among equals).
+
+    Only what sqlprobe writes counts: OpenMetrics 1.0.0 and text 0.0.4, with names that no requested escaping
+    changes. Without an acceptable range, text 0.0.4, as every Prometheus client library falls back to.
+    Once per header seen (Prometheus sends the same one on every scrape).
+    """
+    best, best_q = TEXT, -1.0
+    for media_range in accept.split(","):
+        kind, *parameter_texts = (part.strip() for part in media_range.split(";"))
+        parameters = dict(_parameter(text) for text in parameter_texts)
+        try:
+            q = float(parameters.pop("q", "1"))
+        except ValueError:
+            continue
+        served = _served(kind.lower(), parameters)
+        if served is not None and 0 < q <= 1 and q > best_q:
+            best, best_q = served, q
+    return best
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    name, _, value = text.partition("=")
+    return name.strip().lower(), value.strip().strip('"')
+
+
+def _served(kind: str, parameters: dict[str, str]) -> Format | None:
+    if parameters.get("escaping", "underscores") not in _UNCHANGED_BY:
+        return None
+    version = parameters.get("version")
+    if kind == "application/openmetrics-text" and version in (None, "1.0.0"):
+        return OPENMETRICS
+    if kind == "text/plain" and version in (None, "0.0.4"):
+        return TEXT
+    if kind in ("*/*", "text/*") and version is None:
+        return TEXT
+    return None
 
 
 @lru_cache(maxsize=8192)

@@ -18,7 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # a uvicorn without it: app/internals.py says so, and sqlprobe serves with uvicorn's stock protocol
+    HttpToolsProtocol = asyncio.Protocol  # type: ignore[misc,assignment]
 
 log = logging.getLogger(__name__)
 

@@ -82,6 +82,18 @@ class ModuleTargets:
         with self._lock:
             return target.module is not None and address in self._targets.get(target.module, {})
 
+    def named(self, name: str) -> "Target | None":
+        """The target of this name (module/address) kept now, if any."""
+        module, _, address_text = name.partition("/")
+        try:
+            address = parse_address(address_text)
+        except ValueError:
+            return None
+        with self._lock:
+            targets = self._targets.get(module)
+            made = None if targets is None else targets.get(address)
+        return None if made is None else made[1]
+
     def count(self, module: str) -> int:
         """Targets of ``module`` kept now."""
         return len(self._targets.get(module, ()))

@@ -13,8 +13,8 @@ import sys
 import time
 from typing import Any
 
-from pymysql import converters, err
-from pymysql.connections import TEXT_TYPES, Connection
+from pymysql import connections, converters, err
+from pymysql.connections import Connection
 from pymysql.constants import CR, FIELD_TYPE, SERVER_STATUS
 
 Columns = tuple[str, ...]
@@ -31,6 +31,9 @@ _UNKNOWN = object()  # the socket's timeout, before PyMySQL 1.2 kept track of it
 _SIZES = {252: 2, 253: 3, 254: 8}  # bytes of a length-encoded integer after its first byte
 # What a column definition holds after its six names: the charset, length and type (and flags, scale).
 _COLUMN = struct.Struct("<xHIB")
+# Column types PyMySQL decodes as text. Private: app/internals.py checks it is there, and without it this module
+# is not used (and importing it must not fail).
+_TEXT_TYPES: frozenset[int] | set[int] = getattr(connections, "TEXT_TYPES", frozenset())
 
 
 def fits(sql: str) -> bool:
@@ -174,7 +177,7 @@ def _column(connection: Connection, packet: bytes) -> tuple[str, Decoder]:
         encoding = None
     elif field_type == FIELD_TYPE.JSON:
         encoding = connection.encoding
-    elif field_type in TEXT_TYPES:
+    elif field_type in _TEXT_TYPES:
         encoding = None if charset == _BINARY else connection.encoding
     else:
         encoding = "ascii"

@@ -2,12 +2,14 @@
 
 import contextlib
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from app import __version__
 from app.results import ProbeResult
@@ -18,7 +20,7 @@ PROBE_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 class Telemetry:
     """Counts probes, their durations and per-metric errors."""
 
-    def __init__(self, engine_count: Callable[[], int]) -> None:
+    def __init__(self, engine_count: Callable[[], int], kills_skipped: Callable[[], Mapping[str, int]]) -> None:
         # *_created series double the exporter's series count and tell Prometheus nothing it needs here.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
@@ -34,6 +36,7 @@ class Telemetry:
         build.labels(__version__, platform.python_version()).set(1)
         engines = Gauge("sqlprobe_engines", "SQLAlchemy engines cached, one per probed target.", registry=self.registry)
         engines.set_function(lambda: float(engine_count()))
+        self.registry.register(_KillsSkipped(kills_skipped))
         self._probes = Counter(
             "sqlprobe_probes", "Probes by target and result.", ["target", "result"], registry=self.registry
         )
@@ -121,3 +124,21 @@ class Telemetry:
     def _query_error(self, target: str, metric: str, reason: str) -> Counter:
         self._error_series.setdefault(target, set()).add((metric, reason))
         return self._query_errors.labels(target, metric, reason)
+
+
+class _KillsSkipped(Collector):
+    """sqlprobe_kill_skipped_total{reason}: kills not sent, read from the engines' Killer when scraped."""
+
+    def __init__(self, skipped: Callable[[], Mapping[str, int]]) -> None:
+        self._skipped = skipped
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "sqlprobe_kill_skipped",
+            "KILL QUERY not sent, by reason: the kill connection reached another server (other_server), the "
+            "server would not say who it is (identity_unknown), too many waiting (queue_full) or too late (too_late).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._skipped().items()):
+            family.add_metric([reason], count)
+        yield family

@@ -1,7 +1,6 @@
 """The HTTP face of sqlprobe: thin handlers over the prober, the config and the telemetry."""
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Mapping
@@ -201,7 +200,15 @@ async def _dispose_idle_engines(exporter: Exporter, idle_for: float) -> None:
     """Every so often, close the engines of targets no longer probed (removed from Prometheus, say)."""
     while True:
         await asyncio.sleep(min(60.0, idle_for / 2))
-        disposed = await asyncio.to_thread(exporter.dispose_idle, idle_for)
+        try:
+            disposed = await asyncio.to_thread(exporter.dispose_idle, idle_for)
+        except Exception as error:  # noqa: BLE001 - one failed sweep must not end the sweeping
+            log.error(
+                "disposing idle engines failed, trying again later: %s",
+                where_it_failed(error),
+                extra={"event": "idle_engines_failed"},
+            )
+            continue
         if disposed:
             log.info(
                 "disposed the engines of %d targets not probed for %gs",
@@ -223,8 +230,16 @@ async def _refresh_files(exporter: Exporter, interval: float) -> None:
 
 async def _reload_logged(exporter: Exporter) -> None:
     """A reload on SIGHUP: its outcome goes to the log (and to /metrics) only."""
-    with contextlib.suppress(ConfigError):
+    try:
         await exporter.reload_shared()
+    except ConfigError:
+        pass  # logged by the reload itself
+    except Exception as error:  # noqa: BLE001 - the next SIGHUP must find a process that still reloads
+        log.error(
+            "reload on SIGHUP failed, the previous config keeps serving: %s",
+            where_it_failed(error),
+            extra={"event": "reload_failed"},
+        )
 
 
 @router.get("/-/healthy", response_class=PlainTextResponse)

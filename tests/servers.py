@@ -149,12 +149,12 @@ class MariaDB:
                 raise RuntimeError(f"replication on {self.name} does not run: {status}")
             time.sleep(0.05)
 
-    def exporter_sessions(self) -> list[tuple[int, str, str | None]]:
-        """(id, command, info) of every session of the exporter user on this server."""
+    def exporter_sessions(self, user: str = EXPORTER_USER) -> list[tuple[int, str, str | None]]:
+        """(id, command, info) of every session of the exporter user (or ``user``) on this server."""
         return [
             (int(row[0]), str(row[1]), row[2])
             for row in self.root_query(
-                f"select id, command, info from information_schema.processlist where user = '{EXPORTER_USER}'"
+                f"select id, command, info from information_schema.processlist where user = '{user}'"
             )
         ]
 

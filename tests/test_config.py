@@ -125,6 +125,13 @@ BAD_CASES = {
     "not_a_url.targets.yml": [
         "3: targets.one.dsn: not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)"
     ],
+    "secret_in_query_string.targets.yml": [
+        "2: defaults.dsn: query-string key 'PassWord' carries a secret: give the password as user:password or in password_file",
+        "7: targets.two.dsn: query-string key 'sslpassword' carries a secret: give the password as user:password or in password_file",
+        "7: targets.two.dsn: query-string key 'passwd' carries a secret: give the password as user:password or in password_file",
+        # Percent-encoded, as the driver would get it.
+        "10: targets.three.dsn: query-string key 'password' carries a secret: give the password as user:password or in password_file",
+    ],
     # Checked the way the driver takes them at connect; the value is never shown (it may be a secret).
     "dsn_unknown_query_key.targets.yml": [
         "4: targets.one.dsn: query parameter 'bogus_kw' is not one the mysql+pymysql driver takes"
@@ -213,6 +220,7 @@ def test_errors_never_quote_a_dsn_password() -> None:
         "unknown_driver.targets.yml",
         "driver_not_installed.targets.yml",
         "not_a_url.targets.yml",
+        "secret_in_query_string.targets.yml",
         "dsn_unknown_query_key.targets.yml",
         "dsn_bad_query_value.targets.yml",
     ):

@@ -18,11 +18,13 @@ from prometheus_client.utils import floatToGoString
 from app.config import load_config
 from app.engines import EngineCache
 from app.exposition import (
+    OPENMETRICS,
     PROBE_DURATION,
     PROBE_SUCCESS,
     QUERY_DURATION,
     QUERY_SUCCESS,
     RESULT_AGE,
+    TEXT,
     _number,
     render_probe,
 )
@@ -30,6 +32,8 @@ from app.prober import Prober
 from app.results import ProbeResult
 from tests.helpers import ITEMS_SET, client_for, target, write_config
 from tests.servers import MariaDB
+
+OPENMETRICS_1 = "application/openmetrics-text; version=1.0.0"
 
 SHIPPED = Path(__file__).parent.parent
 
@@ -151,9 +155,9 @@ def test_probe_text_is_byte_for_byte_what_prometheus_client_writes(tmp_path: Pat
     assert not result.success  # the failed metric is part of what is written
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Reference(result))
-    for accept in (None, "application/openmetrics-text; version=1.0.0"):
+    for accept, expected_type in ((None, TEXT.content_type), (OPENMETRICS_1, OPENMETRICS.content_type)):
         body, content_type = render_probe(result, accept)
-        encoder, expected_type = choose_encoder(accept or "")
+        encoder, _ = choose_encoder(accept or "")
         assert (body.decode(), content_type) == (encoder(registry).decode(), expected_type)
 
 

@@ -90,9 +90,9 @@ def p99(samples: Sequence[float]) -> float:
 # --- 1. A partition: hung targets beside healthy ones --------------------------------------------------------
 
 PARTITION_SIZE = 100
-# Threads sqlprobe may add for probes whatever happens: the worker pool (--max-threads, default 128) and
-# the 4 threads that send KILL QUERY.
-MAX_PROBE_THREADS = 128 + 4
+# Threads sqlprobe may add for probes whatever happens: the worker pool (--max-threads, default 128), the 4
+# threads that hand stops over, and the 2 that send KILL QUERY (app/kills.py).
+MAX_PROBE_THREADS = 128 + 4 + 2
 
 
 @dataclass(frozen=True)

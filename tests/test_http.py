@@ -62,7 +62,7 @@ def test_probe_answers_each_target_with_its_own_values(client: TestClient, tmp_p
         assert value(parse_samples(response.text), "query_exporter_table_rows", tbl="widgets") == float(count)
 
 
-def test_each_probe_has_a_fresh_registry(client: TestClient) -> None:
+def test_a_probe_carries_only_its_own_targets_and_query_sets_samples(client: TestClient) -> None:
     client.get("/probe", params={"target": "large"})
     samples = parse_samples(client.get("/probe", params={"target": "small", "query_set": "version"}).text)
     assert "query_exporter_table_rows" not in samples

@@ -5,7 +5,6 @@ the same server, never a value written into the test.
 """
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +16,7 @@ from sqlalchemy import create_engine
 
 from app import mysql_wire
 from app.engines import fetch_with_cursor
+from tests.relay import Relay
 from tests.servers import MariaDB
 
 TYPES_TABLE = "probe.wire_types"
@@ -262,7 +262,7 @@ def _wait_running(server: MariaDB, session: int) -> bool:
 def test_a_connection_cut_mid_query_is_lost_as_with_pymysqls_cursor(server: MariaDB) -> None:
     outcomes = {}
     for name, fetch in (("cursor", fetch_with_cursor), ("wire", mysql_wire.fetch)):
-        with _Cuttable(server.port) as link:
+        with Relay([server.port]) as link:
             connection = pymysql.connect(
                 host="127.0.0.1", port=link.port, user="exporter", password=server.password, autocommit=True
             )
@@ -279,45 +279,6 @@ def test_a_connection_cut_mid_query_is_lost_as_with_pymysqls_cursor(server: Mari
     assert outcomes["wire"] == outcomes["cursor"] == pymysql.constants.CR.CR_SERVER_LOST
 
 
-class _Cuttable:
-    """A TCP relay to a port, whose connections can be cut (both sides closed) at any moment."""
-
-    def __init__(self, port: int) -> None:
-        self._target = port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-
-    def __enter__(self) -> "_Cuttable":
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._listener.close()
-        self.cut()
-
-    def cut(self) -> None:
-        """Close every relayed connection, on both sides."""
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            client, _ = self._listener.accept()
-            upstream = socket.create_connection(("127.0.0.1", self._target))
-            self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_relay, args=(source, sink), daemon=True).start()
-
-
-def _relay(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-
-
-def _cut_when_running(server: MariaDB, session: int, link: _Cuttable) -> None:
+def _cut_when_running(server: MariaDB, session: int, link: Relay) -> None:
     if _wait_running(server, session):
         link.cut()

@@ -134,3 +134,32 @@ def test_time_values_become_seconds(tmp_path: Path, fleet: Sequence[MariaDB]) ->
         samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
     (seconds,) = server.query("select time_to_sec(sec_to_time(5400 + 2.5))")[0]
     assert value(samples, "age") == float(seconds)
+
+
+def test_bit_columns_are_numbers(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
+    server = fleet[0]
+    server.execute(
+        "create or replace table probe.flags (name varchar(10), enabled bit(1), mask bit(12), wide bit(64))",
+        "insert into probe.flags values ('a', b'1', b'101000000101', b'1' << 63), ('b', b'0', b'0', b'0')",
+    )
+    sql = "select name as flag, enabled, mask, wide from flags"
+    query_sets = {
+        "bits": {
+            "enabled": {"query": sql, "type": "gauge", "description": "d", "labels": ["flag"], "value": "enabled"},
+            "mask": {"query": sql, "type": "gauge", "description": "d", "labels": ["flag"], "value": "mask"},
+            "wide": {"query": sql, "type": "gauge", "description": "d", "labels": ["flag", "enabled"], "value": "wide"},
+        }
+    }
+    config = write_config(tmp_path, {"db": target(server.dsn, "bits")}, query_sets)
+    with client_for(config) as client:
+        text = client.get("/probe", params={"target": "db"}).text
+    samples = parse_samples(text)
+    assert value(samples, "probe_success") == 1.0
+    for flag, enabled, mask, wide in server.query(sql):  # bytes, big-endian, as the server sends BIT
+        number = int.from_bytes(enabled, "big")
+        assert value(samples, "query_exporter_enabled", flag=flag) == float(number)
+        assert value(samples, "query_exporter_mask", flag=flag) == float(int.from_bytes(mask, "big"))
+        # As a label a BIT cell is its number too, not a control character.
+        assert value(samples, "query_exporter_wide", flag=flag, enabled=str(number)) == float(
+            int.from_bytes(wide, "big")
+        )

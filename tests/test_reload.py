@@ -1,17 +1,23 @@
 """Reloading the config: POST /-/reload and SIGHUP swap valid files in whole and keep the old config otherwise."""
 
 import asyncio
+import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from app.exporter import Exporter
+from app.reloads import SharedRuns
+from app.web import create_app
 from tests.helpers import ITEMS_SET, client_for, metric, parse_samples, target, value, wait_until, write_config
 from tests.served import serve
 from tests.servers import MariaDB
@@ -218,6 +224,104 @@ def test_reloads_while_probes_run_keep_connections_and_memory_flat(tmp_path: Pat
     # 180 reloads after warm-up replaced 1,800 engines. An engine alone is about 15 KiB (tracemalloc), more
     # with its connection, so leaking them would add 27 MiB or more; seen here: about 5 MiB of allocator growth.
     assert final_rss - warm_rss <= 12 * 2**20, (warm_rss, final_rss)
+
+
+def test_probes_queued_before_a_reload_build_no_engine_for_the_old_config(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    here, there = fleet
+    sets = {
+        **SETS,
+        "long_nap": {"nap": metric("select sleep(2) as slept", "slept")},
+        "broken": {"broken": metric("select 1 as x", "missing")},
+    }
+    targets = {
+        "busy": target(here.dsn, "long_nap"),
+        "gone": target(there.dsn, "items", "broken"),
+        "moved": target(there.dsn, "items"),
+    }
+    config = write_config(tmp_path, targets, sets)
+    before = _sessions(there)
+    with client_for(config, max_workers=1) as client:
+        for name in ("gone", "moved"):  # engines and per-target series of the old config
+            client.get("/probe", params={"target": name})
+        assert 'target="gone"' in client.get("/metrics").text
+        answers: dict[str, str] = {}
+
+        def probe(name: str) -> None:
+            answers[name] = client.get("/probe", params={"target": name}).text
+
+        threads = [threading.Thread(target=probe, args=(name,)) for name in ("busy", "gone", "moved")]
+        threads[0].start()  # holds the only worker thread for two seconds
+        assert wait_until(lambda: any(info and "sleep" in info for _, _, info in here.exporter_sessions()), 5)
+        for thread in threads[1:]:
+            thread.start()  # their runs wait for the worker
+        time.sleep(0.5)
+        # The reload removes one and points the other at the other server, while their runs wait.
+        write_config(tmp_path, {"busy": targets["busy"], "moved": target(here.dsn, "items")}, sets)
+        assert client.post("/-/reload").status_code == 200
+        for thread in threads:
+            thread.join(15)
+        assert value(parse_samples(answers["gone"]), "probe_success") == 0.0
+        moved = parse_samples(answers["moved"])
+        assert value(moved, "probe_success") == 1.0
+        # The queued run of "moved" ran on the connection the config now names, not the one it was queued with.
+        for kind, qty in here.query(ITEMS_SET["qty_by_kind"]["query"]):
+            assert value(moved, "query_exporter_qty_by_kind", kind=kind) == float(qty)
+        own = client.get("/metrics").text
+        assert _own(client)["engines"] == 2.0  # busy and moved: none rebuilt for gone or for moved's old DSN
+        # Series of the removed target are gone from /metrics, even those its queued probe would have added.
+        assert 'target="gone"' not in own
+        assert value(parse_samples(own), "sqlprobe_probes_total", target="moved", result="success") >= 1.0
+        # No connection of the old config stays open on the server it named.
+        assert wait_until(lambda: _sessions(there) <= before, 5), _sessions(there) - before
+
+
+def test_the_idle_engine_sweeper_and_sighup_reloads_log_a_failure_and_keep_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_config(tmp_path, {"db": target("sqlite://", "items")}, SETS)
+    app = create_app(config, reload_on_sighup=True, idle_engine_timeout=0.2)
+    exporter: Exporter = app.state.exporter
+    # Each task's work fails once, then works: the task must outlive the failure.
+    exporter.reload_shared = SharedRuns(_failing_once(exporter.reload))
+    exporter.engines.dispose_idle = _failing_once(exporter.engines.dispose_idle)  # type: ignore[method-assign]
+
+    async def scenario() -> tuple[int, int, list[str]]:
+        async with app.router.lifespan_context(app):
+            await exporter.prober.probe(config.targets["db"], None, 5.0)
+            # The first sweep fails; a later one disposes the engine no probe uses.
+            await asyncio.to_thread(wait_until, lambda: len(exporter.engines) == 0, 10)
+            engines = len(exporter.engines)
+            os.kill(os.getpid(), signal.SIGHUP)  # this reload fails
+            await asyncio.to_thread(wait_until, lambda: "reload on SIGHUP failed" in caplog.text, 10)
+            write_config(tmp_path, {"db": target("sqlite://", "items"), "more": target("sqlite://", "items")}, SETS)
+            os.kill(os.getpid(), signal.SIGHUP)  # this one works
+            await asyncio.to_thread(wait_until, lambda: len(exporter.config.targets) == 2, 10)
+            return engines, len(exporter.config.targets), [record.getMessage() for record in caplog.records]
+
+    caplog.set_level(logging.INFO)
+    engines, targets, messages = asyncio.run(scenario())
+    assert (engines, targets) == (0, 2)
+    # Where it failed (type and line), never its message: that may quote a secret.
+    failures = [message.rsplit(":", 1)[0] for message in messages if "failed" in message]
+    assert failures == [
+        f"disposing idle engines failed, trying again later: OSError at {__file__}",
+        f"reload on SIGHUP failed, the previous config keeps serving: OSError at {__file__}",
+    ]
+
+
+def _failing_once(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method``, but its first call fails as a full disk would make it fail."""
+    calls: list[None] = []
+
+    def failing_once(*args: Any) -> Any:
+        calls.append(None)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return method(*args)
+
+    return failing_once
 
 
 def _reload_runs(log: Path) -> list[str]:

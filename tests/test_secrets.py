@@ -121,3 +121,39 @@ def test_a_dsn_with_a_password_and_a_password_file_is_rejected(tmp_path: Path) -
     assert [str(problem) for problem in raised.value.problems] == [
         f"{tmp_path / 'targets.yml'}:7: targets.db.password_file: the dsn has a password too: give only one"
     ]
+
+
+def test_query_string_values_never_show_and_a_secret_there_is_refused_at_reload(
+    tmp_path: Path, fleet: Sequence[MariaDB], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = fleet[0]
+    # A value of a harmless key still never shows: a query string is where people put what they should not.
+    marker = "marker-" + server.password[::-1]
+    targets = {"db": target(f"{server.dsn}?charset=utf8mb4&program_name={marker}", "items")}
+    config = write_config(tmp_path, targets, {"items": ITEMS_SET})
+    caplog.set_level(logging.DEBUG)
+    for noisy in ("sqlalchemy.engine", "sqlalchemy.pool"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG)
+    shown: list[str] = []
+    with client_for(config) as client:
+        probe = client.get("/probe", params={"target": "db"}).text
+        assert "probe_success 1.0" in probe
+        shown += [probe, client.get("/probe", params={"target": "db", "debug": "true"}).text, client.get("/").text]
+        assert "/probe?charset=***&amp;program_name=***" in shown[-1]
+        # The password moves into the query string: the reload is refused, naming the key and not the value.
+        secret = "qs-" + server.password[::-1]
+        (tmp_path / "targets.yml").write_text(
+            (tmp_path / "targets.yml").read_text().replace(f"program_name={marker}", f"Password={secret}")
+        )
+        failed = client.post("/-/reload")
+        shown.append(failed.text)
+        assert failed.status_code == 500
+        assert "targets.db.dsn: query-string key 'Password' carries a secret" in failed.text
+        shown += [client.get("/probe", params={"target": "db", "debug": "true"}).text, client.get("/").text]
+    for noisy in ("sqlalchemy.engine", "sqlalchemy.pool"):
+        logging.getLogger(noisy).setLevel(logging.NOTSET)
+    shown += [record.getMessage() for record in caplog.records]
+    assert any(record.name.startswith("sqlalchemy.pool") for record in caplog.records)
+    everything = "\n".join(shown)
+    for value in (marker, secret, server.password):
+        assert value not in everything

@@ -120,7 +120,10 @@ def test_hung_targets_hold_a_thread_only_until_their_deadline(
 ) -> None:
     # Two threads and two hung probes at once: a hung host that kept its thread until the target's
     # timeout (60 s here) would leave nothing for the healthy probe sent when they have answered.
+    # Two targets, not one twice: probes of one target and query sets share one run, and so one thread.
     headers = {"X-Prometheus-Scrape-Timeout-Seconds": "2"}
+    targets = fleet_targets(fleet, silent_port, timeout="60s")
+    targets["hung_too"] = targets["hung"]
 
     async def scenario(url: str) -> tuple[tuple[float, float], float]:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
@@ -129,10 +132,10 @@ def test_hung_targets_hold_a_thread_only_until_their_deadline(
                 response = await client.get("/probe", params={"target": name, "query_set": query_set}, headers=headers)
                 return value(parse_samples(response.text), "probe_success")
 
-            hung = await asyncio.gather(probe_success("hung", "items"), probe_success("hung", "items"))
+            hung = await asyncio.gather(probe_success("hung", "items"), probe_success("hung_too", "items"))
             return hung, await probe_success(fleet[0].name, "items")
 
-    with serve(tmp_path, fleet_targets(fleet, silent_port, timeout="60s"), SETS, "--max-threads", "2") as running:
+    with serve(tmp_path, targets, SETS, "--max-threads", "2") as running:
         hung, healthy = asyncio.run(scenario(running.url))
         assert list(hung) == [0.0, 0.0]
         assert healthy == 1.0

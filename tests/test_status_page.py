@@ -327,7 +327,7 @@ def test_module_targets_let_go_or_beyond_the_bound_leave_the_history(tmp_path: P
 def test_history_limit_flag_must_be_a_count(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["--history-limit", value])
-    assert exited.value.code == 2
+    assert exited.value.code == 1  # as for every bad flag value (and a bad config)
     assert f"argument --history-limit: {value!r} is not a whole number of 0 or more" in capsys.readouterr().err
 
 

@@ -3,6 +3,7 @@
 import os
 import pwd
 import shutil
+import ssl
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.engines import connect_args_of, create_target_engine, tls_context
+from app.engines import _preferred_tls_context, connect_args_of, create_target_engine, tls_context
 from app.errors import ConfigError
 from tests.conftest import missing
 from tests.helpers import client_for, metric, parse_samples, probe_views, target, value, wait_until, write_config
@@ -263,6 +264,18 @@ def test_targets_with_the_same_tls_share_one_ssl_context_and_a_target_without_tl
                 pymysql_connection = connection.connection.driver_connection
                 assert pymysql_connection is not None
                 assert pymysql_connection.ctx is contexts["a"]
+        # Without tls, PyMySQL's default (TLS when the server offers it, unverified) uses one shared context too:
+        # the sockets of two connections, made apart, are wrapped by the same SSLContext object.
+        sockets = []
+        for _ in range(2):
+            with engines["plain"].connect() as connection:
+                pymysql_connection = connection.connection.driver_connection
+                sockets.append(pymysql_connection._sock)  # type: ignore[union-attr]
+                connection.invalidate()  # the next connect opens a new connection
+        assert all(isinstance(sock, ssl.SSLSocket) for sock in sockets)
+        assert sockets[0] is not sockets[1]
+        assert sockets[0].context is sockets[1].context is _preferred_tls_context()
+        assert sockets[0].context.verify_mode == ssl.CERT_NONE
     finally:
         for engine in engines.values():
             engine.dispose()
