@@ -11,13 +11,15 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
-_GLOB_LABEL = re.compile(r"^[a-z0-9_*-]{1,63}$")
+_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_GLOB_LABEL = re.compile(r"[a-z0-9_*-]{1,63}")
 # A last label that resolvers read as a number (10.1.2, 0x7f000001, 2130706433): the whole is an IPv4 address.
-_NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
-_PORT = re.compile(r"^[0-9]{1,5}$")
+_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
+_PORT = re.compile(r"[0-9]{1,5}")
 MAX_NAME_LENGTH = 253
 MAX_ADDRESS_LENGTH = MAX_NAME_LENGTH + len(":65535")
+# [::ffff:a.b.c.d] reaches the IPv4 host a.b.c.d: only an allow entry inside this network lets it through.
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,10 @@ def parse_address(text: str) -> Address:
     """``host``, ``host:port`` or ``[v6]:port``; ValueError with a sentence for anything else (user@, /db, ?x...)."""
     if len(text) > MAX_ADDRESS_LENGTH:
         raise ValueError(f"the address is longer than {MAX_ADDRESS_LENGTH} characters")
+    if "@" in text:  # not repeated: what comes before the @ may be a password
+        raise ValueError("the address has a user@ part; a module's DSN gives the user, the target only host[:port]")
+    if not text.isascii():  # lower() would make some letters ASCII (the Kelvin sign a k)
+        raise ValueError(f"{text!r} is not an address: names are ASCII (write an internationalized one as xn--...)")
     host, port = _split_port(text)
     if host.startswith("["):
         if not host.endswith("]"):
@@ -52,9 +58,9 @@ def parse_address(text: str) -> Address:
     if ":" in host:
         raise ValueError(f"{text!r} is not an address: write an IPv6 address in brackets, e.g. [2001:db8::1]:3306")
     name = host.lower()
-    if not _NAME.match(name) or len(name) > MAX_NAME_LENGTH:
+    if not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"{text!r} is not an address: expected host, host:port or [IPv6]:port")
-    if _NUMERIC_LABEL.match(name.rsplit(".", 1)[-1]):
+    if _NUMERIC_LABEL.fullmatch(name.rsplit(".", 1)[-1]):
         ip = _ip(name, text)
         if ip.version != 4:
             raise ValueError(f"{text!r} is not an address")
@@ -78,7 +84,7 @@ def _split_port(text: str) -> tuple[str, int | None]:
 
 
 def _port(text: str, address: str) -> int:
-    if not _PORT.match(text) or not 1 <= int(text) <= 65535:
+    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
         raise ValueError(f"{address!r} is not an address: the port must be a number from 1 to 65535")
     return int(text)
 
@@ -104,7 +110,13 @@ class AllowRule:
         if self.port is not None and address.port != self.port:
             return False
         if self.network is not None:
-            return address.ip is not None and address.ip in self.network
+            ip = address.ip
+            if ip is None or ip not in self.network:
+                return False
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                # Not by a network that merely spans mapped addresses (::/0): that would allow every IPv4 host.
+                return isinstance(self.network, ipaddress.IPv6Network) and self.network.subnet_of(_IPV4_MAPPED)
+            return True
         return address.ip is None and self.pattern is not None and self.pattern.match(address.host) is not None
 
 
@@ -125,10 +137,10 @@ def parse_allow_rule(text: str) -> AllowRule:
         return AllowRule(text, pattern=re.compile(re.escape(address.host) + r"\Z"), port=address.port)
     host, port = _split_port(text)
     labels = host.lower().split(".")
-    if not all(_GLOB_LABEL.match(label) for label in labels) or len(host) > MAX_NAME_LENGTH:
+    if not all(_GLOB_LABEL.fullmatch(label) for label in labels) or len(host) > MAX_NAME_LENGTH:
         raise ValueError(f"{text!r} is not a valid name glob: e.g. *.db.example.net or db-*.example.net:3307")
     digits = [label.isdigit() for label in labels if label != "*"]
-    if _NUMERIC_LABEL.match(labels[-1]) or (digits and all(digits)):
+    if _NUMERIC_LABEL.fullmatch(labels[-1]) or (digits and all(digits)):
         raise ValueError(f"{text!r} is not a valid name glob: a glob matches names; write IP ranges as CIDRs")
     regex = r"\.".join(re.escape(label).replace(r"\*", "[^.]*") for label in labels)
     return AllowRule(text, pattern=re.compile(regex + r"\Z"), port=port)

@@ -51,8 +51,9 @@ class Exporter:
         self._loaded_from = _fingerprint(config)
         # What POST /-/reload and SIGHUP call: concurrent requests share runs.
         self.reload_shared = SharedRuns(self.reload)
-        # The secret files changed when a reload was last tried for them: a failed one is not retried until they change.
-        self._rotation_tried: frozenset[tuple[str, str]] = frozenset()
+        # The secret files changed, and the files' fingerprint, when a reload was last tried for them: a failed one is
+        # not retried until a file changes (a half-written targets.yml made whole again, for one).
+        self._rotation_tried: tuple[frozenset[tuple[str, str]], bytes] = (frozenset(), b"")
         self._refresh_inventory(config)
 
     def module_target(self, module_name: str, address_text: str) -> Target:
@@ -112,9 +113,12 @@ class Exporter:
         config = self.config
         self._refresh_inventory(config)
         changed = frozenset(changed_files(config.secret_files))
-        if not changed or changed == self._rotation_tried:
+        if not changed:
             return
-        self._rotation_tried = changed
+        attempt = (changed, _fingerprint(config))
+        if attempt == self._rotation_tried:
+            return
+        self._rotation_tried = attempt
         files = sorted(path for path, _ in changed)
         log.info(
             "secret files changed, reloading: %s",

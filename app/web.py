@@ -137,7 +137,9 @@ async def service_discovery(
     config = exporter.config
     if query_set is not None and query_set not in config.query_sets:
         raise BadRequest(f"unknown query set {query_set!r}: no query set of that name is configured")
-    return JSONResponse(target_groups(config, exporter.inventory, query_set))
+    # Thousands of inventory servers take a while to list: not on the event loop, which answers the probes.
+    # (Config and the inventory's listings are replaced whole, never changed in place: safe from a thread.)
+    return await asyncio.to_thread(lambda: JSONResponse(target_groups(config, exporter.inventory, query_set)))
 
 
 @router.get("/", response_class=HTMLResponse)

@@ -10,6 +10,7 @@ from app.errors import ConfigError, ConfigProblem
 KeyPath = tuple[str | int, ...]
 
 # Far beyond any real config, and still read in seconds: only aliases of aliases (a "billion laughs") get here.
+# A file may always hold as many values as it has characters (it cannot without aliases): a big inventory file.
 MAX_VALUES = 100_000
 
 
@@ -61,7 +62,8 @@ def load_yaml(path: Path) -> YamlDocument:
         node = loader.get_single_node()
         lines: dict[KeyPath, int] = {}
         problems: list[ConfigProblem] = []
-        data = None if node is None else _to_data(loader, node, (), lines, problems, name)
+        limit = max(MAX_VALUES, len(text))
+        data = None if node is None else _to_data(loader, node, (), lines, problems, name, limit)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -85,11 +87,12 @@ def _to_data(
     lines: dict[KeyPath, int],
     problems: list[ConfigProblem],
     file: str,
+    limit: int,
     ancestors: frozenset[int] = frozenset(),
 ) -> object:
     lines.setdefault(path, node.start_mark.line + 1)
-    if len(lines) > MAX_VALUES:
-        message = f"more than {MAX_VALUES} values once aliases are expanded"
+    if len(lines) > limit:
+        message = f"more than {limit} values once aliases are expanded"
         raise ConfigError([ConfigProblem(file, format_path(path), message, lines[path])])
     if id(node) in ancestors:
         problems.append(
@@ -116,11 +119,11 @@ def _to_data(
                 )
                 continue
             lines[(*path, key)] = key_node.start_mark.line + 1
-            mapping[key] = _to_data(loader, value_node, (*path, key), lines, problems, file, ancestors)
+            mapping[key] = _to_data(loader, value_node, (*path, key), lines, problems, file, limit, ancestors)
         return mapping
     if isinstance(node, yaml.SequenceNode):
         return [
-            _to_data(loader, item, (*path, index), lines, problems, file, ancestors)
+            _to_data(loader, item, (*path, index), lines, problems, file, limit, ancestors)
             for index, item in enumerate(node.value)
         ]
     assert isinstance(node, yaml.ScalarNode)

@@ -127,6 +127,7 @@ def test_check_config_reports_inventory_problems_with_file_line_and_key_path(tmp
     assert result.returncode == 1
     assert errors[1:] == [
         f"  {bad_key}:2: [0].lables: unknown key",
-        f"  {bad_addresses}:3: [0].targets[1]: 'user@db2.example.net' is not an address: expected host, host:port or [IPv6]:port",
+        f"  {bad_addresses}:3: [0].targets[1]: "
+        "the address has a user@ part; a module's DSN gives the user, the target only host[:port]",
         f"  {bad_addresses}:4: [1].targets[0]: '[::1]:70000' is not an address: the port must be a number from 1 to 65535",
     ]
