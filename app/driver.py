@@ -34,6 +34,10 @@ _USED = "sqlprobe_used"
 Arguments = Sequence[Any] | Mapping[str, Any]
 
 
+class TransactionEnded(Exception):
+    """The statement ended the read-only transaction it ran in (and returned rows): its connection is closed."""
+
+
 class Stale(Exception):
     """A connection reused from the pool was dead before the statement reached the server: a new one may run it."""
 
@@ -101,6 +105,8 @@ class Driver:
         dialect = self._dialect
         if dialect is None:
             return self._guarded(session, lambda: fetch_with_cursor(session.dbapi, sql, max_rows, arguments))
+        if arguments is not None and dialect.render is not None:  # bound as the driver would: sent as any other
+            sql, arguments = dialect.render(session.dbapi, sql, arguments), None
         if arguments is None:
             fetch = partial(_fetch_within, dialect.fetch, max_rows)
         else:  # bound by the driver, with its own cursor: no round trip shared
@@ -118,6 +124,11 @@ class Driver:
             session.in_transaction = session.restart = self._read_only
             raise
         session.in_transaction, session.restart = self._read_only and not last, False
+        still_open = dialect.transaction_open
+        if session.in_transaction and still_open is not None and not still_open(session.dbapi):
+            # An implicit commit: later statements would run outside it. The connection is closed, they get a new one.
+            session.in_transaction = False
+            raise TransactionEnded
         return fetched
 
     def ping(self, session: Session) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pymysql
+from pymysql.constants import SERVER_STATUS
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import QueuePool
@@ -77,6 +78,10 @@ class Dialect:
     closed_by_server: Callable[[Any], bool] | None = None
     connect: Callable[..., Any] | None = None  # opens a driver connection, if not the dialect's own way
     connected: Callable[[Any, Target], None] | None = None  # sets up a new driver connection, if it needs more
+    # False if the statement just run ended the transaction it ran in (an implicit commit); None: none can.
+    transaction_open: Callable[[Any], bool] | None = None
+    # Binds arguments into the statement's text as the driver would (None: the driver binds them, with its cursor).
+    render: Callable[[Any, str, Sequence[Any] | Mapping[str, Any]], str] | None = None
 
 
 def create_target_engine(target: Target, killer: Killer | None = None) -> Engine:
@@ -307,6 +312,13 @@ class _PyMySQLConnection(pymysql.connections.Connection):  # type: ignore[misc]
     # When the statement running may be waited for until (time.monotonic()): see _bound_mysql_statement.
     read_until = 0.0
 
+    def connect(self, sock: Any = None) -> None:
+        """PyMySQL's connect, handshake and set-up, all given up after ``connect_timeout`` (not each read)."""
+        # PyMySQL's socket timeout counts per read: a server (or proxy) that trickles its greeting, a byte at a time,
+        # would hold the worker thread for as long as it likes. Its socket is cut when the time is up.
+        with _cut_if_still_connecting(self, self.connect_timeout or CANCEL_TIMEOUT):
+            super().connect(sock)
+
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
         # Without ssl options PyMySQL uses TLS when the server offers it, unverified ("preferred"), and for that
         # builds a default context per connection: about 55 ms holding the GIL (it loads the system's CA store)
@@ -315,6 +327,40 @@ class _PyMySQLConnection(pymysql.connections.Connection):  # type: ignore[misc]
             return _preferred_tls_context()
         context: ssl.SSLContext = super()._create_ssl_ctx(sslp)
         return context
+
+
+# Connections still connecting, and when their sockets are cut: watched by one thread for the whole process.
+_connecting: dict[Any, float] = {}
+_connecting_changed = threading.Condition()
+_connect_watcher: list[threading.Thread] = []
+
+
+@contextmanager
+def _cut_if_still_connecting(connection: Any, seconds: float) -> Iterator[None]:
+    """Cut ``connection``'s socket if the block still runs after ``seconds``."""
+    with _connecting_changed:
+        _connecting[connection] = time.monotonic() + seconds
+        if not _connect_watcher:
+            _connect_watcher.append(threading.Thread(target=_cut_late, name="sqlprobe-connect-watch", daemon=True))
+            _connect_watcher[0].start()
+        _connecting_changed.notify()
+    try:
+        yield
+    finally:
+        with _connecting_changed:  # under the lock: once out of the block, its connection is never cut
+            del _connecting[connection]
+
+
+def _cut_late() -> None:
+    with _connecting_changed:
+        while True:
+            now = time.monotonic()
+            for connection, until in list(_connecting.items()):
+                if until <= now:
+                    _sever_mysql(connection)  # the handshake's read fails at once
+                    _connecting[connection] = math.inf  # cut once; forgotten when its connect returns
+            earliest = min(_connecting.values(), default=math.inf)
+            _connecting_changed.wait(None if earliest == math.inf else earliest - now)
 
 
 @cache
@@ -358,11 +404,20 @@ def _mysql_closed_by_server(dbapi_connection: Any) -> bool:
     # An idle connection has nothing to read: anything there (end of stream, the error packet MySQL 8 sends before
     # closing an idle session) means the server has closed it. Looked at without waiting, and without a round trip.
     sock: socket.socket | None = getattr(dbapi_connection, "_sock", None)
-    if sock is None:
-        return True
+    return sock is None or _readable(sock.fileno())
+
+
+def _readable(fd: int) -> bool:
     poller = select.poll()  # not recv(MSG_DONTWAIT): on a socket with a timeout, Python waits for it first
-    poller.register(sock, select.POLLIN)
+    poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
+
+
+def _postgresql_closed_by_server(dbapi_connection: Any) -> bool:
+    # As on MySQL: an idle session has nothing to read, and a server that ends one (restart, pg_terminate_backend,
+    # idle_session_timeout) sends its FATAL message and closes. So the first round trip on a reused connection is known
+    # to be on a live one, and a connection lost from then on (killed during its statement) is not sent it again.
+    return bool(dbapi_connection.closed) or _readable(dbapi_connection.fileno())
 
 
 def _kill_mysql_query(engine: Engine, identity: Identity | None) -> None:
@@ -471,6 +526,21 @@ def _mysql_command(dbapi_connection: Any, sql: str) -> None:
     _fetch_mysql(dbapi_connection, sql)
 
 
+def _mysql_transaction_open(dbapi_connection: Any) -> bool:
+    # From the last answer's status (mysql_wire keeps it from result sets too): CHECK TABLE, ANALYZE TABLE, OPTIMIZE
+    # TABLE... commit the transaction they run in and still return rows; after them the session is in autocommit,
+    # where SET STATEMENT tx_read_only = 0 FOR DELETE ... deletes.
+    if not dbapi_connection.open:
+        return True  # closed (its rows cut short): no statement follows on it
+    return bool(dbapi_connection.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
+
+
+def _render_mysql(dbapi_connection: Any, sql: str, arguments: Sequence[Any] | Mapping[str, Any]) -> str:
+    # PyMySQL binds on the client anyway: its cursor's mogrify() is the text its execute() would send.
+    rendered: str = dbapi_connection.cursor().mogrify(sql, arguments)
+    return rendered
+
+
 def _mysql_connected(dbapi_connection: Any, target: Target) -> None:
     """Set up a new session, and note which server it reached and its id there (app/kills.py): one round trip."""
     setup = ""
@@ -515,6 +585,8 @@ _MYSQL = Dialect(
     connect=None if pymysql_missing() else _PyMySQLConnection,
     connected=_mysql_connected,
     closed_by_server=_mysql_closed_by_server,
+    transaction_open=_mysql_transaction_open,
+    render=_render_mysql,
 )
 _POSTGRESQL = Dialect(
     _postgresql_connect_args,
@@ -526,8 +598,11 @@ _POSTGRESQL = Dialect(
     fetch=_fetch_postgresql,
     begin="BEGIN READ ONLY",
     restart="ROLLBACK; BEGIN READ ONLY",
-    # RESET ALL: what a statement set with set_config() (search_path...) does not outlive the probe.
-    end="COMMIT; RESET ALL",
+    # RESET ALL: what a statement set with set_config() (search_path...) does not outlive the probe; RESET ROLE: nor
+    # the role (set_config('role', …) too, which RESET ALL leaves alone); nor does a session-level advisory lock a
+    # statement took (pg_advisory_lock() returns a row, and holds it until unlocked).
+    end="COMMIT; RESET ALL; RESET ROLE; SELECT pg_advisory_unlock_all()",
+    closed_by_server=_postgresql_closed_by_server,
 )
 
 

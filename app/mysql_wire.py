@@ -145,7 +145,9 @@ def _result(reader: "_Reader", first: bytes, max_rows: int | None) -> tuple[tupl
     while max_rows is None or len(rows) < max_rows:
         packet = reader.packet()
         if _is_eof(packet):  # the last row was read
-            return (tuple(names), rows), _STATUS.unpack_from(packet, 3)[0] & _MORE_RESULTS
+            status = _STATUS.unpack_from(packet, 3)[0]
+            reader.connection.server_status = status  # as for OK packets: whether a transaction is still open
+            return (tuple(names), rows), status & _MORE_RESULTS
         if max_rows is not None:
             rows.append(_row(packet, decoders))
     # The rest is not read: closing the socket makes the server's next write fail, which ends the statement.

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.config import Query, Target
-from app.driver import Driver, Session, Stale
+from app.driver import Driver, Session, Stale, TransactionEnded
 from app.engines import DEADLINE_GRACE, EngineCache, Fetched, Interrupt
 from app.errors import ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
 from app.parameters import ParameterSets, bind
@@ -308,6 +308,10 @@ class _Run:
             fetched = self._on_fresh_if_stale(driver, execute)
         except driver.errors as error:
             failure = QueryFailed(_scrub(str(error), self.target))
+            return failed_query(query, failure, time.monotonic() - started)
+        except TransactionEnded:
+            self._release(driver, discard=True)
+            failure = QueryFailed("the statement ended the read-only transaction (its connection was closed)")
             return failed_query(query, failure, time.monotonic() - started)
         if fetched is None:
             # A statement without a result set (SET, USE, COMMIT...) may have changed the session: it is not what

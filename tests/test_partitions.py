@@ -7,6 +7,7 @@ keeping every socket open (as a peer behind a dead link does).
 
 import contextlib
 import secrets
+import select
 import socket
 import threading
 import time
@@ -92,16 +93,23 @@ def silent_relay(port: int, marker: str) -> Iterator[SilentRelay]:
         relay.close()
 
 
-def _probe_through_partition(tmp_path: Path, dsn: str, relay: SilentRelay, sets: Mapping[str, object]) -> None:
+def _probe_until_closed(
+    tmp_path: Path, dsn: str, sets: Mapping[str, object], closed: threading.Event
+) -> tuple[str, float, bool, float]:
+    """Probe ``dsn``: the answer, its seconds, and whether (and after how long) ``closed`` was set in CLOSED_WITHIN."""
     config = write_config(tmp_path, {"db": target(dsn, "two")}, {"two": sets})
     with client_for(config) as client:
         started = time.monotonic()
         response = client.get("/probe", params={"target": "db"}, headers=SCRAPE_TIMEOUT)
         answered = time.monotonic() - started
-        closed = relay.closed.wait(max(0.0, started + CLOSED_WITHIN - time.monotonic()))
-        closed_after = time.monotonic() - started
+        was_closed = closed.wait(max(0.0, started + CLOSED_WITHIN - time.monotonic()))
+        return response.text, answered, was_closed, time.monotonic() - started
+
+
+def _probe_through_partition(tmp_path: Path, dsn: str, relay: SilentRelay, sets: Mapping[str, object]) -> None:
+    text, answered, closed, closed_after = _probe_until_closed(tmp_path, dsn, sets, relay.closed)
     assert relay.silent.is_set()  # the partition did happen, after the first statement
-    samples = parse_samples(response.text)
+    samples = parse_samples(text)
     assert value(samples, "sqlprobe_query_success", metric="first") == 1.0
     assert value(samples, "sqlprobe_query_success", metric="second") == 0.0
     assert value(samples, "probe_success") == 0.0
@@ -136,3 +144,47 @@ def test_a_partition_after_the_first_statement_frees_the_postgresql_connection_s
     with silent_relay(postgres.port, marker) as relay:
         dsn = postgres.dsn.replace(f":{postgres.port}/", f":{relay.port}/")
         _probe_through_partition(tmp_path, dsn, relay, sets)
+
+
+class TricklingServer:
+    """Loopback TCP where every connection is answered with the start of a packet, then one byte at a time (each
+    sooner than any socket timeout), for at most ``seconds``: a server that never finishes its handshake."""
+
+    def __init__(self, first: bytes, every: float, seconds: float) -> None:
+        self._first, self._every, self._seconds = first, every, seconds
+        self.closed = threading.Event()  # the first client connection was closed by the client
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            client, _ = self._listener.accept()
+            with client:
+                client.sendall(self._first)
+                until = time.monotonic() + self._seconds
+                while time.monotonic() < until:
+                    readable, _, _ = select.select([client], [], [], self._every)
+                    if readable and not client.recv(1024):
+                        self.closed.set()
+                        return
+                    client.sendall(b"\x00")
+
+    def close(self) -> None:
+        """Stop accepting (the connection ends when its trickle does)."""
+        self._listener.close()
+
+
+def test_a_mariadb_handshake_that_trickles_frees_its_thread_soon_after_the_deadline(tmp_path: Path) -> None:
+    # A greeting's header that announces 80 bytes, then a byte every 0.3 s: every read is answered before its
+    # socket timeout, so a timeout counted per read never ends the handshake.
+    server = TricklingServer(b"\x50\x00\x00\x00\x0a", every=0.3, seconds=CLOSED_WITHIN + 8)
+    try:
+        dsn = f"mysql+pymysql://exporter:secret@127.0.0.1:{server.port}/probe"
+        sets = {"one": metric("select 1 as n", "n")}
+        text, answered, closed, closed_after = _probe_until_closed(tmp_path, dsn, sets, server.closed)
+    finally:
+        server.close()
+    assert value(parse_samples(text), "probe_success") == 0.0
+    assert answered < 3  # before Prometheus's scrape timeout
+    assert closed, f"the exporter still held its connection {closed_after:.1f}s after the probe started"

@@ -247,3 +247,60 @@ def test_a_postgresql_probe_that_joins_a_run_gets_its_answer_after_an_earlier_pr
         long_samples = parse_samples(long.result().text)
     assert value(long_samples, "probe_success") == 1.0
     assert value(long_samples, "query_exporter_slept") == float(postgres.query(sql.replace("2.5", "0"))[0][0])
+
+
+def test_a_postgresql_advisory_lock_taken_by_a_statement_is_not_held_after_the_probe(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    sets = {"lock": {"locked": metric("select pg_try_advisory_lock(4242)::int as n", "n")}}
+    config = write_config(tmp_path, {"pg": target(postgres.dsn, "lock")}, sets)
+    with client_for(config) as client:
+        samples = parse_samples(client.get("/probe", params={"target": "pg"}).text)
+        assert value(samples, "query_exporter_locked") == 1.0
+        # While sqlprobe's connection waits in the pool, nobody holds the lock.
+        assert postgres.query("select count(*) from pg_locks where locktype = 'advisory' and objid = 4242") == [(0,)]
+
+
+def test_a_postgresql_role_set_by_a_statement_does_not_reach_the_next_probe(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    # RESET ALL leaves role (and session_authorization) alone; the exporter user is a member of pg_monitor.
+    who = "select (current_user = session_user)::int as n"
+    sets = {
+        "turn": {"turned": metric("select length(set_config('role', 'pg_monitor', false)) as n", "n")},
+        "check": {"same_user": metric(who, "n")},
+    }
+    config = write_config(tmp_path, {"pg": target(postgres.dsn, "turn", "check")}, sets)
+    with client_for(config) as client:
+        turned = parse_samples(client.get("/probe", params={"target": "pg", "query_set": "turn"}).text)
+        later = parse_samples(client.get("/probe", params={"target": "pg", "query_set": "check"}).text)
+    assert value(turned, "query_exporter_turned") == len("pg_monitor")
+    ((expected,),) = postgres.query(who)
+    assert value(later, "query_exporter_same_user") == float(expected)
+
+
+def test_a_postgresql_statement_runs_at_most_once_per_probe_when_its_pooled_connection_is_killed(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    marker = "once_" + secrets.token_hex(6)
+    sql = f"select pg_sleep(1)::text = '' as slept, '{marker}' as marker"
+    config = write_config(tmp_path, {"pg": target(postgres.dsn, "once")}, {"once": {"slept": metric(sql, "slept")}})
+    sessions: set[int] = set()
+
+    def running() -> list[int]:
+        rows = postgres.superuser_query(f"select pid from pg_stat_activity where query = $${sql}$$")
+        sessions.update(pid for (pid,) in rows)
+        return [pid for (pid,) in rows]
+
+    with client_for(config) as client, ThreadPoolExecutor(1) as pool:
+        client.get("/probe", params={"target": "pg"})  # its connection goes back to the pool
+        answer = pool.submit(client.get, "/probe", params={"target": "pg", "debug": "true"})
+        # The pooled connection, killed while its statement runs (the statement may have done its work already).
+        assert wait_until(running, 5)
+        postgres.superuser_query(f"select pg_terminate_backend({running()[0]})")
+        deadline = time.monotonic() + 2
+        while not answer.done() and time.monotonic() < deadline:
+            running()  # a second run of the statement would show another session
+        page = answer.result().text
+    assert len(sessions) == 1, sessions
+    assert "probe_success: 0" in page
