@@ -158,17 +158,24 @@ class TricklingServer:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        with contextlib.suppress(OSError):
+        try:
             client, _ = self._listener.accept()
-            with client:
+        except OSError:
+            return  # closed
+        with client:
+            until = time.monotonic() + self._seconds
+            try:
                 client.sendall(self._first)
-                until = time.monotonic() + self._seconds
                 while time.monotonic() < until:
                     readable, _, _ = select.select([client], [], [], self._every)
-                    if readable and not client.recv(1024):
-                        self.closed.set()
-                        return
+                    if readable and not client.recv(1024):  # what the client sends is read and dropped
+                        break
                     client.sendall(b"\x00")
+                else:
+                    return  # the client held on to the end
+            except OSError:
+                pass  # reset by the client
+            self.closed.set()
 
     def close(self) -> None:
         """Stop accepting (the connection ends when its trickle does)."""

@@ -1,5 +1,6 @@
 """PostgreSQL targets behave as MySQL ones: values of their SQL, failures as probe_success 0, deadlines kept."""
 
+import os
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from tests.helpers import (
     write_config,
 )
 from tests.postgres import PostgreSQL
+from tests.test_fault_suite import connections_to
 
 ROOT = Path(__file__).parent.parent
 LabelPairs = tuple[tuple[str, str], ...]
@@ -304,3 +306,17 @@ def test_a_postgresql_statement_runs_at_most_once_per_probe_when_its_pooled_conn
         page = answer.result().text
     assert len(sessions) == 1, sessions
     assert "probe_success: 0" in page
+
+
+def test_probes_of_a_silent_postgresql_host_leave_no_connection_open(tmp_path: Path, silent_port: int) -> None:
+    dsn = f"postgresql+psycopg://exporter:secret@127.0.0.1:{silent_port}/probe"
+    config = write_config(
+        tmp_path, {"pg": target(dsn, "one", timeout="2s")}, {"one": {"one": metric("select 1 as n", "n")}}
+    )
+    with client_for(config) as client:
+        for _ in range(2):
+            assert value(parse_samples(client.get("/probe", params={"target": "pg"}).text), "probe_success") == 0.0
+        # Each connect gives up at the deadline (libpq's whole seconds); its socket must not outlive it.
+        assert wait_until(lambda: connections_to(os.getpid(), silent_port) == 0, 2), connections_to(
+            os.getpid(), silent_port
+        )

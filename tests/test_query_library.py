@@ -18,7 +18,7 @@ from tests.servers import MariaDB, replication_pair
 QUERIES = Path(__file__).parent.parent / "queries.yml"
 LIBRARY = ("processlist", "mysql_overview", "innodb", "table_sizes", "long_running", "replication")
 SYSTEM_SCHEMAS = {"mysql", "information_schema", "performance_schema", "sys"}
-# The statement the README's "Query library" section documents, for a user named LIBRARY_USER.
+# The statement docs/query-library.md documents, for a user named LIBRARY_USER.
 LIBRARY_USER = "library"
 DOCUMENTED_GRANT = f"GRANT PROCESS, SELECT, SLAVE MONITOR ON *.* TO '{LIBRARY_USER}'@'127.0.0.1'"
 LONG_RUNNING_THRESHOLD = "time >= 60"
