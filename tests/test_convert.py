@@ -431,6 +431,7 @@ def test_a_value_of_the_wrong_shape_exits_1_with_a_sentence_not_a_traceback(
     result = convert(exporter, config, tmp_path / "out")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"sqlprobe-convert: {config} is not a ") and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"sqlprobe-convert: {config} is not a ")
+    assert result.stderr.count("\n") == 1
     assert "hunter2" not in result.stderr
     assert not (tmp_path / "out").exists()
