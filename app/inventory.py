@@ -71,6 +71,8 @@ def _load(path: Path) -> YamlDocument:
     except ValueError as error:
         line = getattr(error, "lineno", None)
         raise ConfigError([ConfigProblem(str(path), "", f"invalid JSON: {error}", line)]) from None
+    except RecursionError:  # json's own parser gives up on deep nesting this way, not with a ValueError
+        raise ConfigError([ConfigProblem(str(path), "", "invalid JSON: nested too deeply")]) from None
     return YamlDocument(str(path), data, {})
 
 

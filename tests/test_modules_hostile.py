@@ -191,3 +191,32 @@ def test_a_rotated_password_whose_reload_met_a_half_written_targets_file_takes_e
         (tmp_path / "targets.yml").write_text(whole)
         assert wait_until(lambda: success() == 1.0, 10)
     assert before == 1.0
+
+
+def test_a_deeply_nested_json_inventory_file_is_an_invalid_file_and_the_other_files_still_refresh(
+    tmp_path: Path,
+) -> None:
+    # json.loads raises RecursionError, not ValueError: it escaped every refresh (other files' changes and password
+    # rotations stopped with it) and --check-config printed a traceback.
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    (inventory / "a.json").write_text(json.dumps([{"targets": ["10.20.0.1:3306"]}]))
+    modules = {"m": {**module("127.0.0.1"), "inventory": ["inventory/*.json"]}}
+    config = write_modules(tmp_path, modules, SETS)
+    with client_for(config, refresh_interval=0.2) as client:
+        (inventory / "a.json").write_text("[" * 100_000 + "]" * 100_000)
+        (inventory / "b.json").write_text(json.dumps([{"targets": ["10.20.0.2:3306"]}]))
+
+        def listed() -> set[str]:
+            return {address for group in client.get("/sd").json() for address in group["targets"]}
+
+        assert wait_until(lambda: listed() == {"10.20.0.1:3306", "10.20.0.2:3306"}, 10), listed()
+        own = parse_samples(client.get("/metrics").text)
+    assert value(own, "sqlprobe_inventory_file_ok", file=str(inventory / "a.json")) == 0.0
+    command = [str(Path(sys.executable).parent / "sqlprobe"), "--targets", str(tmp_path / "targets.yml")]
+    checked = subprocess.run(
+        [*command, "--queries", str(tmp_path / "queries.yml"), "--check-config"], capture_output=True, text=True
+    )
+    assert checked.returncode != 0
+    assert "Traceback" not in checked.stderr
+    assert f"{inventory / 'a.json'}: invalid JSON: nested too deeply" in checked.stdout + checked.stderr
