@@ -85,6 +85,12 @@ BAD_CASES = {
     "static_label_shadowed.targets.yml": [
         "4: targets.one.query_sets[0]: label 'region' of metric 'sessions' (query set 'regional') is also one of the target's labels"
     ],
+    # Columns are found ignoring case: n and N are one column, which would give two series of one cell.
+    "columns_differing_in_case.queries.yml": [
+        "3: query_sets.basic.values_twice: values: a column is listed twice",
+        "8: query_sets.basic.label_is_value: value: column 'n' is also listed as a label",
+        "14: query_sets.basic.timestamp_is_value: timestamp_value: column 'N' is also a value column",
+    ],
     "timestamp_is_value.queries.yml": [
         "3: query_sets.basic.up: timestamp_value: column 'up' is also a value column",
         "13: query_sets.basic.info.static_value: Input should be a valid number",
