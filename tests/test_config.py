@@ -147,6 +147,11 @@ BAD_CASES = {
         "4: targets.one.dsn: query parameter 'read_timeout' has a value the mysql+pymysql driver does not take",
         "7: targets.two.dsn: query parameter 'bogus' is not one the postgresql+psycopg driver takes",
     ],
+    # Charsets PyMySQL and the server know but Python has no codec for: every statement would fail at probe time.
+    "dsn_charset_python_cannot_encode.targets.yml": [
+        "4: targets.one.dsn: query parameter 'charset' has a value the mysql+pymysql driver does not take",
+        "7: targets.two.dsn: query parameter 'charset' has a value the mysql+pymysql driver does not take",
+    ],
     "listed_twice.targets.yml": ["4: targets.one.query_sets[1]: query set 'basic' is listed twice"],
     "not_a_mapping.targets.yml": ["1: expected a mapping (key: value), got a list"],
     "target_label_instance.queries.yml": [
