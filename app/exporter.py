@@ -168,7 +168,7 @@ class Exporter:
             # Removed targets' series leave /metrics (module targets let go already lost theirs).
             self.telemetry.forget_targets([name for name in current.targets if name not in config.targets])
             self.prober.forget_results()
-            self.history.retain(config.targets)
+            self.history.retain(config.targets, [name for name in config.targets if name not in current.targets])
             self.telemetry.config_loaded(changed=True)
             log.info(
                 "reload: config changed, %d targets, %d engines disposed",

@@ -86,6 +86,11 @@ class History:
         self._modules: dict[TargetKey, TargetState] = {}  # oldest probe first
         self._module_limit = module_targets
         self._failed: deque[Probe] = deque(maxlen=limit)
+        self._added: dict[str, float] = {}  # named targets added by a reload, and when
+
+    def added_at(self, name: str) -> float:
+        """When named target ``name`` joined the config: at start, or at the reload that added it."""
+        return self._added.get(name, self.started_at)
 
     def record(self, key: TargetKey, result: ProbeResult, selection: Selection = None) -> None:
         """Keep ``result`` as ``key``'s last probe (and in the failed ring if it failed): a few references, no copy."""
@@ -97,6 +102,12 @@ class History:
             state = TargetState(probe)
         else:
             was_ok = state.ok
+            # This probe ran every set of an older one whose sets it includes (None: all of them): it supersedes it.
+            if selection is None:
+                state.latest = {}
+            else:
+                for older in [older for older in list(state.latest) if older is not None and older <= selection]:
+                    state.latest.pop(older, None)
             state.latest[selection] = probe
             state.last = probe
             if state.ok != was_ok:
@@ -127,13 +138,16 @@ class History:
             module, _, address = name.partition("/")
             self._modules.pop(TargetKey(module, address), None)
 
-    def retain(self, names: Iterable[str]) -> None:
-        """Forget the named targets that are no longer configured (after a reload, from the reloading thread).
+    def retain(self, names: Iterable[str], added: Iterable[str] = ()) -> None:
+        """Forget the named targets that are no longer configured (after a reload, from the reloading thread), and
+        note when those ``added`` joined.
 
         Probes are recorded on the event loop meanwhile: list() copies a dict or deque in one step under the GIL,
         where iterating it directly could meet an insertion half-way.
         """
         kept = set(names)
+        now = time.time()
+        self._added = {name: at for name, at in self._added.items() if name in kept} | dict.fromkeys(added, now)
         self._named = {key: state for key, state in list(self._named.items()) if key.name in kept}
         failed = [probe for probe in list(self._failed) if probe.key.module is not None or probe.key.name in kept]
         self._failed = deque(failed, maxlen=self.limit)

@@ -160,7 +160,7 @@ class _Run:
         except Exception as error:  # noqa: BLE001 - a bug must cost one probe, not the scrape or the worker
             # Its message too, scrubbed: a driver's own check at connect (a TLS file gone since the config was
             # loaded, say) says what is wrong only there.
-            message = f"{type(error).__name__}: {_scrub(str(error), self.target)}"
+            message = f"{type(error).__name__}: {_scrub(_unexpected_message(error), self.target)}"
             log.error(
                 "probe of target %s failed unexpectedly: %s (%s)", self.target.name, message, where_it_failed(error)
             )
@@ -398,6 +398,15 @@ def _let_go(error: BaseException | None) -> None:
         seen.add(id(error))
         traceback.clear_frames(error.__traceback__)  # skips the frames still running (this one's callers)
         error = error.__cause__ or error.__context__
+
+
+def _unexpected_message(error: Exception) -> str:
+    """An unexpected error's text; a codec's names the character it met and where, and that text may be a password
+    (PyMySQL sends it as Latin-1), so only the codec and its complaint are told."""
+    if isinstance(error, UnicodeError):
+        encoding, reason = getattr(error, "encoding", "?"), getattr(error, "reason", "invalid text")
+        return f"the {encoding!r} codec failed on a setting of the target (its DSN, user or password): {reason}"
+    return str(error)
 
 
 def _scrub(message: str, target: Target) -> str:

@@ -52,7 +52,8 @@ def _rows(exporter: Exporter) -> Iterator[Row]:
 
 def _row_of(key: TargetKey, state: TargetState | None, history: History, title: str) -> Row:
     if state is None:
-        return Row(key, NEVER_PROBED, history.started_at, None, title)
+        since = history.added_at(key.name) if key.module is None else history.started_at
+        return Row(key, NEVER_PROBED, since, None, title)
     return Row(key, OK if state.ok else FAILING, state.since, state.last, title, tuple(state.failing()))
 
 
