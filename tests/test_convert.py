@@ -435,3 +435,24 @@ def test_a_value_of_the_wrong_shape_exits_1_with_a_sentence_not_a_traceback(
     assert result.stderr.count("\n") == 1
     assert "hunter2" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dollar_brace_in_a_sql_exporter_dsn_stays_literal_and_reads_no_environment_variable(tmp_path: Path) -> None:
+    # sql_exporter reads its DSN as written (no ${VAR} expansion); sqlprobe expands ${VAR} in a DSN, so a literal
+    # one copied as such would send the variable's value to the database as the password.
+    config = tmp_path / "sql_exporter.yml"
+    config.write_text(
+        "target:\n"
+        "  data_source_name: 'mysql://u:p${SQLPROBE_TEST_SECRET}q@h:3306/d'\n"
+        "  collectors: [c]\n"
+        "collectors:\n"
+        "  - collector_name: c\n"
+        "    metrics:\n"
+        "      - {metric_name: m, type: gauge, help: h, values: [v], query: 'select 1 as v'}\n"
+    )
+    result = convert("sql-exporter", config, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    environ = {"SQLPROBE_TEST_SECRET": "from-the-environment"}
+    loaded = load_config(tmp_path / "out" / "targets.yml", tmp_path / "out" / "queries.yml", environ)
+    (target,) = loaded.targets.values()
+    assert target.url.password == "p${SQLPROBE_TEST_SECRET}q"

@@ -242,4 +242,7 @@ def _dsn(raw: object, where: str, conversion: Conversion) -> str | None:
         conversion.note(where, "the Go MySQL driver's options were left out (PyMySQL takes other ones)")
         options = []
     query = f"?{urlencode(options)}" if options else ""
-    return f"{drivername}://{parts.netloc}{path}{query}"
+    # sql_exporter reads a DSN as written, sqlprobe replaces ${VAR} in one: a literal $ becomes %24, which reads
+    # back as $ (urlencode did so for the options already).
+    netloc, path = parts.netloc.replace("$", "%24"), path.replace("$", "%24")
+    return f"{drivername}://{netloc}{path}{query}"
