@@ -5,6 +5,7 @@ takes them or not. Found at load, a bad key or value is a config error naming th
 fail every probe of the target with an error that says little. Values are never quoted: one may be a secret.
 """
 
+import codecs
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,10 +49,15 @@ _KEY, _VALUE = "key", "value"
 def _pymysql_takes(arguments: Mapping[str, Any]) -> str | None:
     try:
         # Its checks without connecting: unknown arguments, timeouts out of range, unreadable TLS files.
-        pymysql.connections.Connection(**arguments, defer_connect=True)
+        connection = pymysql.connections.Connection(**arguments, defer_connect=True)
     except TypeError:
         return _KEY
     except Exception:  # noqa: BLE001 - whatever PyMySQL raises for a value it refuses
+        return _VALUE
+    try:
+        # A charset PyMySQL knows but Python cannot encode (swe7, binary, dec8, ...) would fail every statement.
+        codecs.lookup(connection.encoding)
+    except LookupError:
         return _VALUE
     return None
 

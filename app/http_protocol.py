@@ -73,6 +73,9 @@ _REJECTED = {
 }
 
 
+_BODY_TIMEOUT = (b"408 Request Timeout", "body_timeout", "the request's body did not arrive within {timeout:g}s")
+
+
 def http_protocol(limits: HttpLimits) -> type["HttpProtocol"]:
     """The protocol class for uvicorn's ``http`` setting, bounded by ``limits``."""
 
@@ -92,7 +95,8 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_bytes = 0  # of the request being received, while its headers are not complete
-        self._in_head = True
+        self._in_head = True  # also between requests: the next bytes are the next request's head
+        self._in_request = True  # until the request's body, if any, has arrived whole
         self._heads = 0  # request heads completed on this connection
         self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(_JoinedWrites(transport, asyncio.get_running_loop()))
@@ -106,26 +110,31 @@ class HttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_head or self.transport.is_closing():
-            super().data_received(data)
-            return
-        room = self.limits.max_header_bytes - self._head_bytes
-        self._head_bytes += len(data)
-        if len(data) <= room:
-            super().data_received(data)
-            return
-        # Only as much as a head may take: if the headers end in it, the rest is the body or the next request.
-        heads = self._heads
-        super().data_received(data[:room])
         if self.transport.is_closing():
+            super().data_received(data)
             return
-        if self._heads == heads:
-            self._reject(431)
-        else:
-            self.data_received(data[room:])
+        limit = self.limits.max_header_bytes
+        while data:
+            if self._in_head:
+                # Only as much as a head may take: if the headers end in it, the rest is the body or the next request.
+                room = limit - self._head_bytes
+                piece, data = data[:room], data[room:]
+                self._head_bytes += len(piece)
+                heads = self._heads
+                super().data_received(piece)
+                if data and self._heads == heads and not self.transport.is_closing():
+                    self._reject(431)
+            else:
+                # A body, and perhaps the next request's head after it in the same read: fed a head's worth at a
+                # time, so that such a head is counted from the next piece on, not let through with the body.
+                piece, data = data[:limit], data[limit:]
+                super().data_received(piece)
+            if self.transport.is_closing():
+                return
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._in_request = True
         self._arm_head_timer()
         super().on_message_begin()
 
@@ -133,8 +142,16 @@ class HttpProtocol(HttpToolsProtocol):
         self._heads += 1
         self._in_head = False
         self._head_bytes = 0
-        self._disarm_head_timer()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # The timer runs on until the body has arrived too: a body trickled a byte at a time holds a connection
+        # (and one of --max-connections) as long as trickled headers would. What comes next is a new head, counted.
+        self._in_request = False
+        self._in_head = True
+        self._head_bytes = 0
+        self._disarm_head_timer()
+        super().on_message_complete()
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
@@ -147,13 +164,19 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
+        if not self._in_request or self.transport.is_closing():
+            return
+        if self._in_head:
             self._reject(408)
+        elif self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # answered already (sqlprobe reads no bodies): no second status line
+        else:
+            self._reject(408, "body")
 
-    def _reject(self, status: int) -> None:
+    def _reject(self, status: int, part: str = "head") -> None:
         """Answer ``status`` with a sentence and close the connection (its request never reaches the app)."""
         self._disarm_head_timer()
-        status_line, reason, sentence = _REJECTED[status]
+        status_line, reason, sentence = _REJECTED[status] if part == "head" else _BODY_TIMEOUT
         body = (
             sentence.format(
                 timeout=self.limits.header_timeout,

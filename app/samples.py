@@ -1,6 +1,5 @@
 """Rows to samples: a metric's values, labels and timestamps read from the rows its query returned."""
 
-import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -145,10 +144,14 @@ def _timestamp(raw: object) -> float | str | None:
     if isinstance(raw, date):  # a DATE: its midnight, UTC
         return datetime.combine(raw, datetime.min.time(), UTC).timestamp()
     seconds = _number(raw)
-    if isinstance(seconds, str) or not math.isfinite(seconds) or isinstance(raw, timedelta):
-        return "invalid_timestamp"
+    if isinstance(seconds, str) or not abs(seconds) < _LATEST_SECONDS or isinstance(raw, timedelta):
+        return "invalid_timestamp"  # also NaN, and times whose milliseconds the text format's int64 cannot hold
     return seconds
 
+
+# Seconds the text format can write: its timestamps are int64 milliseconds (Prometheus rejects the whole scrape
+# for one past them).
+_LATEST_SECONDS = 2.0**63 / 1000
 
 _NUMBER_TYPES = frozenset({int, float, Decimal})
 

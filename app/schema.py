@@ -99,10 +99,12 @@ class MetricSpec(_Strict):
             raise ValueError("value_label: only goes with values")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels: a label is listed twice")
-        if self.values is not None and len(set(self.values)) != len(self.values):
+        # Columns are found ignoring case (Name and name are one column): so are they compared here.
+        if self.values is not None and len({column.lower() for column in self.values}) != len(self.values):
             raise ValueError("values: a column is listed twice")
+        label_columns = {label.lower() for label in self.labels}
         for key, column in self._value_columns():
-            if column in self.labels:
+            if column.lower() in label_columns:
                 raise ValueError(f"{key}: column {column!r} is also listed as a label")
         for name in self.static_labels:
             if name in self.labels:
@@ -122,7 +124,7 @@ class MetricSpec(_Strict):
         columns = [("value", self.value)] if self.value is not None else []
         columns += [("values", column) for column in self.values or ()]
         if self.timestamp_value is not None:
-            if self.timestamp_value in (self.values or (self.value,)):
+            if self.timestamp_value.lower() in {str(column).lower() for column in self.values or (self.value,)}:
                 raise ValueError(f"timestamp_value: column {self.timestamp_value!r} is also a value column")
             columns.append(("timestamp_value", self.timestamp_value))
         return columns

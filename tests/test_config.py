@@ -85,6 +85,12 @@ BAD_CASES = {
     "static_label_shadowed.targets.yml": [
         "4: targets.one.query_sets[0]: label 'region' of metric 'sessions' (query set 'regional') is also one of the target's labels"
     ],
+    # Columns are found ignoring case: n and N are one column, which would give two series of one cell.
+    "columns_differing_in_case.queries.yml": [
+        "3: query_sets.basic.values_twice: values: a column is listed twice",
+        "8: query_sets.basic.label_is_value: value: column 'n' is also listed as a label",
+        "14: query_sets.basic.timestamp_is_value: timestamp_value: column 'N' is also a value column",
+    ],
     "timestamp_is_value.queries.yml": [
         "3: query_sets.basic.up: timestamp_value: column 'up' is also a value column",
         "13: query_sets.basic.info.static_value: Input should be a valid number",
@@ -140,6 +146,11 @@ BAD_CASES = {
         "4: targets.one.dsn: query parameter 'connect_timeout' has a value the mysql+pymysql driver does not take",
         "4: targets.one.dsn: query parameter 'read_timeout' has a value the mysql+pymysql driver does not take",
         "7: targets.two.dsn: query parameter 'bogus' is not one the postgresql+psycopg driver takes",
+    ],
+    # Charsets PyMySQL and the server know but Python has no codec for: every statement would fail at probe time.
+    "dsn_charset_python_cannot_encode.targets.yml": [
+        "4: targets.one.dsn: query parameter 'charset' has a value the mysql+pymysql driver does not take",
+        "7: targets.two.dsn: query parameter 'charset' has a value the mysql+pymysql driver does not take",
     ],
     "listed_twice.targets.yml": ["4: targets.one.query_sets[1]: query set 'basic' is listed twice"],
     "not_a_mapping.targets.yml": ["1: expected a mapping (key: value), got a list"],

@@ -386,3 +386,52 @@ def test_sql_exporters_documented_metric_definitions_give_on_mariadb_rows_the_se
             assert ours == {key: series for key, series in expected.items() if key in served}, name
             assert "probe_success 1.0" in text.splitlines(), name
     assert len(expected) == len(metrics)
+
+
+@pytest.mark.parametrize(
+    ("exporter", "content"),
+    [
+        ("query-exporter", "databases: {}\nmetrics:\n  m: {type: gauge, labels: 5}\nqueries: {}"),
+        (
+            "query-exporter",
+            "databases:\n  db: {dsn: {user: u, password: hunter2-secret}}\nmetrics:\n  m: {type: gauge}\nqueries:\n  q: {databases: [db], metrics: [m], sql: 'select 1 as m'}",
+        ),
+        (
+            "query-exporter",
+            "databases:\n  db: {dsn: {dialect: mysql, options: [1]}}\nmetrics:\n  m: {type: gauge}\nqueries:\n  q: {databases: [db], metrics: [m], sql: 'select 1 as m'}",
+        ),
+        (
+            "query-exporter",
+            "databases:\n  db: {dsn: 'mysql://u@h/d', labels: [a]}\nmetrics:\n  m: {type: gauge}\nqueries:\n  q: {databases: [db], metrics: [m], sql: 'select 1 as m'}",
+        ),
+        (
+            "sql-exporter",
+            "target: {data_source_name: 'mysql://u@h/d', collectors: 5}\ncollectors: [{collector_name: c, metrics: [5]}]",
+        ),
+        ("sql-exporter", "target: {data_source_name: 'mysql://u@h/d', collectors: [c]}\ncollector_files: 5"),
+        ("sql-exporter", "global: 5\ntarget: {data_source_name: 'mysql://u@h/d', collectors: [c]}"),
+        ("sql-exporter", "jobs: 5"),
+    ],
+    ids=[
+        "qe-labels-int",
+        "qe-dsn-no-dialect",
+        "qe-options-list",
+        "qe-db-labels-list",
+        "se-collectors-int",
+        "se-collector-files-int",
+        "se-global-int",
+        "se-jobs-int",
+    ],
+)
+def test_a_value_of_the_wrong_shape_exits_1_with_a_sentence_not_a_traceback(
+    tmp_path: Path, exporter: str, content: str
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(content)
+    result = convert(exporter, config, tmp_path / "out")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"sqlprobe-convert: {config} is not a ")
+    assert result.stderr.count("\n") == 1
+    assert "hunter2" not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -168,3 +168,50 @@ def test_the_limits_apply_before_basic_authentication(tmp_path: Path) -> None:
         with _connect(served) as connection:
             connection.sendall(HALF_SENT)
             assert _answer(connection).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+
+
+def test_the_next_head_on_a_keep_alive_connection_is_held_to_the_limit_when_it_arrives_in_one_read(
+    served: Served,
+) -> None:
+    large = b"GET /-/healthy HTTP/1.1\r\nHost: sqlprobe\r\nX-Fill: " + b"a" * 8000 + b"\r\nConnection: close\r\n\r\n"
+    with _connect(served) as connection:
+        connection.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: sqlprobe\r\n\r\n")
+        assert connection.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+        connection.sendall(large)  # 8 KiB of head, after the first request was answered
+        answer = _answer(connection)
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+
+
+def test_a_head_arriving_in_the_same_read_as_the_previous_requests_body_is_held_to_the_limit(served: Served) -> None:
+    large = b"GET /-/healthy HTTP/1.1\r\nHost: sqlprobe\r\nX-Fill: " + b"a" * 8000 + b"\r\nConnection: close\r\n\r\n"
+    with _connect(served) as connection:
+        connection.sendall(b"POST /-/healthy HTTP/1.1\r\nHost: sqlprobe\r\nContent-Length: 5\r\n\r\n")
+        time.sleep(0.3)  # the head is taken in first; its body and the next head then come in one read
+        connection.sendall(b"hello" + large)
+        answer = _answer(connection)
+    assert b"HTTP/1.1 431 Request Header Fields Too Large\r\n" in answer
+
+
+@pytest.mark.parametrize(
+    ("head", "byte"),
+    [
+        (b"POST /-/reload HTTP/1.1\r\nHost: sqlprobe\r\nContent-Length: 100000\r\n\r\n", b"a"),
+        (b"GET /-/healthy HTTP/1.1\r\nHost: sqlprobe\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\na\r\n"),
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_a_client_trickling_its_body_is_closed_after_the_header_timeout(
+    served: Served, head: bytes, byte: bytes
+) -> None:
+    with _connect(served) as connection:
+        connection.sendall(head)
+        started = time.monotonic()
+        try:
+            # A byte every 200 ms keeps uvicorn's keep-alive timeout from expiring; 10 s at most (the timeout is 1 s).
+            while time.monotonic() - started < 10:
+                connection.sendall(byte)
+                time.sleep(0.2)
+            closed = False
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+    assert closed

@@ -262,3 +262,41 @@ def test_metrics_with_the_same_sql_and_other_parameters_keep_their_own_results_f
         ((_, qty),) = server.query(sql.replace(":kind", f"'{kind}'"))
         assert first[name] == second[name] == {(("kind", kind),): float(qty)}
     assert debug.count("  not run: the result of") == 2
+
+
+def test_hostile_parameter_values_come_back_as_data_on_every_driver(
+    tmp_path: Path, fleet: Sequence[MariaDB], postgres: PostgreSQL
+) -> None:
+    # Quotes, backslashes, % and placeholders of every driver style in a value: bound, never pasted into the SQL.
+    hostile = "x\\' or 1=1 -- %s %% %(v)s ? $1 :v '' \\"
+    sets = [{"v": hostile}]
+    mysql_sql = "select :v as v, count(*) as n from items where kind = :v or :v = 'x'"
+    pg_sql = "select cast(:v as text) as v, 1 as n where cast(:v as text) <> 'x'"
+    lite_sql = "select :v as v, 1 as n"
+    query_sets = {
+        "my": {"m": shape(mysql_sql, labels=["v"], value="n", parameters=sets)},
+        "pg": {"m": shape(pg_sql, labels=["v"], value="n", parameters=sets)},
+        "lite": {"m": shape(lite_sql, labels=["v"], value="n", parameters=sets)},
+    }
+    targets = {
+        "my": target(fleet[0].dsn, "my"),
+        "pg": target(postgres.dsn, "pg"),
+        "lite": target("sqlite://", "lite"),
+    }
+    config = write_config(tmp_path, targets, query_sets)
+    with client_for(config) as client:
+        answers = {name: parse_samples(client.get("/probe", params={"target": name}).text) for name in targets}
+    for name, samples in answers.items():
+        assert samples["query_exporter_m"] == {(("v", hostile),): 0.0 if name == "my" else 1.0}, name
+
+
+def test_a_timestamp_past_what_the_formats_can_hold_skips_its_row_and_the_scrape_stays_valid(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    # Unix seconds whose milliseconds overflow int64: the text format could not say them, Prometheus would
+    # reject the whole scrape ("expected integer as timestamp").
+    server = fleet[0]
+    sql = "select 'a' as source, 1 as n, 1e20 as at union all select 'b', 2, 1793534460"
+    text = probe(tmp_path, server, {"fresh": shape(sql, labels=["source"], value="n", timestamp_value="at")})
+    assert 'query_exporter_fresh{source="b"} 2.0 1793534460000' in text.splitlines()
+    assert 'source="a"' not in text

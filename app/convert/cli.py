@@ -31,6 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Unreadable as error:
         print(f"sqlprobe-convert: {error}", file=sys.stderr)
         return 1
+    except (AttributeError, KeyError, TypeError, ValueError):
+        # A key whose value has a shape the converter does not expect (a number where a list goes, a DSN mapping
+        # without its dialect, ...): one sentence, not a traceback; the error's text is left out, it may quote a value.
+        print(
+            f"sqlprobe-convert: {args.config} is not a {args.exporter} configuration it can read: "
+            "a key has a value of the wrong shape (check it with that exporter)",
+            file=sys.stderr,
+        )
+        return 1
     except OSError as error:
         print(f"sqlprobe-convert: cannot write to {args.out}: {error.strerror}", file=sys.stderr)
         return 1
