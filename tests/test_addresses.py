@@ -18,15 +18,15 @@ from app.addresses import parse_address, parse_allow_rule
         ("db-legacy-1.example.org:3307", "db-legacy-1.example.org:3307", True),
         ("db-legacy-1.example.org:3307", "db-legacy-1.example.org:3306", False),
         ("db-legacy-1.example.org:3307", "db-legacy-1.example.org", False),
-        ("*.db.example.net", "10.20.1.2", False),  # an IP literal is never matched by a name glob
-        ("10.20.0.0/16", "10.20.255.1:3306", True),
-        ("10.20.0.0/16", "10.21.0.1", False),
-        ("10.20.0.0/16", "db1.db.example.net", False),  # a name is never matched by a CIDR (nothing is resolved)
-        ("10.20.0.7", "10.20.0.7:3306", True),
-        ("10.20.0.7:3307", "10.20.0.7:3306", False),
+        ("*.db.example.net", "127.20.1.2", False),  # an IP literal is never matched by a name glob
+        ("127.20.0.0/16", "127.20.255.1:3306", True),
+        ("127.20.0.0/16", "127.21.0.1", False),
+        ("127.20.0.0/16", "db1.db.example.net", False),  # a name is never matched by a CIDR (nothing is resolved)
+        ("127.20.0.7", "127.20.0.7:3306", True),
+        ("127.20.0.7:3307", "127.20.0.7:3306", False),
         ("2001:db8::/32", "[2001:db8::1]:3306", True),
         ("[2001:db8::1]:3306", "[2001:0db8:0::1]:3306", True),
-        ("10.0.0.0/8", "[::ffff:10.0.0.1]:3306", False),
+        ("127.0.0.0/8", "[::ffff:127.0.0.1]:3306", False),
     ],
 )
 def test_an_allow_entry_matches_names_as_names_and_ip_literals_against_ips(

@@ -192,10 +192,10 @@ BAD_CASES = {
         "2: modules.mysql_prod: a module needs allow or inventory (or both): where it may connect"
     ],
     "module_bad_allow.targets.yml": [
-        "6: modules.mysql_prod.allow[0]: '10.20.0.1/16' is not a valid CIDR: 10.20.0.1/16 has host bits set",
+        "6: modules.mysql_prod.allow[0]: '127.20.0.1/16' is not a valid CIDR: 127.20.0.1/16 has host bits set",
         "7: modules.mysql_prod.allow[1]: 'db .example.net' is not a DNS name, an IP address or a CIDR: 'db .example.net' is not an address: expected host, host:port or [IPv6]:port",
         "8: modules.mysql_prod.allow[2]: '*.db.example.net:99999' is not an address: the port must be a number from 1 to 65535",
-        "9: modules.mysql_prod.allow[3]: '10.*.*.*' is not a valid name glob: a glob matches names; write IP ranges as CIDRs",
+        "9: modules.mysql_prod.allow[3]: '127.*.*.*' is not a valid name glob: a glob matches names; write IP ranges as CIDRs",
     ],
     "module_bad_keys.targets.yml": [
         "6: modules.mysql_prod.default_port: Input should be greater than or equal to 1",

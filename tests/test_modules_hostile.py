@@ -113,7 +113,7 @@ def test_an_address_with_a_password_in_it_is_refused_without_repeating_it(tmp_pa
 def test_a_probe_is_answered_while_sd_lists_a_big_inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Listing 30,000 inventory servers takes a while: on the event loop it held every probe and health check back
     # (1.6 s per request for 20,000 servers on the loaded test machine), for anyone who asks for /sd in a loop.
-    servers = [{"targets": [f"10.20.{index // 250}.{index % 250 + 1}:3306"]} for index in range(30_000)]
+    servers = [{"targets": [f"127.20.{index // 250}.{index % 250 + 1}:3306"]} for index in range(30_000)]
     (tmp_path / "fleet.json").write_text(json.dumps(servers))
     modules = {"m": {**module("127.0.0.1"), "inventory": ["fleet.json"]}}
     config = write_modules(tmp_path, modules, SETS)
@@ -141,7 +141,7 @@ def test_the_status_page_of_a_big_inventory_shows_a_bounded_number_of_rows_faili
     tmp_path: Path, closed_port: int
 ) -> None:
     # 20,000 inventory servers made an 8 MB page that held every probe back for 1.6 s per request, for anyone.
-    servers = [{"targets": [f"10.20.{index // 250}.{index % 250 + 1}:3306"]} for index in range(MAX_ROWS + 500)]
+    servers = [{"targets": [f"127.20.{index // 250}.{index % 250 + 1}:3306"]} for index in range(MAX_ROWS + 500)]
     (tmp_path / "fleet.json").write_text(json.dumps(servers))
     modules = {"m": {**module("127.0.0.1"), "inventory": ["fleet.json"]}}
     config = write_modules(tmp_path, modules, SETS)
@@ -151,7 +151,7 @@ def test_the_status_page_of_a_big_inventory_shows_a_bounded_number_of_rows_faili
     table = page[page.index('<tbody id="targets">') : page.index("</tbody>")]
     assert value(parse_samples(failed.text), "probe_success") == 0.0
     assert table.count("<tr") == MAX_ROWS
-    assert table.index(f"127.0.0.1:{closed_port}") < table.index("10.20.0.1:3306")  # the failing one is shown, first
+    assert table.index(f"127.0.0.1:{closed_port}") < table.index("127.20.0.1:3306")  # the failing one is shown, first
     assert f'<b id="total">{MAX_ROWS + 501}</b> targets' in page
     assert "501 more targets are not shown" in page
 
@@ -200,17 +200,17 @@ def test_a_deeply_nested_json_inventory_file_is_an_invalid_file_and_the_other_fi
     # rotations stopped with it) and --check-config printed a traceback.
     inventory = tmp_path / "inventory"
     inventory.mkdir()
-    (inventory / "a.json").write_text(json.dumps([{"targets": ["10.20.0.1:3306"]}]))
+    (inventory / "a.json").write_text(json.dumps([{"targets": ["127.20.0.1:3306"]}]))
     modules = {"m": {**module("127.0.0.1"), "inventory": ["inventory/*.json"]}}
     config = write_modules(tmp_path, modules, SETS)
     with client_for(config, refresh_interval=0.2) as client:
         (inventory / "a.json").write_text("[" * 100_000 + "]" * 100_000)
-        (inventory / "b.json").write_text(json.dumps([{"targets": ["10.20.0.2:3306"]}]))
+        (inventory / "b.json").write_text(json.dumps([{"targets": ["127.20.0.2:3306"]}]))
 
         def listed() -> set[str]:
             return {address for group in client.get("/sd").json() for address in group["targets"]}
 
-        assert wait_until(lambda: listed() == {"10.20.0.1:3306", "10.20.0.2:3306"}, 10), listed()
+        assert wait_until(lambda: listed() == {"127.20.0.1:3306", "127.20.0.2:3306"}, 10), listed()
         own = parse_samples(client.get("/metrics").text)
     assert value(own, "sqlprobe_inventory_file_ok", file=str(inventory / "a.json")) == 0.0
     command = [str(Path(sys.executable).parent / "sqlprobe"), "--targets", str(tmp_path / "targets.yml")]
