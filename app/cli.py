@@ -137,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-threads",
         type=_threads,
         default=DEFAULT_MAX_WORKERS,
-        help="threads running database work, shared by all probes (default: %(default)s)",
+        help=(
+            "threads for targets whose driver blocks (SQLite, drivers without asyncio); "
+            "MySQL and PostgreSQL probes use none (default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--web-config",

@@ -1,45 +1,34 @@
-"""A target's driver handle: connections checked out within a deadline, statements bounded by it and kept read-only,
-and the ways to stop a statement from another thread."""
+"""A target's driver handle on the event loop: connections checked out, statements run read-only, stops and stale
+connections told apart. Every wait is an await: the probe's deadline ends it by cancelling the task that waits."""
 
+import asyncio
 import sys
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
-from app.engines import (
-    MIN_WAIT,
-    Fetched,
-    Interrupt,
-    checkout_deadline,
-    dialect_of,
-    fetch_bound,
-    fetch_with_cursor,
-    interrupter_for,
-    one_by_one,
-)
-from app.errors import ConnectFailed
+from app.config import Target
+from app.dialect import Arguments, Dialect, Fetched
+from app.kills import Identity
 
 T = TypeVar("T")
 
-# Marks a pooled DBAPI connection (in its SQLAlchemy info dict) once a probe has used it.
+# In a pooled connection's SQLAlchemy info dict: a probe has used it; the identity noted when it was made.
 _USED = "sqlprobe_used"
-
-
-Arguments = Sequence[Any] | Mapping[str, Any]
-
-
-class TransactionEnded(Exception):
-    """The statement ended the read-only transaction it ran in (and returned rows): its connection is closed."""
+_IDENTITY = "sqlprobe_identity"
 
 
 class Stale(Exception):
     """A connection reused from the pool was dead before the statement reached the server: a new one may run it."""
+
+
+class Unreadable(Exception):
+    """The driver could not turn what the server sent into values (a cell it cannot decode): the connection is
+    closed, as after a lost one, and the statement fails with this."""
 
 
 @dataclass(slots=True)
@@ -48,145 +37,146 @@ class Session:
 
     proxied: PoolProxiedConnection
     reused: bool  # it came from the pool: an earlier probe used it
+    identity: Identity | None  # the server it reached and its id there (app/kills.py); None: it cannot be stopped
     sent: bool = False  # something was sent on it during this checkout
     in_transaction: bool = False  # the read-only transaction is open
-    restart: bool = False  # a statement failed in the read-only transaction: reopen it before the next
+    restart: bool = False  # a statement failed in the read-only transaction: begin it again before the next
 
     @property
-    def dbapi(self) -> Any:
-        """The driver's own connection."""
-        return self.proxied.dbapi_connection
+    def connection(self) -> Any:
+        """The driver's own connection (aiomysql's, psycopg's AsyncConnection)."""
+        return self.proxied.driver_connection
 
     @property
     def valid(self) -> bool:
-        """False once the connection was lost or discarded."""
-        return self.proxied.is_valid
+        """False once the connection was lost, cut or discarded."""
+        return self.proxied.is_valid and not getattr(self.connection, "closed", False)
 
 
 class Driver:
-    """One target's engine as probes use it: every wait within the probe's deadline, every statement read-only."""
+    """One target's engine as probes use it: every statement read-only, every wait cancellable."""
 
-    def __init__(self, engine: Engine, slots: threading.BoundedSemaphore, read_only: bool) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        dialect: Dialect,
+        slots: asyncio.Semaphore,
+        target: Target,
+        url_args: Mapping[str, Any],
+    ) -> None:
         self.engine = engine
-        self._dialect = dialect_of(engine.url)
-        self._read_only = read_only and self._dialect is not None
-        self.errors: type[Exception] = engine.dialect.loaded_dbapi.Error
-        # The engine's connections checked out, waited for with the time left: SQLAlchemy's pool takes no per-call
-        # wait (its own is the target's timeout, and never reached while these are held).
+        self._dialect = dialect
+        self._target = target
+        self._read_only = target.read_only
+        self._sa_dialect = self.sa_dialect = engine.sync_engine.dialect
+        self.errors: tuple[type[Exception], ...] = (self._sa_dialect.loaded_dbapi.Error, Unreadable)
+        # The engine's connections checked out at once: at most what its pool holds, so that the pool never waits.
         self._slots = slots
+        # What a connection of its own (a KILL QUERY's) is made with: the URL's arguments and the engine's.
+        self._url_args = url_args
 
-    def checkout(self, deadline: float) -> Session:
-        """A connection from the pool, or a new one, by ``deadline``; the driver's and SQLAlchemy's errors as is."""
-        if not self._slots.acquire(timeout=max(MIN_WAIT, deadline - time.monotonic())):
-            raise ConnectFailed("no free connection in the target's pool (too many probes of it at once)")
-        try:
-            with checkout_deadline(deadline):
-                # The pooled DBAPI connection itself: SQLAlchemy's Connection and result objects cost as much CPU
-                # as the driver's own work for these small queries, and probes need none of what they add.
-                proxied = self.engine.raw_connection()
-        except BaseException:
-            self._slots.release()
-            raise
+    async def checkout(self) -> Session:
+        """A connection from the pool, or a new one set up; the driver's and SQLAlchemy's errors as is."""
+        async with _acquired_unless_failed(self._slots):
+            proxied = await self.engine.raw_connection()
+            try:
+                if _USED not in proxied.info and self._dialect.set_up is not None:
+                    proxied.info[_IDENTITY] = await self._dialect.set_up(proxied.driver_connection, self._target)
+            except BaseException:
+                proxied.invalidate()
+                proxied.close()
+                raise
         reused = bool(proxied.info.get(_USED))
         proxied.info[_USED] = True
-        return Session(proxied, reused)
+        return Session(proxied, reused, proxied.info.get(_IDENTITY))
 
-    def execute(
-        self, session: Session, sql: str, last: bool, arguments: Arguments | None = None, max_rows: int = sys.maxsize
+    async def execute(
+        self, session: Session, sql: str, arguments: Arguments | None = None, max_rows: int = sys.maxsize
     ) -> Fetched:
-        """Run a statement of queries.yml (bounded first: see bound), in the read-only transaction if the target is.
+        """Run a statement of queries.yml in the read-only transaction (if the target is read-only).
 
-        The transaction is opened with the first statement and closed with the ``last``, in the same round trip where
-        the protocol allows. With ``arguments``, ``sql`` is in the driver's parameter style and the driver binds them.
-        At most ``max_rows`` rows are read; when that many were, the rest was not, and the caller discards the session.
-        Raises Stale when a reused connection proved dead before the statement could have run;
-        the driver's errors otherwise (a lost connection is discarded first).
+        With ``arguments``, ``sql`` is in the driver's parameter style and the driver binds them. At most
+        ``max_rows`` rows are read; when that many were, the rest was not, and the caller discards the session.
+        Raises Stale when a reused connection proved dead before the statement could have run; the driver's errors
+        otherwise (a lost connection is discarded first).
         """
         dialect = self._dialect
-        if dialect is None:
-            return self._guarded(session, lambda: fetch_with_cursor(session.dbapi, sql, max_rows, arguments))
-        if arguments is not None and dialect.render is not None:  # bound as the driver would: sent as any other
-            sql, arguments = dialect.render(session.dbapi, sql, arguments), None
-        if arguments is None:
-            fetch = partial(_fetch_within, dialect.fetch, max_rows)
-        else:  # bound by the driver, with its own cursor: no round trip shared
-            fetch = partial(one_by_one, partial(fetch_bound, arguments=arguments, max_rows=max_rows), dialect.command)
-        before = after = ""
-        if self._read_only:
-            if session.restart or not session.in_transaction:
-                before = dialect.restart if session.restart else dialect.begin
-            if last:
-                after = dialect.end
+        if self._read_only and (session.restart or not session.in_transaction or dialect.begin_each_statement):
+            # The first round trip on a reused connection is sqlprobe's own: if the connection proves dead there,
+            # nothing of the statement reached the server, and a new connection runs it.
+            await self._own(
+                session,
+                partial(dialect.command, session.connection, dialect.restart if session.restart else dialect.begin),
+            )
+            session.in_transaction, session.restart = True, False
+        elif session.reused and not session.sent:
+            await self._own(session, partial(dialect.ping, session.connection))
         try:
-            fetched = self._guarded(session, lambda: fetch(session.dbapi, sql, before, after))
+            return await self._guarded(session, dialect.fetch(session.connection, sql, max_rows, arguments))
         except self.errors:
-            # Where the transaction stands is not known: the next statement opens a new one, or the release ends it.
-            session.in_transaction = session.restart = self._read_only
+            # Where the transaction stands is not known: the next statement begins a new one, or the release ends it.
+            session.restart = self._read_only and session.in_transaction
             raise
-        session.in_transaction, session.restart = self._read_only and not last, False
-        still_open = dialect.transaction_open
-        if session.in_transaction and still_open is not None and not still_open(session.dbapi):
-            # An implicit commit: later statements would run outside it. The connection is closed, they get a new one.
-            session.in_transaction = False
-            raise TransactionEnded
-        return fetched
 
-    def ping(self, session: Session) -> None:
-        """The cheapest round trip that proves the server answers (bounded first; Stale as for execute)."""
-        self._guarded(session, lambda: self.engine.dialect.do_ping(session.dbapi))
+    async def ping(self, session: Session) -> None:
+        """The cheapest round trip that proves the server answers (Stale as for execute)."""
+        await self._own(session, partial(self._dialect.ping, session.connection))
 
-    def _guarded(self, session: Session, call: Callable[[], T]) -> T:
+    async def _own(self, session: Session, step: Callable[[], Awaitable[None]]) -> None:
+        """One of sqlprobe's own round trips; Stale if it is the first on a reused connection and finds it dead."""
         first = not session.sent
-        session.sent = True
-        closed_by_server = None if self._dialect is None else self._dialect.closed_by_server
-        if first and session.reused and closed_by_server is not None:
-            if closed_by_server(session.dbapi):
-                session.proxied.invalidate()
-                raise Stale  # known without sending anything
-            first = False  # so a connection lost from here on may have run the statement: it is not sent again
         try:
-            result: T = call()
+            await self._guarded(session, step())
         except self.errors as error:
-            if self.engine.dialect.is_disconnect(error, session.dbapi, None):  # type: ignore[arg-type]
-                session.proxied.invalidate(error)  # lost or killed: never back to the pool
-                if first and session.reused:
-                    # The pool handed out a connection that had gone stale (server restarted, wait_timeout,
-                    # session killed): nothing of the statement reached the server, or it is the first round trip.
-                    raise Stale from error
+            if first and session.reused and not session.valid:
+                # The pool handed out a connection that had gone stale (server restarted, wait_timeout, session
+                # killed): nothing of any statement reached the server.
+                raise Stale from error
             raise
-        return result
 
-    def end(self, session: Session) -> None:
-        """Close the read-only transaction still open on ``session`` (bounded first); the driver's errors as is."""
-        if self._dialect is not None and session.in_transaction:
-            self._dialect.command(session.dbapi, self._dialect.end)
+    async def _guarded(self, session: Session, step: Awaitable[T]) -> T:
+        session.sent = True
+        try:
+            return await step
+        except self.errors as error:
+            if not session.valid or self._sa_dialect.is_disconnect(error, session.connection, None):  # type: ignore[arg-type]
+                session.proxied.invalidate(error)  # lost or killed: never back to the pool
+            raise
+        except (ArithmeticError, LookupError, TypeError, ValueError) as error:
+            # A value the driver could not convert (a cell in a charset it cannot decode, say): the rest of the
+            # result is unread, so the connection is out of step.
+            session.proxied.invalidate(error)
+            raise Unreadable(f"the driver could not read the result ({type(error).__name__}: {error})") from error
+
+    async def end(self, session: Session) -> None:
+        """End the read-only transaction still open on ``session``; the driver's errors as is."""
+        if session.in_transaction:
+            await self._guarded(session, self._dialect.command(session.connection, self._dialect.end))
         session.in_transaction = False
 
     def release(self, session: Session, discard: bool = False) -> None:
         """Give the connection back to the pool, or close it for good (always, if a transaction is still open)."""
         try:
-            if (discard or session.in_transaction) and session.valid:
+            if (discard or session.in_transaction or not session.valid) and session.proxied.is_valid:
                 session.proxied.invalidate()
             session.proxied.close()
         finally:
             self._slots.release()
 
-    def interrupter(self, session: Session) -> Interrupt | None:
-        """How to stop the statement running on ``session`` from another thread (KILL QUERY, a cancel request)."""
-        return interrupter_for(self.engine, session.dbapi)
-
-    def bound(self, session: Session, deadline: float) -> None:
-        """The statement about to run on ``session``, or running on it, gives up by ``deadline`` (and the grace)."""
-        if self._dialect is not None:
-            self._dialect.bound_statement(session.dbapi, deadline)
-
-    def sever(self, session: Session) -> None:
-        """Cut ``session``'s socket: a statement waiting on a silent peer fails at once (from another thread)."""
-        if self._dialect is not None:
-            self._dialect.sever(session.dbapi)
+    def stopper(self, session: Session) -> Callable[[], Awaitable[None]]:
+        """How to stop the statement running on ``session`` from outside it (KILL QUERY, a cancel request)."""
+        return partial(self._dialect.stop, session.connection, self._url_args, session.identity)
 
 
-def _fetch_within(
-    fetch: Callable[[Any, str, str, str, int], Fetched], max_rows: int, dbapi: Any, sql: str, before: str, after: str
-) -> Fetched:
-    return fetch(dbapi, sql, before, after, max_rows)
+class _acquired_unless_failed:
+    """``semaphore`` acquired for the block, and released only if the block fails (the session then holds it)."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+
+    async def __aenter__(self) -> None:
+        await self._semaphore.acquire()
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self._semaphore.release()

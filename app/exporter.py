@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app.addresses import Address
 from app.config import Config, Target, load_config
-from app.engines import EngineCache
+from app.engine_cache import EngineCache
 from app.errors import ConfigError
 from app.history import DEFAULT_HISTORY_LIMIT, History, Selection, TargetKey
 from app.inventory import Inventory
@@ -42,8 +42,8 @@ class Exporter:
         self.config = config
         self.history = History(history_limit)
         # Engines only for the targets served now: a run queued before a reload must not build one for its old config.
-        self.engines = EngineCache(self._served_now)
-        self.prober = Prober(self.engines, max_workers)
+        self.engines = EngineCache(self._served_now, max_workers)
+        self.prober = Prober(self.engines)
         self.telemetry = Telemetry(self.engines.__len__, self.engines.killer.skipped)
         self.inventory = Inventory()
         self.module_targets = ModuleTargets(self._let_go)
@@ -188,10 +188,10 @@ class Exporter:
         )
         return Reloaded(config, False, ())
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Stop probing and close every pooled connection."""
         self.prober.close()
-        self.engines.dispose_all()
+        await self.engines.dispose_all()
 
 
 def _fingerprint(config: Config) -> bytes:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Config
-from app.engines import MAX_OVERFLOW, POOL_SIZE
+from app.engine_cache import MAX_OVERFLOW, POOL_SIZE
 
 # Per target: its pool's connections at most (pool_size + max_overflow), each one socket.
 DESCRIPTORS_PER_TARGET = POOL_SIZE + MAX_OVERFLOW

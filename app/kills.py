@@ -6,11 +6,11 @@ notes, when it is made, which server it reached and its id there (one query); a 
 connection that reports the same server, and otherwise the probe's connection is discarded instead.
 """
 
+import asyncio
 import logging
-import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 IDENTITY_SQL = "select @@hostname as host, @@port as port, connection_id() as id"
 # Kills waiting for a killer thread; more are refused (counted) rather than queued behind a partition.
 MAX_PENDING = 32
-KILLER_THREADS = 2
+KILLERS = 2
 # A kill not started this long after it was asked for is dropped: the driver's socket timeout (deadline + 1 s)
 # has ended the probe's wait by then, and a statement stopped minutes late helps nobody.
 MAX_KILL_DELAY = 5.0
@@ -35,9 +35,9 @@ class Identity:
     connection_id: int
 
 
-def read_identity(fetch: Callable[[Any, str], Any], dbapi_connection: Any) -> Identity | None:
+async def read_identity(fetch: Callable[[Any, str], Awaitable[Any]], dbapi_connection: Any) -> Identity | None:
     """Ask the server over ``dbapi_connection`` who it is; None if the answer is not one."""
-    fetched = fetch(dbapi_connection, IDENTITY_SQL)
+    fetched = await fetch(dbapi_connection, IDENTITY_SQL)
     if fetched is None or len(fetched[1]) != 1:
         return None
     host, port, connection_id = fetched[1][0]
@@ -61,79 +61,66 @@ class KillSkipped(Exception):
 class _Request:
     target: str
     connection_id: int | None
-    kill: Callable[[], None]  # sends the KILL, or raises KillSkipped
-    discard: Callable[[], None]  # gives up on the probe's connection instead
+    kill: Callable[[], Awaitable[None]]  # sends the KILL, or raises KillSkipped
+    discard: Callable[[], object]  # gives up on the probe's connection instead
     secret: str | None  # the target's password, never to be logged
     asked_at: float
 
 
 class Killer:
-    """Sends kills on a few threads of its own: at most MAX_PENDING waiting, one per connection, none too late."""
+    """Sends kills as tasks on the event loop: at most KILLERS at once, MAX_PENDING waiting, one per connection,
+    none too late. A kill waits on the network, never on a thread."""
 
     def __init__(self) -> None:
         self._pending: OrderedDict[int, _Request] = OrderedDict()  # by id() of the driver connection
         self._running: set[int] = set()
         self._skipped: Counter[str] = Counter()
-        self._condition = threading.Condition()
-        self._threads: list[threading.Thread] = []
+        self._killers: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def skipped(self) -> Mapping[str, int]:
         """Kills not sent, by reason, since start."""
-        with self._condition:
-            return dict(self._skipped)
+        return dict(self._skipped)
 
     def request(
         self,
         key: Any,
         target: str,
         connection_id: int | None,
-        kill: Callable[[], None],
-        discard: Callable[[], None],
+        kill: Callable[[], Awaitable[None]],
+        discard: Callable[[], object],
         secret: str | None = None,
     ) -> None:
-        """Ask for ``kill`` of the statement on driver connection ``key``; returns at once."""
-        with self._condition:
-            if self._closed:
-                return
-            if id(key) in self._pending or id(key) in self._running:
-                return  # one kill per connection is enough
-            request = _Request(target, connection_id, kill, discard, secret, time.monotonic())
-            if len(self._pending) >= MAX_PENDING:
-                self._skip(request, "queue_full")
-                return
-            self._pending[id(key)] = request
-            if len(self._threads) < KILLER_THREADS:
-                thread = threading.Thread(target=self._serve, name="sqlprobe-kill", daemon=True)
-                self._threads.append(thread)
-                thread.start()
-            self._condition.notify()
+        """Ask for ``kill`` of the statement on driver connection ``key``; returns at once (call it on the loop)."""
+        if self._closed or id(key) in self._pending or id(key) in self._running:
+            return  # one kill per connection is enough
+        request = _Request(target, connection_id, kill, discard, secret, time.monotonic())
+        if len(self._pending) >= MAX_PENDING:
+            self._skip(request, "queue_full")
+            return
+        self._pending[id(key)] = request
+        if len(self._killers) < KILLERS:
+            task = asyncio.get_running_loop().create_task(self._serve())
+            self._killers.add(task)
+            task.add_done_callback(self._killers.discard)
 
     def close(self) -> None:
         """Drop what waits; kills under way end by their own timeouts."""
-        with self._condition:
-            self._closed = True
-            self._pending.clear()
-            self._condition.notify_all()
+        self._closed = True
+        self._pending.clear()
 
-    def _serve(self) -> None:
-        while True:
-            with self._condition:
-                while not self._pending and not self._closed:
-                    self._condition.wait()
-                if self._closed:
-                    return
-                key, request = self._pending.popitem(last=False)
-                if time.monotonic() - request.asked_at > MAX_KILL_DELAY:
-                    self._skip(request, "too_late")
-                    continue
-                self._running.add(key)
+    async def _serve(self) -> None:
+        while self._pending and not self._closed:
+            key, request = self._pending.popitem(last=False)
+            if time.monotonic() - request.asked_at > MAX_KILL_DELAY:
+                self._skip(request, "too_late")
+                continue
+            self._running.add(key)
             try:
-                request.kill()
+                await request.kill()
             except KillSkipped as skipped:
-                with self._condition:
-                    self._skip(request, skipped.reason)
-            except Exception as error:  # noqa: BLE001 - a kill that fails must not end the killer thread
+                self._skip(request, skipped.reason)
+            except Exception as error:  # noqa: BLE001 - a kill that fails must not end the killer
                 log.warning(
                     "could not stop the running query of target %s (connection id %s): %s",
                     request.target,
@@ -142,11 +129,10 @@ class Killer:
                     extra={"event": "kill_failed", "target": request.target, "connection_id": request.connection_id},
                 )
             finally:
-                with self._condition:
-                    self._running.discard(key)
+                self._running.discard(key)
 
     def _skip(self, request: _Request, reason: str) -> None:
-        """Count a kill not sent and discard the probe's connection instead (called holding the condition)."""
+        """Count a kill not sent and discard the probe's connection instead."""
         self._skipped[reason] += 1
         log.info(
             "query of target %s (connection id %s) not killed (%s): its connection is discarded",

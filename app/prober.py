@@ -2,11 +2,9 @@
 
 import asyncio
 import logging
-import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -16,13 +14,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.config import Query, Target
-from app.driver import Driver, Session, Stale, TransactionEnded
-from app.engines import DEADLINE_GRACE, EngineCache, Fetched, Interrupt
+from app.dialect import DEADLINE_GRACE, Fetched
+from app.driver import Session, Stale
+from app.engine_cache import AnyDriver, EngineCache
 from app.errors import ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
 from app.parameters import ParameterSets, bind
 from app.results import ProbeResult, QueryResult, failed_query
 from app.samples import metric_result
-from app.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +29,7 @@ GRANTS_DOC = "docs/quickstart-mysql.md"
 
 T = TypeVar("T")
 
-# Seconds after a run was given up (and its statement stopped) before a connection still waiting is cut.
+# Seconds after a run was given up (and its statement stopped) before it is cancelled, its connection closed.
 SEVER_AFTER = DEADLINE_GRACE / 2
 
 # Results of queries whose metrics set min_interval, by (target name, SQL, parameters): the target and the result.
@@ -46,8 +44,8 @@ class _Flight:
     waiters: list["asyncio.Future[None]"] = field(default_factory=list)
     landed: bool = False  # the run is over and its waiters were woken
 
-    def land(self) -> None:
-        """Wake every probe still waiting for this run (on the event loop, once the run is over)."""
+    def land(self, _: object = None) -> None:
+        """Wake every probe still waiting for this run (once the run is over)."""
         self.landed = True
         for waiter in self.waiters:
             _wake(waiter)
@@ -59,14 +57,13 @@ def _wake(waiter: "asyncio.Future[None]") -> None:
 
 
 class Prober:
-    """Runs probes on a bounded pool of threads so the event loop never blocks on a database."""
+    """Runs probes as tasks on the event loop: a probe of a silent server holds a socket and a coroutine, no thread."""
 
-    def __init__(self, engines: EngineCache, max_workers: int) -> None:
+    def __init__(self, engines: EngineCache) -> None:
         self._engines = engines
-        self._workers = Workers(max_workers, "sqlprobe-db")
-        self._cancellers = ThreadPoolExecutor(4, thread_name_prefix="sqlprobe-cancel")
         self._flights: dict[tuple[str, frozenset[str] | None], _Flight] = {}
         self._cache: ResultCache = {}
+        self._closed = False
 
     async def probe(self, target: Target, query_sets: frozenset[str] | None, budget: float) -> ProbeResult:
         """Probe ``target``; the answer is back within ``budget`` seconds whatever the server does.
@@ -77,15 +74,13 @@ class Prober:
         """
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        deadline = started + budget
         key = (target.name, query_sets)
         flight = self._flights.get(key)
         if flight is None or flight.run.target is not target or flight.landed or flight.run.abandoned:
-            run = _Run(target, target.queries_for(query_sets), self._engines, self._cache, deadline)
+            run = _Run(target, target.queries_for(query_sets), self._engines, self._cache)
             flight = self._flights[key] = _Flight(run)
-            self._workers.submit(run.execute, loop, flight.land)
-        else:
-            flight.run.extend(deadline)
+            run.task = loop.create_task(run.execute())
+            run.task.add_done_callback(flight.land)
         waiter = loop.create_future()
         flight.waiters.append(waiter)
         timer = loop.call_later(budget, _wake, waiter)
@@ -102,12 +97,25 @@ class Prober:
         return flight.run.result(budget, time.monotonic() - started)
 
     def _stop(self, loop: asyncio.AbstractEventLoop, run: "_Run") -> None:
-        interrupt, running = run.abandon()
-        if interrupt is not None:
-            self._cancellers.submit(interrupt)
-        if running is not None:
-            # If the statement's answer does not come soon after (a peer gone silent), its socket is cut.
-            loop.call_later(SEVER_AFTER, run.sever, running)
+        """Give up on ``run``: a statement running is stopped on the server (KILL QUERY, a cancel request), and the
+        run cancelled soon after if the server's answer does not come (a silent peer: its socket is closed then);
+        a run connecting or between statements is cancelled at once."""
+        task = run.task
+        running = run.abandon()
+        if task is None:
+            return
+        if running is None:
+            task.cancel()
+            return
+        driver, session = running
+        stop = driver.stopper(session)
+        if stop is not None:
+            target = run.target
+            connection_id = None if session.identity is None else session.identity.connection_id
+            self._engines.killer.request(
+                session.connection, target.name, connection_id, stop, task.cancel, target.url.password
+            )
+        loop.call_later(SEVER_AFTER, task.cancel)
 
     def forget_results(self) -> None:
         """Drop the results kept for min_interval (after a reload: they belong to the old config)."""
@@ -116,48 +124,46 @@ class Prober:
     def forget_targets(self, names: list[str]) -> None:
         """Drop the results kept for the targets named (module targets let go)."""
         gone = set(names)
-        for key in [key for key in list(self._cache) if key[0] in gone]:  # list(): atomic against workers
+        for key in [key for key in list(self._cache) if key[0] in gone]:  # list(): a reload's thread may call this
             self._cache.pop(key, None)
 
     def close(self) -> None:
-        """Stop accepting probes; running ones end by their own deadlines."""
-        self._workers.close()
-        self._cancellers.shutdown(wait=False, cancel_futures=True)
+        """Stop every run still going (at shut-down, after the probes in flight have answered)."""
+        self._closed = True
+        for flight in list(self._flights.values()):
+            if flight.run.task is not None:
+                flight.run.task.cancel()
 
 
-# The statement running when a run was given up: when it started, and the connection it runs on.
-_Running = tuple[float, Session]
+# The statement running: the driver and the connection it runs on.
+_Running = tuple[AnyDriver, Session]
 
 
 class _Run:
-    """One run's blocking work, shared between its worker thread and the coroutines waiting for it."""
+    """One run of a target's queries, as a task on the event loop; the probes waiting for it read its result."""
 
-    def __init__(
-        self, target: Target, queries: tuple[Query, ...], engines: EngineCache, cache: ResultCache, deadline: float
-    ) -> None:
+    def __init__(self, target: Target, queries: tuple[Query, ...], engines: EngineCache, cache: ResultCache) -> None:
         self.target = target
+        self.task: asyncio.Task[None] | None = None
         self._queries = queries
         self._engines = engines
         self._cache = cache
-        self._deadline = deadline  # the latest of its probes' deadlines
-        self._lock = threading.Lock()
         self._finished: list[QueryResult] = []
         self._abandoned = False
-        self._driver: Driver | None = None
-        self._connection: Session | None = None  # the worker's connection now
+        self._session: Session | None = None  # the run's connection now
         self._running: _Running | None = None
+        self._running_since = 0.0
 
-    def execute(self) -> None:
-        """Run every query, in order, on as few connections as possible; called in a worker thread, never raises."""
+    async def execute(self) -> None:
+        """Run every query, in order, on as few connections as possible; never raises (cancelled: returns)."""
         try:
-            with self._engines.lease(self.target) as (engine, slots):
-                self._driver = Driver(engine, slots, self.target.read_only)
-                self._execute(self._driver)
+            with self._engines.lease(self.target) as driver:
+                await self._execute(driver)
         except ProbeError as error:
             self._fail_rest(error)
-        except _Abandoned:
+        except (_Abandoned, asyncio.CancelledError):
             return
-        except Exception as error:  # noqa: BLE001 - a bug must cost one probe, not the scrape or the worker
+        except Exception as error:  # noqa: BLE001 - a bug must cost one probe, not the scrape or the loop
             # Its message too, scrubbed: a driver's own check at connect (a TLS file gone since the config was
             # loaded, say) says what is wrong only there.
             message = f"{type(error).__name__}: {_scrub(_unexpected_message(error), self.target)}"
@@ -165,9 +171,12 @@ class _Run:
                 "probe of target %s failed unexpectedly: %s (%s)", self.target.name, message, where_it_failed(error)
             )
             self._fail_rest(ProbeError(f"unexpected error: {message}; see sqlprobe's log"))
+        finally:
+            self._running = None
 
-    def _execute(self, driver: Driver) -> None:
+    async def _execute(self, driver: AnyDriver) -> None:
         ran = False  # a statement of this run reached the server
+        discard = True  # unless the run gets to its end
         try:
             for query in self._queries:
                 cached = self._cached(query)
@@ -175,10 +184,10 @@ class _Run:
                     if not self._finish(cached):
                         return
                     continue
-                result = self._run_query(driver, query)
+                result = await self._run_query(driver, query)
                 ran = True
                 if not self._finish(result):
-                    return  # its statement may have been killed half-way: the connection is discarded below
+                    return  # its statement may have been stopped half-way: the connection is discarded below
                 if query.min_interval is not None and result.success:
                     self._cache[self.target.name, query.sql, query.parameters] = (
                         self.target,
@@ -186,75 +195,79 @@ class _Run:
                     )  # never a failure
             if not ran and self._queries:
                 # Every result was kept from an earlier probe: still, the server must answer in this one.
-                self._ping(driver)
+                await self._ping(driver)
+            discard = self._abandoned
         finally:
-            self._release(driver, discard=self._abandoned)
+            await self._release(driver, discard)
 
-    def _session(self, driver: Driver) -> Session:
+    async def _connection(self, driver: AnyDriver) -> Session:
         """The run's connection: checked out when first needed, and again after one was lost or discarded."""
-        if self._connection is not None and not self._connection.valid:
-            self._release(driver, discard=True)
-        if self._connection is None:
-            self._connection = self._checkout(driver)
-        return self._connection
+        if self._session is not None and not self._session.valid:
+            await self._release(driver, discard=True)
+        if self._session is None:
+            self._session = await self._checkout(driver)
+        return self._session
 
-    def _release(self, driver: Driver, discard: bool) -> None:
-        connection, self._connection = self._connection, None
-        if connection is None:
+    async def _release(self, driver: AnyDriver, discard: bool) -> None:
+        """Give the run's connection back, its read-only transaction ended first; closed for good on any doubt."""
+        session, self._session = self._session, None
+        if session is None:
             return
-        if not discard and connection.valid and connection.in_transaction:
-            try:
-                self._tracked(driver, connection, lambda: driver.end(connection))
-            except (driver.errors, _Abandoned):
-                discard = True
-        driver.release(connection, discard)
-
-    def _tracked(self, driver: Driver, session: Session, step: Callable[[], T], started: float | None = None) -> T:
-        """``step`` on ``session`` as the run's running statement: bounded by the deadline, stopped when given up."""
-        with self._lock:
-            if self._abandoned:
-                raise _Abandoned
-            self._running = (time.monotonic() if started is None else started, session)
-            driver.bound(session, self._deadline)  # under the lock, as extend() moves the deadline
         try:
-            return step()
+            if not discard and session.valid and session.in_transaction:
+                await self._tracked(session, driver, driver.end(session))
+        except _Abandoned:
+            discard = True
+        except driver.errors:
+            discard = True
+        except BaseException:
+            discard = True
+            raise
         finally:
-            with self._lock:
-                self._running = None  # before the connection may be closed: see sever()
+            driver.release(session, discard)
 
-    def _on_fresh_if_stale(self, driver: Driver, step: Callable[[Session], T]) -> T:
+    async def _tracked(
+        self, session: Session, driver: AnyDriver, step: Awaitable[T], started: float | None = None
+    ) -> T:
+        """``step`` on ``session`` as the run's running statement: the one a stop is sent for if the run is given up."""
+        if self._abandoned:
+            if isinstance(step, Coroutine):
+                step.close()  # never started
+            raise _Abandoned
+        self._running, self._running_since = (driver, session), time.monotonic() if started is None else started
+        try:
+            return await step
+        finally:
+            self._running = None
+
+    async def _on_fresh_if_stale(self, driver: AnyDriver, step: Callable[[Session], Awaitable[T]]) -> T:
         """``step`` on the run's connection, or on new ones while the pool hands out stale ones."""
         while True:
             try:
-                return step(self._session(driver))
+                return await step(await self._connection(driver))
             except Stale:
                 # Nothing reached the server: a new connection answers for it. If that fails too, the connect
                 # error (server down, password changed) is what the operator can act on, for every query.
-                self._release(driver, discard=True)
+                await self._release(driver, discard=True)
 
-    def _ping(self, driver: Driver) -> None:
+    async def _ping(self, driver: AnyDriver) -> None:
         failure: ProbeError
         try:
-            self._on_fresh_if_stale(
-                driver, lambda session: self._tracked(driver, session, lambda: driver.ping(session))
-            )
+            await self._on_fresh_if_stale(driver, lambda session: self._tracked(session, driver, driver.ping(session)))
             return
         except driver.errors as error:
             failure = ConnectFailed(f"the server did not answer a ping: {_scrub(str(error), self.target)}")
         except ConnectFailed as error:
             failure = error
-        with self._lock:
-            if not self._abandoned:  # the kept results are not served: the server did not answer this probe
-                self._finished = [failed_query(query, failure) for query in self._queries]
+        if not self._abandoned:  # the kept results are not served: the server did not answer this probe
+            self._finished = [failed_query(query, failure) for query in self._queries]
 
     def _finish(self, result: QueryResult) -> bool:
         """Record a query's result; False if the probe was given up meanwhile (the result is dropped)."""
-        with self._lock:
-            self._running = None
-            if self._abandoned:
-                return False
-            self._finished.append(result)
-            return True
+        if self._abandoned:
+            return False
+        self._finished.append(result)
+        return True
 
     def _cached(self, query: Query) -> QueryResult | None:
         """A successful result of ``query`` younger than its min_interval, for the metrics it feeds now."""
@@ -269,11 +282,11 @@ class _Run:
         metrics = tuple(by_key[metric.key] for metric in query.metrics)
         return result._replace(query=query, metrics=metrics, from_cache=True)
 
-    def _checkout(self, driver: Driver) -> Session:
+    async def _checkout(self, driver: AnyDriver) -> Session:
         if self._abandoned:
             raise _Abandoned
         try:
-            return driver.checkout(self._deadline)
+            return await driver.checkout()
         except driver.errors as error:  # raw_connection() leaves the driver's errors as they are
             failure = ConnectFailed(_scrub(str(error), self.target))
             _let_go(error)
@@ -282,24 +295,25 @@ class _Run:
         except SQLAlchemyError as error:
             failure = ConnectFailed(_scrub(str(error), self.target))
             _let_go(error)
+        except OSError as error:  # the network, before the driver took it over (a name that does not resolve...)
+            failure = ConnectFailed(_scrub(f"{type(error).__name__}: {error}", self.target))
+            _let_go(error)
         raise failure  # out here, with no link to the driver's error: the probe's result keeps it
 
-    def _run_query(self, driver: Driver, query: Query) -> QueryResult:
+    async def _run_query(self, driver: AnyDriver, query: Query) -> QueryResult:
         started = time.monotonic()
 
-        def execute(session: Session) -> Fetched:
-            last = query is self._queries[-1]
+        async def execute(session: Session) -> Fetched:
             if not query.parameters:  # the SQL as written: % and :name need no escaping
-                step = partial(driver.execute, session, query.sql, last, max_rows=query.row_limit)
-                return self._tracked(driver, session, step, started)
+                step = driver.execute(session, query.sql, max_rows=query.row_limit)
+                return await self._tracked(session, driver, step, started)
             # The union of its runs, one per parameter set.
             columns: tuple[str, ...] = ()
             rows: list[Sequence[Any]] = []
-            for number, parameter_set in enumerate(query.parameters, start=1):
-                statement, arguments = bind(driver.engine.dialect, query.sql, parameter_set)
-                ends = last and number == len(query.parameters)
-                step = partial(driver.execute, session, statement, ends, arguments, query.row_limit - len(rows))
-                fetched = self._tracked(driver, session, step, started)
+            for parameter_set in query.parameters:
+                statement, arguments = bind(driver.sa_dialect, query.sql, parameter_set)
+                step = driver.execute(session, statement, arguments, query.row_limit - len(rows))
+                fetched = await self._tracked(session, driver, step, started)
                 if fetched is None:
                     return None
                 columns = fetched[0]
@@ -309,23 +323,19 @@ class _Run:
             return columns, rows
 
         try:
-            fetched = self._on_fresh_if_stale(driver, execute)
+            fetched = await self._on_fresh_if_stale(driver, execute)
         except driver.errors as error:
             failure = QueryFailed(_scrub(str(error), self.target))
-            return failed_query(query, failure, time.monotonic() - started)
-        except TransactionEnded:
-            self._release(driver, discard=True)
-            failure = QueryFailed("the statement ended the read-only transaction (its connection was closed)")
             return failed_query(query, failure, time.monotonic() - started)
         if fetched is None:
             # A statement without a result set (SET, USE, COMMIT...) may have changed the session: it is not what
             # sqlprobe made it any more, so it is closed, and the next query gets a new connection.
-            self._release(driver, discard=True)
+            await self._release(driver, discard=True)
             failure = QueryFailed("the statement returned no result set (its connection was closed)")
             return failed_query(query, failure, time.monotonic() - started)
         if len(fetched[1]) >= query.row_limit:
             # Cut there: the rest of the result was not read, so the connection is out of step (or closed already).
-            self._release(driver, discard=True)
+            await self._release(driver, discard=True)
         duration = time.monotonic() - started
         columns, rows = fetched
         metrics = tuple(metric_result(metric, columns, rows) for metric in query.metrics)
@@ -333,58 +343,33 @@ class _Run:
 
     def _fail_rest(self, error: ProbeError) -> None:
         """Every query that has no result yet fails with ``error`` (unless the probe was given up)."""
-        with self._lock:
-            self._running = None
-            if not self._abandoned:
-                self._finished.extend(failed_query(query, error) for query in self._queries[len(self._finished) :])
+        if not self._abandoned:
+            self._finished.extend(failed_query(query, error) for query in self._queries[len(self._finished) :])
 
     @property
     def abandoned(self) -> bool:
         """True once the probes gave up on this run."""
         return self._abandoned
 
-    def extend(self, deadline: float) -> None:
-        """A probe with ``deadline`` joined the run: its work, and the statement running, may go on until then."""
-        with self._lock:
-            if deadline <= self._deadline:
-                return
-            self._deadline = deadline
-            if self._running is not None and self._driver is not None:
-                self._driver.bound(self._running[1], deadline)
-
-    def abandon(self) -> tuple[Interrupt | None, _Running | None]:
-        """Mark the run as given up; how to stop the statement still running, if any, and which it is."""
-        with self._lock:
-            self._abandoned = True
-            running = self._running
-            if running is None or self._driver is None:
-                return None, None
-            # Made only now: few statements ever need stopping.
-            return self._driver.interrupter(running[1]), running
-
-    def sever(self, running: _Running) -> None:
-        """Cut the connection of a statement given up on if it still runs (its server's answer never came)."""
-        with self._lock:
-            # Under the lock: the worker closes a connection only after its statement is done with (_finish).
-            if self._running is running and self._driver is not None:
-                self._driver.sever(running[1])
+    def abandon(self) -> _Running | None:
+        """Mark the run as given up; the statement still running, if any, and where."""
+        self._abandoned = True
+        return self._running
 
     def result(self, budget: float, duration: float) -> ProbeResult:
         """What finished so far; queries that did not finish fail with the deadline."""
-        with self._lock:
-            finished = list(self._finished)
-            running = self._running
+        finished = list(self._finished)
         unfinished = self._queries[len(finished) :]
         if unfinished:
             error = DeadlineExceeded(budget)
-            in_flight = time.monotonic() - running[0] if running is not None else 0.0
+            in_flight = time.monotonic() - self._running_since if self._running is not None else 0.0
             finished.append(failed_query(unfinished[0], error, in_flight))
             finished.extend(failed_query(query, error) for query in unfinished[1:])
         return ProbeResult(self.target, budget, duration, tuple(finished), at=time.monotonic())
 
 
 class _Abandoned(Exception):
-    """Raised inside the worker when the probe was given up before the next statement."""
+    """Raised inside the run when the probe was given up before the next statement."""
 
 
 def _let_go(error: BaseException | None) -> None:

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 # Threads are cheap while they wait on a socket (about 16 KiB each); a hung target holds one until just past
 # its deadline.
-DEFAULT_MAX_WORKERS = 128
+# Threads for targets whose driver blocks (SQLite...); MySQL and PostgreSQL probes use none.
+DEFAULT_MAX_WORKERS = 8
 # An engine no probe used for this long is disposed with its connections: longer than any scrape interval.
 DEFAULT_IDLE_ENGINE_TIMEOUT = 900.0
 # How often inventory files are read again and password and TLS files checked for a change.
@@ -74,7 +75,7 @@ def create_app(
         yield
         sweeper.cancel()
         refresher.cancel()
-        exporter.close()
+        await exporter.close()
 
     users = web_config.users if web_config is not None else {}
     app = Sqlprobe(

@@ -1,0 +1,145 @@
+"""Targets whose driver blocks (SQLite, the demo target; any SQLAlchemy driver without asyncio): their work runs on a
+small bounded pool of threads of their own, which MySQL and PostgreSQL probes never wait for."""
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+
+from app.dialect import Arguments, Fetched
+from app.driver import Session, Unreadable
+
+T = TypeVar("T")
+
+# Threads for blocking drivers (--max-threads): SQLite answers in microseconds, so a few are plenty.
+DEFAULT_MAX_THREADS = 8
+
+
+def fetch_with_cursor(
+    dbapi_connection: Any,
+    sql: str,
+    max_rows: int = sys.maxsize,
+    parameters: Sequence[Any] | Mapping[str, Any] | None = None,
+) -> Fetched:
+    """Run ``sql`` on a DBAPI cursor; its column names and at most ``max_rows`` rows, or None if no result set.
+
+    Without ``parameters`` the driver sends the SQL as written; with them, ``sql`` is in the driver's parameter
+    style and the driver binds them. When ``max_rows`` rows were read the rest is left unread: the caller discards
+    the connection.
+    """
+    cursor = dbapi_connection.cursor()
+    rows: Sequence[Sequence[Any]] = ()
+    try:
+        if parameters is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, parameters)
+        if cursor.description is None:
+            return None
+        rows = cursor.fetchmany(max_rows)
+        return tuple(column[0] for column in cursor.description), rows
+    finally:
+        if len(rows) < max_rows:
+            with contextlib.suppress(Exception):  # a cursor of a broken connection may fail to close
+                cursor.close()
+
+
+class BlockingDriver:
+    """A blocking engine behind the same calls as app/driver.py's Driver, each on a thread of ``threads``.
+
+    A probe given up stops waiting at once; its thread goes on until the driver returns (SQLite's is interrupted),
+    and the connection is given back only then.
+    """
+
+    def __init__(self, engine: Engine, slots: asyncio.Semaphore, threads: ThreadPoolExecutor) -> None:
+        self.engine = engine
+        self.sa_dialect = engine.dialect
+        self.errors: tuple[type[Exception], ...] = (engine.dialect.loaded_dbapi.Error, Unreadable)
+        self._slots = slots
+        self._threads = threads
+        self._busy: dict[int, asyncio.Future[Any]] = {}  # by id() of a session: its work still on a thread
+
+    async def _on_thread(self, session: Session | None, call: Callable[[], T]) -> T:
+        future = asyncio.get_running_loop().run_in_executor(self._threads, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if session is not None:
+                self._busy[id(session)] = future
+            raise
+
+    async def checkout(self) -> Session:
+        """A connection from the pool, or a new one."""
+        await self._slots.acquire()
+        future = asyncio.get_running_loop().run_in_executor(self._threads, self.engine.raw_connection)
+        try:
+            proxied = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(self._connected_too_late)
+            raise
+        except BaseException:
+            self._slots.release()
+            raise
+        return Session(proxied, reused=False, identity=None)
+
+    def _connected_too_late(self, future: "asyncio.Future[Any]") -> None:
+        """A checkout given up on while its thread connected: the connection goes back to the pool."""
+        try:
+            if not future.cancelled() and future.exception() is None:
+                future.result().close()
+        finally:
+            self._slots.release()
+
+    async def execute(
+        self, session: Session, sql: str, arguments: Arguments | None = None, max_rows: int = sys.maxsize
+    ) -> Fetched:
+        """Run a statement (at most ``max_rows`` rows read); the driver's errors as is."""
+        session.sent = True
+        try:
+            return await self._on_thread(
+                session, partial(fetch_with_cursor, session.connection, sql, max_rows, arguments)
+            )
+        except self.errors as error:
+            if self.sa_dialect.is_disconnect(error, session.connection, None):  # type: ignore[arg-type]
+                session.proxied.invalidate(error)
+            raise
+
+    async def ping(self, session: Session) -> None:
+        """A round trip (``select 1``)."""
+        await self.execute(session, "select 1")
+
+    async def end(self, session: Session) -> None:
+        """Nothing to end: blocking targets run without sqlprobe's read-only transaction."""
+
+    def release(self, session: Session, discard: bool = False) -> None:
+        """Give the connection back (or close it) once no thread uses it any more."""
+        busy = self._busy.pop(id(session), None)
+
+        def give_back() -> None:
+            try:
+                if discard and session.proxied.is_valid:
+                    session.proxied.invalidate()
+                session.proxied.close()
+            finally:
+                self._slots.release()
+
+        if busy is None or busy.done():
+            give_back()
+        else:
+            busy.add_done_callback(lambda _: give_back())
+
+    def stopper(self, session: Session) -> Callable[[], Awaitable[None]] | None:
+        """SQLite's interrupt(), for the statement running on ``session``; None for other blocking drivers."""
+        interrupt = getattr(session.connection, "interrupt", None)
+        if interrupt is None:
+            return None
+
+        async def stop() -> None:
+            interrupt()
+
+        return stop
