@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from app.config import load_config
-from app.engines import EngineCache
+from app.engine_cache import EngineCache
 from app.exposition import (
     OPENMETRICS,
     PROBE_DURATION,
@@ -145,13 +145,17 @@ def test_probe_text_is_byte_for_byte_what_prometheus_client_writes(tmp_path: Pat
         "broken": {"query": "select nope", "type": "gauge", "description": "fails", "value": "n"},
     }
     config = write_config(tmp_path, {"db": target("sqlite://", "odd")}, {"odd": odd})
-    engines = EngineCache()
-    prober = Prober(engines, max_workers=2)
-    try:
-        result = asyncio.run(prober.probe(config.targets["db"], None, 5.0))
-    finally:
-        prober.close()
-        engines.dispose_all()
+
+    async def probe() -> ProbeResult:
+        engines = EngineCache()
+        prober = Prober(engines)
+        try:
+            return await prober.probe(config.targets["db"], None, 5.0)
+        finally:
+            prober.close()
+            await engines.dispose_all()
+
+    result = asyncio.run(probe())
     assert not result.success  # the failed metric is part of what is written
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Reference(result))

@@ -1,4 +1,5 @@
-"""PyMySQL's and uvicorn's private parts that sqlprobe uses are checked at start-up, with a fallback if missing."""
+"""uvicorn's private parts that sqlprobe uses are checked at start-up, with a fallback if missing; the database
+drivers are used by their public API only."""
 
 import sys
 import textwrap
@@ -6,7 +7,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx2 as httpx
-import pymysql
 import pytest
 
 from app import internals
@@ -18,41 +18,33 @@ from tests.servers import MariaDB
 @pytest.fixture
 def fresh_checks() -> Iterator[None]:
     """The checks run again in this test, and again after it."""
-    internals.pymysql_missing.cache_clear()
     internals.uvicorn_missing.cache_clear()
     yield
-    internals.pymysql_missing.cache_clear()
     internals.uvicorn_missing.cache_clear()
 
 
 @pytest.mark.usefixtures("fresh_checks")
-def test_the_installed_pymysql_and_uvicorn_have_every_internal_sqlprobe_uses() -> None:
-    assert internals.pymysql_missing() == ()
+def test_the_installed_uvicorn_has_every_internal_sqlprobe_uses() -> None:
     assert internals.uvicorn_missing() == ()
     assert internals.fallback_warnings() == []
 
 
 @pytest.mark.usefixtures("fresh_checks")
 def test_the_check_names_the_internals_a_version_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(pymysql.connections.Connection, "_force_close")
-    monkeypatch.delattr(pymysql.connections, "TEXT_TYPES")
     monkeypatch.setitem(sys.modules, "uvicorn.protocols.http.httptools_impl", None)  # as if uvicorn moved it
-    assert internals.pymysql_missing() == ("Connection._force_close", "pymysql.connections.TEXT_TYPES")
     assert internals.uvicorn_missing() == ("uvicorn.protocols.http.httptools_impl.HttpToolsProtocol",)
-    assert [line.split(" lacks ")[0].split()[0] for line in internals.fallback_warnings()] == ["PyMySQL", "uvicorn"]
+    assert [line.split(" lacks ")[0].split()[0] for line in internals.fallback_warnings()] == ["uvicorn"]
 
 
 # Started before sqlprobe's own modules: uvicorn's httptools protocol cannot be imported (as if a release had moved
-# it), and the PyMySQL check reports an internal missing (removing one for real would break PyMySQL itself too).
+# it).
 _SITECUSTOMIZE = """
     import sys
     sys.modules["uvicorn.protocols.http.httptools_impl"] = None
-    from app import internals
-    internals.pymysql_missing = lambda: ("Connection._sock",)
 """
 
 
-def test_without_the_internals_sqlprobe_warns_once_each_and_probes_on_the_stock_paths(
+def test_without_the_internals_sqlprobe_warns_once_and_probes_on_the_stock_protocol(
     tmp_path: Path, fleet: Sequence[MariaDB], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = fleet[0]
@@ -67,18 +59,16 @@ def test_without_the_internals_sqlprobe_warns_once_each_and_probes_on_the_stock_
         assert value(samples, "probe_success") == 1.0
         for kind, qty in server.query(ITEMS_SET["qty_by_kind"]["query"]):
             assert value(samples, "query_exporter_qty_by_kind", kind=kind) == float(qty)
-        # A query past its deadline is still killed on the server, over PyMySQL's own connection class.
+        # A query past its deadline is still killed on the server.
         headers = {"X-Prometheus-Scrape-Timeout-Seconds": "1"}
         response = httpx.get(f"{running.url}/probe", params={"target": "db", "query_set": "slow"}, headers=headers)
         assert value(parse_samples(response.text), "probe_success") == 0.0
         assert _no_sleeping_session(server)
     lines = running.log.read_text().splitlines()
     warnings = [line for line in lines if " lacks " in line]
-    assert len(warnings) == 2, lines
-    assert " PyMySQL " in warnings[0]
-    assert "lacks Connection._sock: probes use PyMySQL's cursor" in warnings[0]
-    assert " uvicorn " in warnings[1]
-    assert "answers use uvicorn's stock HTTP protocol" in warnings[1]
+    assert len(warnings) == 1, lines
+    assert " uvicorn " in warnings[0]
+    assert "answers use uvicorn's stock HTTP protocol" in warnings[0]
     assert not any("Traceback" in line for line in lines)
 
 

@@ -1,9 +1,11 @@
 """KILL QUERY goes only to the server the statement runs on, even behind a proxy that spreads connections."""
 
+import asyncio
 import contextlib
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -132,26 +134,43 @@ def test_kills_wait_in_a_bounded_queue_one_per_connection_and_are_dropped_when_t
     silent_port: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(kills, "MAX_KILL_DELAY", 0.5)
-    killer = kills.Killer()
     discarded: list[int] = []
-    # Each kill connects to a server that never answers: it fails after a second, holding its killer thread.
-    kill = partial(pymysql.connect, host="127.0.0.1", port=silent_port, connect_timeout=1, read_timeout=1)
-    connections = [object() for _ in range(kills.KILLER_THREADS + kills.MAX_PENDING + 5)]
-    try:
-        for number, connection in enumerate(connections):
-            for _ in range(2 if number < kills.KILLER_THREADS + kills.MAX_PENDING else 1):  # twice: once is enough
-                killer.request(connection, "db", number, kill, partial(discarded.append, number))
-            if number < kills.KILLER_THREADS:
-                assert wait_until(lambda: len(killer._pending) == 0, 5)  # taken by a killer thread
-        # Beyond the bound, refused at once and counted; each refused kill gives up the probe's connection instead.
-        assert killer.skipped() == {"queue_full": 5}
-        assert discarded == list(range(len(connections) - 5, len(connections)))
-        # The waiting ones are dropped once it is too late for them (after the two under way failed).
-        assert wait_until(lambda: killer.skipped().get("too_late") == kills.MAX_PENDING, 10)
-        assert sorted(discarded) == list(range(kills.KILLER_THREADS, len(connections)))
-        assert wait_until(lambda: caplog.text.count("could not stop the running query of target db") == 2, 5)
-    finally:
-        killer.close()
+
+    async def kill() -> None:
+        # Each kill connects to a server that never answers: it fails after a second, holding its killer.
+        async with asyncio.timeout(1):
+            reader, writer = await asyncio.open_connection("127.0.0.1", silent_port)
+            try:
+                await reader.read(1)
+            finally:
+                writer.close()
+
+    async def eventually(condition: Callable[[], bool], seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return condition()
+
+    async def scenario() -> None:
+        killer = kills.Killer()
+        connections = [object() for _ in range(kills.KILLERS + kills.MAX_PENDING + 5)]
+        try:
+            for number, connection in enumerate(connections):
+                for _ in range(2 if number < kills.KILLERS + kills.MAX_PENDING else 1):  # twice: once is enough
+                    killer.request(connection, "db", number, kill, partial(discarded.append, number))
+                if number < kills.KILLERS:
+                    assert await eventually(lambda: len(killer._pending) == 0, 5)  # taken by a killer
+            # Beyond the bound, refused at once and counted; each refused kill gives up the probe's connection instead.
+            assert killer.skipped() == {"queue_full": 5}
+            assert discarded == list(range(len(connections) - 5, len(connections)))
+            # The waiting ones are dropped once it is too late for them (after the two under way failed).
+            assert await eventually(lambda: killer.skipped().get("too_late") == kills.MAX_PENDING, 10)
+            assert sorted(discarded) == list(range(kills.KILLERS, len(connections)))
+            assert await eventually(lambda: caplog.text.count("could not stop the running query of target db") == 2, 5)
+        finally:
+            killer.close()
+
+    asyncio.run(scenario())
 
 
 def _query(connection: Any, sql: str) -> Any:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pymysql
 import pytest
+from app.engines import fetch_with_cursor
 from sqlalchemy import create_engine
 
 from app import mysql_wire
-from app.engines import fetch_with_cursor
 from tests.relay import Relay
 from tests.servers import MariaDB
 

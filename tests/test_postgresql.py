@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from app.config import Metric, load_config
-from app.engines import DEADLINE_GRACE
+from app.dialect import DEADLINE_GRACE
 from tests.helpers import (
     ITEMS_SET,
     client_for,

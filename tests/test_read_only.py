@@ -6,7 +6,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from app.engines import DEADLINE_GRACE
+from app.dialect import DEADLINE_GRACE
 from tests.helpers import client_for, metric, parse_samples, probe_views, target, value, write_config
 from tests.servers import MariaDB
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from app.engines import _preferred_tls_context, connect_args_of, create_target_engine, tls_context
+from app import mysql, postgresql
 from app.errors import ConfigError
+from app.tls import preferred_tls_context, tls_context
 from tests.conftest import missing
 from tests.helpers import client_for, metric, parse_samples, probe_views, target, value, wait_until, write_config
 from tests.postgres import SYSTEM_USER, PostgreSQL
@@ -236,7 +237,7 @@ def test_verify_identity_decides_whether_a_certificate_for_another_name_is_accep
         assert "certificate verify failed: Hostname mismatch, certificate is not valid for 'localhost'" in views.debug
 
 
-def test_targets_with_the_same_tls_share_one_ssl_context_and_a_target_without_tls_has_none(
+def test_targets_with_the_same_tls_share_one_ssl_context_and_a_target_without_tls_shares_the_unverified_one(
     tmp_path: Path, tls_server: MariaDB, certificates: Certificates
 ) -> None:
     config = write_config(
@@ -250,35 +251,20 @@ def test_targets_with_the_same_tls_share_one_ssl_context_and_a_target_without_tl
         {"tls": TLS_SET},
         namespace="",
     )
-    engines = {name: create_target_engine(config.targets[name]) for name in config.targets}
-    try:
-        contexts = {name: connect_args_of(engine).get("ssl") for name, engine in engines.items()}
-        tls = config.targets["a"].tls
-        assert tls is not None
-        assert contexts["a"] is contexts["b"] is tls_context(tls)
-        assert contexts["unverified_name"] is not contexts["a"]
-        assert contexts["plain"] is None
-        # Every connection of both engines uses that one context; PyMySQL builds none of its own.
-        for name in ("a", "b"):
-            with engines[name].connect() as connection:
-                pymysql_connection = connection.connection.driver_connection
-                assert pymysql_connection is not None
-                assert pymysql_connection.ctx is contexts["a"]
-        # Without tls, PyMySQL's default (TLS when the server offers it, unverified) uses one shared context too:
-        # the sockets of two connections, made apart, are wrapped by the same SSLContext object.
-        sockets = []
-        for _ in range(2):
-            with engines["plain"].connect() as connection:
-                pymysql_connection = connection.connection.driver_connection
-                sockets.append(pymysql_connection._sock)  # type: ignore[union-attr]
-                connection.invalidate()  # the next connect opens a new connection
-        assert all(isinstance(sock, ssl.SSLSocket) for sock in sockets)
-        assert sockets[0] is not sockets[1]
-        assert sockets[0].context is sockets[1].context is _preferred_tls_context()
-        assert sockets[0].context.verify_mode == ssl.CERT_NONE
-    finally:
-        for engine in engines.values():
-            engine.dispose()
+    # The context each engine hands the driver for every connection it makes (the driver builds none of its own).
+    contexts = {name: mysql.connect_args(config.targets[name])["ssl"] for name in config.targets}
+    tls = config.targets["a"].tls
+    assert tls is not None
+    assert contexts["a"] is contexts["b"] is tls_context(tls)
+    assert contexts["unverified_name"] is not contexts["a"]
+    # Without tls, PyMySQL's default (TLS when the server offers it, unverified), with one context for the process.
+    assert contexts["plain"] is preferred_tls_context()
+    assert contexts["plain"].verify_mode == ssl.CERT_NONE
+    # And the sessions those contexts make are encrypted, as the server sees them.
+    with client_for(config) as client:
+        for name in config.targets:
+            views = probe_views(client, name)
+            assert set(views.samples["tls_session"].values()) == {1.0}, views.debug
 
 
 def test_renewed_certificate_files_give_other_settings_and_another_context_on_reload(
@@ -305,7 +291,7 @@ def test_slow_query_on_a_certificate_only_target_is_killed_over_tls(
         tmp_path, {"db": _with_tls(target(_x509_dsn(tls_server), "slow", timeout="60s"), tls)}, {"slow": SLOW_SET}
     )
 
-    caplog.set_level("INFO", logger="app.engines")
+    caplog.set_level("INFO", logger="app")
 
     def sleeping() -> list[tuple[Any, ...]]:
         return tls_server.root_query(
@@ -377,9 +363,9 @@ def test_postgresql_tls_maps_to_libpq_parameters_and_gives_an_encrypted_session(
         },
         {"tls": PG_TLS_SET},
     )
-    engines = [create_target_engine(config.targets[name]) for name in ("pg", "pg_client")]
+    arguments = [postgresql.connect_args(config.targets[name]) for name in ("pg", "pg_client")]
     tls_parameters = {"sslmode", "sslrootcert", "sslcert", "sslkey"}
-    assert [{k: v for k, v in connect_args_of(engine).items() if k in tls_parameters} for engine in engines] == [
+    assert [{k: v for k, v in each.items() if k in tls_parameters} for each in arguments] == [
         {"sslmode": "verify-full", "sslrootcert": str(certificates.ca)},
         {
             "sslmode": "verify-ca",

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from app.config import Target
-from app.engines import EngineCache
+from app.engine_cache import EngineCache
 from app.prober import Prober
 from tests.helpers import metric, target, write_config
 from tests.servers import mariadb_binaries, mariadb_fleet
@@ -50,13 +50,17 @@ def main() -> None:
             "writable": {**target(server.dsn, "three"), "read_only": False},
         }
         config = write_config(Path(tmp), targets, sets)
-        engines = EngineCache()
-        prober = Prober(engines, 4)
-        try:
-            figures = asyncio.run(_rounds(prober, config.targets, probes // ROUNDS))
-        finally:
-            prober.close()
-            engines.dispose_all()
+
+        async def measure() -> dict[str, list[tuple[float, float]]]:
+            engines = EngineCache()
+            prober = Prober(engines)
+            try:
+                return await _rounds(prober, config.targets, probes // ROUNDS)
+            finally:
+                prober.close()
+                await engines.dispose_all()
+
+        figures = asyncio.run(measure())
     for name, pairs in figures.items():
         wall = statistics.median(pair[0] for pair in pairs)
         cpu = statistics.median(pair[1] for pair in pairs)
