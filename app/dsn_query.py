@@ -6,10 +6,12 @@ fail every probe of the target with an error that says little. Values are never 
 """
 
 import codecs
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import aiomysql
 import psycopg
 import pymysql
 from psycopg import conninfo
@@ -46,6 +48,18 @@ def query_problems(url: URL) -> list[str]:
 _KEY, _VALUE = "key", "value"
 
 
+def _aiomysql_takes(arguments: Mapping[str, Any]) -> str | None:
+    # Probes connect with aiomysql (PyMySQL's protocol code on asyncio): it takes fewer keys than PyMySQL (no
+    # read_timeout: the probe's deadline bounds every wait), and TLS only as the tls: key's context.
+    if not set(arguments) <= _AIOMYSQL_KEYS or "ssl" in arguments:
+        return _KEY
+    return _pymysql_takes(arguments)
+
+
+# aiomysql.connect()'s keyword arguments, but those sqlprobe sets itself.
+_AIOMYSQL_KEYS = frozenset(inspect.signature(aiomysql.Connection).parameters) - {"loop", "echo", "ssl"}
+
+
 def _pymysql_takes(arguments: Mapping[str, Any]) -> str | None:
     try:
         # Its checks without connecting: unknown arguments, timeouts out of range, unreadable TLS files.
@@ -75,7 +89,7 @@ def _psycopg_takes(arguments: Mapping[str, Any]) -> str | None:
 
 
 _DRIVER_CHECKS: Mapping[str, Callable[[Mapping[str, Any]], str | None]] = {
-    "mysql+pymysql": _pymysql_takes,
-    "mariadb+pymysql": _pymysql_takes,
+    "mysql+pymysql": _aiomysql_takes,
+    "mariadb+pymysql": _aiomysql_takes,
     "postgresql+psycopg": _psycopg_takes,
 }

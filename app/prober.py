@@ -2,11 +2,12 @@
 
 import asyncio
 import logging
+import os
+import ssl
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
@@ -288,7 +289,7 @@ class _Run:
         try:
             return await driver.checkout()
         except driver.errors as error:  # raw_connection() leaves the driver's errors as they are
-            failure = ConnectFailed(_scrub(str(error), self.target))
+            failure = ConnectFailed(_scrub(_with_cause(error), self.target))
             _let_go(error)
         except PoolTimeoutError:
             failure = ConnectFailed("no free connection in the target's pool (too many probes of it at once)")
@@ -383,6 +384,23 @@ def _let_go(error: BaseException | None) -> None:
         seen.add(id(error))
         traceback.clear_frames(error.__traceback__)  # skips the frames still running (this one's callers)
         error = error.__cause__ or error.__context__
+
+
+def _with_cause(error: BaseException) -> str:
+    """The driver's message, and what the network or TLS said beneath it when the driver keeps that apart (aiomysql
+    says only "Can't connect to MySQL server on '…'", with the OS error as its cause)."""
+    message, cause = str(error), error.__cause__
+    if isinstance(cause, ssl.SSLError):
+        detail = str(cause)
+    elif isinstance(cause, TimeoutError):
+        detail = "timed out"
+    elif isinstance(cause, OSError) and cause.errno:
+        detail = os.strerror(cause.errno)
+    elif cause is not None:
+        detail = str(cause) or type(cause).__name__
+    else:
+        return message
+    return message if detail in message else f"{message}: {detail}"
 
 
 def _unexpected_message(error: Exception) -> str:

@@ -217,7 +217,7 @@ def test_server_certificate_from_another_ca_fails_verification_with_a_clear_erro
     assert value(views.samples, "probe_success") == 0.0
     assert "connection failed (connect): (2003, \"Can't connect to MySQL server on '127.0.0.1'" in views.debug
     # The reason after "failed:" is OpenSSL's wording, which varies between its versions.
-    assert "([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: " in views.debug
+    assert "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: " in views.debug
 
 
 @pytest.mark.parametrize(("verify_identity", "success"), [(True, 0.0), (False, 1.0)])
