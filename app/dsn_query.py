@@ -23,8 +23,12 @@ def query_problems(url: URL) -> list[str]:
 
     Each parameter is tried alone, so that the sentence can name it.
     """
-    dialect = url.get_dialect()()
     driver = f"{url.get_backend_name()}+{url.get_driver_name()}"
+    why = ""
+    if driver in _ASYNC_DRIVERS:  # the arguments as SQLAlchemy gives them to the driver probes connect with
+        url = url.set(drivername=_ASYNC_DRIVERS[driver])
+        why = _AIOMYSQL_KEYS_WHY
+    dialect = url.get_dialect()()
     takes = _DRIVER_CHECKS.get(driver)
     problems = []
     for key in url.query:
@@ -39,7 +43,7 @@ def query_problems(url: URL) -> list[str]:
         if warned and refused is None:  # SQLAlchemy drops what the driver would not accept (SQLite), and warns
             refused = _KEY
         if refused == _KEY:
-            problems.append(f"query parameter {key!r} is not one the {driver} driver takes")
+            problems.append(f"query parameter {key!r} is not one the {driver} driver takes{why}")
         elif refused == _VALUE:
             problems.append(f"query parameter {key!r} has a value the {driver} driver does not take")
     return problems
@@ -51,13 +55,17 @@ _KEY, _VALUE = "key", "value"
 def _aiomysql_takes(arguments: Mapping[str, Any]) -> str | None:
     # Probes connect with aiomysql (PyMySQL's protocol code on asyncio): it takes fewer keys than PyMySQL (no
     # read_timeout: the probe's deadline bounds every wait), and TLS only as the tls: key's context.
-    if not set(arguments) <= _AIOMYSQL_KEYS or "ssl" in arguments:
+    if not set(arguments) <= _AIOMYSQL_KEYS:
         return _KEY
-    return _pymysql_takes(arguments)
+    # Its values, as PyMySQL's (the same protocol code) checks them: under PyMySQL's names.
+    return _pymysql_takes(
+        {_PYMYSQL_NAMES.get(key, key): value for key, value in arguments.items() if key != "auth_plugin"}
+    )
 
 
-# aiomysql.connect()'s keyword arguments, but those sqlprobe sets itself.
-_AIOMYSQL_KEYS = frozenset(inspect.signature(aiomysql.Connection).parameters) - {"loop", "echo", "ssl"}
+# aiomysql.connect()'s keyword arguments, but those sqlprobe sets itself (ssl: the tls: key).
+_AIOMYSQL_KEYS = frozenset(inspect.signature(aiomysql.Connection).parameters) - {"loop", "echo", "ssl", "conv"}
+_PYMYSQL_NAMES = {"db": "database"}
 
 
 def _pymysql_takes(arguments: Mapping[str, Any]) -> str | None:
@@ -87,6 +95,13 @@ def _psycopg_takes(arguments: Mapping[str, Any]) -> str | None:
         return _VALUE
     return None
 
+
+_AIOMYSQL_KEYS_WHY = (
+    " (probes connect with aiomysql, PyMySQL's protocol on asyncio: the probe's deadline bounds every wait, and TLS"
+    " is set with the tls: key)"
+)
+# What probes connect with, for the drivers targets.yml names.
+_ASYNC_DRIVERS = {"mysql+pymysql": "mysql+aiomysql", "mariadb+pymysql": "mariadb+aiomysql"}
 
 _DRIVER_CHECKS: Mapping[str, Callable[[Mapping[str, Any]], str | None]] = {
     "mysql+pymysql": _aiomysql_takes,

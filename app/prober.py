@@ -390,7 +390,9 @@ def _with_cause(error: BaseException) -> str:
     """The driver's message, and what the network or TLS said beneath it when the driver keeps that apart (aiomysql
     says only "Can't connect to MySQL server on '…'", with the OS error as its cause)."""
     message, cause = str(error), error.__cause__
-    if isinstance(cause, ssl.SSLError):
+    if isinstance(cause, UnicodeError):
+        detail = _unexpected_message(cause)  # never the text it failed on: that may be the password
+    elif isinstance(cause, ssl.SSLError):
         detail = str(cause)
     elif isinstance(cause, TimeoutError):
         detail = "timed out"
@@ -403,7 +405,7 @@ def _with_cause(error: BaseException) -> str:
     return message if detail in message else f"{message}: {detail}"
 
 
-def _unexpected_message(error: Exception) -> str:
+def _unexpected_message(error: BaseException) -> str:
     """An unexpected error's text; a codec's names the character it met and where, and that text may be a password
     (PyMySQL sends it as Latin-1), so only the codec and its complaint are told."""
     if isinstance(error, UnicodeError):

@@ -226,57 +226,6 @@ def test_reloads_while_probes_run_keep_connections_and_memory_flat(tmp_path: Pat
     assert final_rss - warm_rss <= 12 * 2**20, (warm_rss, final_rss)
 
 
-def test_probes_queued_before_a_reload_build_no_engine_for_the_old_config(
-    tmp_path: Path, fleet: Sequence[MariaDB]
-) -> None:
-    here, there = fleet
-    sets = {
-        **SETS,
-        "long_nap": {"nap": metric("select sleep(2) as slept", "slept")},
-        "broken": {"broken": metric("select 1 as x", "missing")},
-    }
-    targets = {
-        "busy": target(here.dsn, "long_nap"),
-        "gone": target(there.dsn, "items", "broken"),
-        "moved": target(there.dsn, "items"),
-    }
-    config = write_config(tmp_path, targets, sets)
-    before = _sessions(there)
-    with client_for(config, max_workers=1) as client:
-        for name in ("gone", "moved"):  # engines and per-target series of the old config
-            client.get("/probe", params={"target": name})
-        assert 'target="gone"' in client.get("/metrics").text
-        answers: dict[str, str] = {}
-
-        def probe(name: str) -> None:
-            answers[name] = client.get("/probe", params={"target": name}).text
-
-        threads = [threading.Thread(target=probe, args=(name,)) for name in ("busy", "gone", "moved")]
-        threads[0].start()  # holds the only worker thread for two seconds
-        assert wait_until(lambda: any(info and "sleep" in info for _, _, info in here.exporter_sessions()), 5)
-        for thread in threads[1:]:
-            thread.start()  # their runs wait for the worker
-        time.sleep(0.5)
-        # The reload removes one and points the other at the other server, while their runs wait.
-        write_config(tmp_path, {"busy": targets["busy"], "moved": target(here.dsn, "items")}, sets)
-        assert client.post("/-/reload").status_code == 200
-        for thread in threads:
-            thread.join(15)
-        assert value(parse_samples(answers["gone"]), "probe_success") == 0.0
-        moved = parse_samples(answers["moved"])
-        assert value(moved, "probe_success") == 1.0
-        # The queued run of "moved" ran on the connection the config now names, not the one it was queued with.
-        for kind, qty in here.query(ITEMS_SET["qty_by_kind"]["query"]):
-            assert value(moved, "query_exporter_qty_by_kind", kind=kind) == float(qty)
-        own = client.get("/metrics").text
-        assert _own(client)["engines"] == 2.0  # busy and moved: none rebuilt for gone or for moved's old DSN
-        # Series of the removed target are gone from /metrics, even those its queued probe would have added.
-        assert 'target="gone"' not in own
-        assert value(parse_samples(own), "sqlprobe_probes_total", target="moved", result="success") >= 1.0
-        # No connection of the old config stays open on the server it named.
-        assert wait_until(lambda: _sessions(there) <= before, 5), _sessions(there) - before
-
-
 def test_the_idle_engine_sweeper_and_sighup_reloads_log_a_failure_and_keep_running(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

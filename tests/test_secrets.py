@@ -160,11 +160,12 @@ def test_query_string_values_never_show_and_a_secret_there_is_refused_at_reload(
 
 
 def test_a_mysql_password_the_driver_cannot_encode_shows_none_of_its_characters(
-    tmp_path: Path, closed_port: int, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, fleet: Sequence[MariaDB], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # PyMySQL sends the password as Latin-1: its UnicodeEncodeError names the character and where it stands.
+    # The driver sends the password as Latin-1 during authentication: its UnicodeEncodeError names the character
+    # and where it stands.
     password = "s3cr\u2603tPW"
-    dsn = f"mysql+pymysql://exporter:{quote(password)}@127.0.0.1:{closed_port}/"
+    dsn = f"mysql+pymysql://exporter:{quote(password)}@127.0.0.1:{fleet[0].port}/"
     config = write_config(tmp_path, {"db": target(dsn, "items", timeout="2s")}, {"items": ITEMS_SET})
     caplog.set_level(logging.DEBUG)
     with client_for(config) as client:
@@ -174,7 +175,8 @@ def test_a_mysql_password_the_driver_cannot_encode_shows_none_of_its_characters(
             client.get("/logs", params={"target": "db"}).text,
         ]
     shown += [record.getMessage() for record in caplog.records]
-    assert "unexpected error" in shown[0]
+    assert "probe_success: 0" in shown[0]
+    assert "the 'latin-1' codec failed on a setting of the target (its DSN, user or password)" in shown[0], shown[0]
     for text in shown:
         assert "\u2603" not in text
         assert "u2603" not in text
