@@ -146,7 +146,8 @@ class Driver:
             # A value the driver could not convert (a cell in a charset it cannot decode, say): the rest of the
             # result is unread, so the connection is out of step.
             session.proxied.invalidate(error)
-            raise Unreadable(f"the driver could not read the result ({type(error).__name__}: {error})") from error
+            told = f"{type(error).__name__}: {_told(error)}"
+            raise Unreadable(f"the driver could not read the result ({told})") from error
 
     async def end(self, session: Session) -> None:
         """End the read-only transaction still open on ``session``; the driver's errors as is."""
@@ -166,6 +167,14 @@ class Driver:
     def stopper(self, session: Session) -> Callable[[], Awaitable[None]]:
         """How to stop the statement running on ``session`` from outside it (KILL QUERY, a cancel request)."""
         return partial(self._dialect.stop, session.connection, self._url_args, session.identity)
+
+
+def _told(error: Exception) -> str:
+    """What an error in reading a result says; a codec's message quotes the bytes it failed on (the data's, which
+    are not for the debug page or the log), so only the codec and its complaint are told."""
+    if isinstance(error, UnicodeError):
+        return f"the {getattr(error, 'encoding', '?')!r} codec failed: {getattr(error, 'reason', 'invalid text')}"
+    return str(error)
 
 
 class _acquired_unless_failed:
