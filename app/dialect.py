@@ -41,5 +41,7 @@ class Dialect:
     # connect() arguments given, for the identity noted at set-up; a cancel request): may raise KillSkipped.
     stop: Callable[[Any, Mapping[str, Any], Identity | None], Awaitable[None]]
     begin_each_statement: bool = False
+    # Opens a driver connection with the URL's and connect_args' arguments, if not the driver's own connect() way.
+    connect: Callable[..., Awaitable[Any]] | None = None
     # Sets up a new connection; the server it reached and its id there, if the dialect can stop a statement by id.
     set_up: Callable[[Any, Target], Awaitable[Identity | None]] | None = None

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, create_engine
@@ -55,8 +56,12 @@ def _build(target: Target) -> AsyncEngine | Engine:
         if issubclass(url.get_dialect().get_pool_class(url), QueuePool):  # type: ignore[attr-defined]
             options = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW, "pool_timeout": target.timeout}
         return create_engine(url, **options)
+    async_url = _async_url(url, dialect)
+    connecting: dict[str, Any] = {"connect_args": dialect.connect_args(target)}
+    if dialect.connect is not None:  # SQLAlchemy's documented way to connect otherwise: async_creator
+        connecting = {"async_creator": partial(dialect.connect, **connect_arguments(async_url, dialect, target))}
     return create_async_engine(
-        _async_url(url, dialect),
+        async_url,
         pool_size=POOL_SIZE,
         max_overflow=MAX_OVERFLOW,
         pool_timeout=target.timeout,
@@ -64,8 +69,14 @@ def _build(target: Target) -> AsyncEngine | Engine:
         pool_reset_on_return=None,
         # SQLAlchemy would still end each checkout with a ROLLBACK: a round trip per probe for nothing.
         skip_autocommit_rollback=True,
-        connect_args=dialect.connect_args(target),
+        **connecting,
     )
+
+
+def connect_arguments(async_url: URL, dialect: Dialect, target: Target) -> dict[str, Any]:
+    """What the driver's connect() gets: the URL's arguments as SQLAlchemy gives them, then the dialect's."""
+    _, url_args = async_url.get_dialect()().create_connect_args(async_url)
+    return {**url_args, **dialect.connect_args(target)}
 
 
 def _async_url(url: URL, dialect: Dialect) -> URL:
@@ -245,7 +256,6 @@ class EngineCache:
 
 
 def _kill_args(engine: AsyncEngine, dialect: Dialect, target: Target) -> dict[str, Any]:
-    """What a connection of its own (one that sends KILL QUERY) is made with: the URL's arguments, the engine's
-    connect() arguments, and the time a stop may take."""
-    _, url_args = engine.sync_engine.dialect.create_connect_args(engine.url)
-    return {**url_args, **dialect.connect_args(target), "connect_timeout": CANCEL_TIMEOUT}
+    """What a connection of its own (one that sends KILL QUERY) is made with: the engine's connect() arguments,
+    and the time a stop may take."""
+    return {**connect_arguments(engine.url, dialect, target), "connect_timeout": CANCEL_TIMEOUT}

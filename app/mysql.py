@@ -12,7 +12,7 @@ from typing import Any
 
 import aiomysql
 import pymysql
-from pymysql.constants import FIELD_TYPE
+from pymysql.constants import CLIENT, FIELD_TYPE
 
 from app.config import Target
 from app.dialect import CANCEL_TIMEOUT, DEADLINE_GRACE, Dialect, Fetched
@@ -43,6 +43,24 @@ def connect_args(target: Target) -> dict[str, Any]:
     # SET STATEMENT tx_read_only=0 FOR DELETE ... fails.
     read_only = {"init_command": "SET SESSION TRANSACTION READ ONLY"} if target.read_only else {}
     return {"connect_timeout": target.timeout, "ssl": tls, "conv": _CONVERSIONS} | read_only
+
+
+async def connect(**arguments: Any) -> Any:
+    """aiomysql's connection, but one text runs one statement, as with PyMySQL.
+
+    aiomysql.connect() always asks the server to run several statements in one text (CLIENT_MULTI_STATEMENTS), so
+    "select 1; commit; set session transaction read write; create table ..." would end the read-only transaction
+    and write. PyMySQL never asks, and the server refuses such a text (1064). So the connection is made unconnected,
+    its public ``client_flag`` cleared of that flag, and connected by aiomysql's public way for that: ping(reconnect).
+    """
+    connection = aiomysql.Connection(**arguments)
+    connection.client_flag &= ~CLIENT.MULTI_STATEMENTS
+    try:
+        await connection.ping(reconnect=True)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 async def set_up(connection: Any, target: Target) -> Identity | None:
@@ -105,7 +123,7 @@ async def kill_query(url_args: Mapping[str, Any], identity: Identity | None) -> 
     connection = None
     try:
         async with asyncio.timeout(CANCEL_TIMEOUT):
-            connection = await aiomysql.connect(**url_args)
+            connection = await connect(**url_args)
             here = await read_identity(fetch, connection)
             if here is None or here.server != identity.server:
                 # Behind a proxy or load balancer, this connection reached another server: the id is someone else's.
@@ -120,6 +138,7 @@ async def kill_query(url_args: Mapping[str, Any], identity: Identity | None) -> 
 MYSQL = Dialect(
     driver="aiomysql",
     connect_args=connect_args,
+    connect=connect,
     set_up=set_up,
     fetch=fetch,
     command=command,

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiomysql
 import pymysql
 import pytest
 from pymysql.constants import CR, FIELD_TYPE
@@ -107,7 +106,7 @@ def on_connection(server: MariaDB, steps: Callable[[Any], Awaitable[T]], port: i
             queries=(),
             metrics=(),
         )
-        connection = await aiomysql.connect(
+        connection = await mysql.connect(
             host="127.0.0.1",
             port=port or server.port,
             user=EXPORTER_USER,
@@ -338,10 +337,6 @@ def test_a_result_over_max_rows_is_cut_there_and_the_connection_closed(server: M
     assert closed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiomysql always asks for CLIENT_MULTI_STATEMENTS (PyMySQL never does): several statements in one text run",
-)
 def test_a_text_of_several_statements_is_refused_as_by_pymysqls_cursor(server: MariaDB) -> None:
     sql = "select 1 as one; select 2 as two"
     with pytest.raises(pymysql.err.ProgrammingError) as reference:
