@@ -3,6 +3,7 @@ small bounded pool of threads of their own, which MySQL and PostgreSQL probes ne
 
 import asyncio
 import contextlib
+import itertools
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,51 +50,67 @@ def fetch_with_cursor(
                 cursor.close()
 
 
+class Threads:
+    """At most ``count`` threads, each with a queue of its own, started when first needed: a session's calls all go
+    to one (SQLite's connections belong to the thread that made them)."""
+
+    def __init__(self, count: int) -> None:
+        self._threads = [ThreadPoolExecutor(1, thread_name_prefix=f"sqlprobe-blocking-{n}") for n in range(count)]
+        self._next = itertools.cycle(self._threads)
+
+    def pick(self) -> ThreadPoolExecutor:
+        """The thread the next session's calls go to."""
+        return next(self._next)
+
+    def shutdown(self) -> None:
+        """Let every thread end after its current call."""
+        for thread in self._threads:
+            thread.shutdown(wait=False, cancel_futures=True)
+
+
 class BlockingDriver:
-    """A blocking engine behind the same calls as app/driver.py's Driver, each on a thread of ``threads``.
+    """A blocking engine behind the same calls as app/driver.py's Driver, a session's calls on one thread of
+    ``threads``.
 
     A probe given up stops waiting at once; its thread goes on until the driver returns (SQLite's is interrupted),
-    and the connection is given back only then.
+    and the connection is given back only then, on that thread.
     """
 
-    def __init__(self, engine: Engine, slots: asyncio.Semaphore, threads: ThreadPoolExecutor) -> None:
+    def __init__(self, engine: Engine, slots: asyncio.Semaphore, threads: Threads) -> None:
         self.engine = engine
         self.sa_dialect = engine.dialect
         self.errors: tuple[type[Exception], ...] = (engine.dialect.loaded_dbapi.Error, Unreadable)
         self._slots = slots
         self._threads = threads
-        self._busy: dict[int, asyncio.Future[Any]] = {}  # by id() of a session: its work still on a thread
+        self._thread: dict[int, ThreadPoolExecutor] = {}  # by id() of a session: the thread its calls run on
 
-    async def _on_thread(self, session: Session | None, call: Callable[[], T]) -> T:
-        future = asyncio.get_running_loop().run_in_executor(self._threads, call)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            if session is not None:
-                self._busy[id(session)] = future
-            raise
+    async def _on_thread(self, session: Session, call: Callable[[], T]) -> T:
+        # Shielded: a probe given up stops waiting, and the call still ends on its thread before the release.
+        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._thread[id(session)], call))
 
     async def checkout(self) -> Session:
         """A connection from the pool, or a new one."""
         await self._slots.acquire()
-        future = asyncio.get_running_loop().run_in_executor(self._threads, self.engine.raw_connection)
+        thread = self._threads.pick()
+        future = asyncio.get_running_loop().run_in_executor(thread, self.engine.raw_connection)
         try:
             proxied = await asyncio.shield(future)
         except asyncio.CancelledError:
-            future.add_done_callback(self._connected_too_late)
+            future.add_done_callback(partial(self._connected_too_late, thread))
             raise
         except BaseException:
             self._slots.release()
             raise
-        return Session(proxied, reused=False, identity=None)
+        session = Session(proxied, reused=False, identity=None)
+        self._thread[id(session)] = thread
+        return session
 
-    def _connected_too_late(self, future: "asyncio.Future[Any]") -> None:
-        """A checkout given up on while its thread connected: the connection goes back to the pool."""
-        try:
-            if not future.cancelled() and future.exception() is None:
-                future.result().close()
-        finally:
+    def _connected_too_late(self, thread: ThreadPoolExecutor, future: "asyncio.Future[Any]") -> None:
+        """A checkout given up on while its thread connected: the connection goes back to the pool, on that thread."""
+        if future.cancelled() or future.exception() is not None:
             self._slots.release()
+            return
+        self._give_back(thread, future.result(), discard=False)
 
     async def execute(
         self, session: Session, sql: str, arguments: Arguments | None = None, max_rows: int = sys.maxsize
@@ -117,21 +134,24 @@ class BlockingDriver:
         """Nothing to end: blocking targets run without sqlprobe's read-only transaction."""
 
     def release(self, session: Session, discard: bool = False) -> None:
-        """Give the connection back (or close it) once no thread uses it any more."""
-        busy = self._busy.pop(id(session), None)
+        """Give the connection back (or close it), on its thread, after what that thread still does with it."""
+        self._give_back(self._thread.pop(id(session)), session.proxied, discard)
+
+    def _give_back(self, thread: ThreadPoolExecutor, proxied: Any, discard: bool) -> None:
+        loop = asyncio.get_running_loop()
 
         def give_back() -> None:
             try:
-                if discard and session.proxied.is_valid:
-                    session.proxied.invalidate()
-                session.proxied.close()
+                if discard and proxied.is_valid:
+                    proxied.invalidate()
+                proxied.close()
             finally:
-                self._slots.release()
+                loop.call_soon_threadsafe(self._slots.release)  # asyncio's semaphore: on the loop only
 
-        if busy is None or busy.done():
-            give_back()
-        else:
-            busy.add_done_callback(lambda _: give_back())
+        try:
+            thread.submit(give_back)  # queued behind any call still running on it
+        except RuntimeError:  # shut down: the process is ending
+            self._slots.release()
 
     def stopper(self, session: Session) -> Callable[[], Awaitable[None]] | None:
         """SQLite's interrupt(), for the statement running on ``session``; None for other blocking drivers."""

@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -17,7 +16,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
-from app.blocking import BlockingDriver
+from app.blocking import BlockingDriver, Threads
 from app.config import Target
 from app.dialect import CANCEL_TIMEOUT, Dialect
 from app.driver import Driver
@@ -122,7 +121,7 @@ class EngineCache:
         self._lock = threading.Lock()
         self._current = current
         self.killer = Killer()  # sends the MySQL kills and PostgreSQL cancels of every engine here
-        self._threads = ThreadPoolExecutor(max_threads, thread_name_prefix="sqlprobe-blocking")
+        self._threads = Threads(max_threads)  # for blocking drivers only; none start unless one is probed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._disposing: set[Any] = set()
 
@@ -252,7 +251,7 @@ class EngineCache:
                 engine.dispose()
             else:
                 await engine.dispose()
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown()
 
 
 def _kill_args(engine: AsyncEngine, dialect: Dialect, target: Target) -> dict[str, Any]:
