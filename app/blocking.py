@@ -133,7 +133,7 @@ class BlockingDriver:
     async def end(self, session: Session) -> None:
         """Nothing to end: blocking targets run without sqlprobe's read-only transaction."""
 
-    def release(self, session: Session, discard: bool = False) -> None:
+    async def release(self, session: Session, discard: bool = False) -> None:
         """Give the connection back (or close it), on its thread, after what that thread still does with it."""
         self._give_back(self._thread.pop(id(session)), session.proxied, discard)
 
@@ -152,6 +152,9 @@ class BlockingDriver:
             thread.submit(give_back)  # queued behind any call still running on it
         except RuntimeError:  # shut down: the process is ending
             self._slots.release()
+
+    def sever(self, session: Session) -> None:
+        """Nothing to cut from outside: the driver's thread ends with its statement (SQLite's is interrupted)."""
 
     def stopper(self, session: Session) -> Callable[[], Awaitable[None]] | None:
         """SQLite's interrupt(), for the statement running on ``session``; None for other blocking drivers."""

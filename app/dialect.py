@@ -31,6 +31,7 @@ class Dialect:
     fetch: Callable[[Any, str, int, Arguments | None], Awaitable[Fetched]]
     command: Callable[[Any, str], Awaitable[None]]  # runs sqlprobe's own statements (no result set)
     ping: Callable[[Any], Awaitable[None]]  # the cheapest round trip
+    close: Callable[[Any], None]  # closes a driver connection at once, its socket with it, without a round trip
     # The read-only transaction around a probe's statements: begun before the first (before each, if
     # begin_each_statement), begun again after a failed one (PostgreSQL aborts a transaction on error), ended after
     # the last or before the connection goes back to the pool.

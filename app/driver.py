@@ -2,13 +2,14 @@
 connections told apart. Every wait is an await: the probe's deadline ends it by cancelling the task that waits."""
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.config import Target
@@ -38,6 +39,8 @@ class Session:
     proxied: PoolProxiedConnection
     reused: bool  # it came from the pool: an earlier probe used it
     identity: Identity | None  # the server it reached and its id there (app/kills.py); None: it cannot be stopped
+    checked_out: AsyncConnection | None = None  # SQLAlchemy's connection it was checked out through (asyncio)
+    lost: bool = False  # closed by sqlprobe (lost, cut, unreadable): the pool must not get it back
     sent: bool = False  # something was sent on it during this checkout
     in_transaction: bool = False  # the read-only transaction is open
     restart: bool = False  # a statement failed in the read-only transaction: begin it again before the next
@@ -50,7 +53,7 @@ class Session:
     @property
     def valid(self) -> bool:
         """False once the connection was lost, cut or discarded."""
-        return self.proxied.is_valid and not getattr(self.connection, "closed", False)
+        return not self.lost and self.proxied.is_valid and not getattr(self.connection, "closed", False)
 
 
 class Driver:
@@ -78,17 +81,22 @@ class Driver:
     async def checkout(self) -> Session:
         """A connection from the pool, or a new one set up; the driver's and SQLAlchemy's errors as is."""
         async with _acquired_unless_failed(self._slots):
-            proxied = await self.engine.raw_connection()
+            # Through SQLAlchemy's AsyncConnection: the pool's checkout, check-in and invalidation then all run
+            # where its asyncio adapters can await (a psycopg connection's close is a coroutine).
+            checked_out = await self.engine.connect()
+            proxied = None
             try:
+                proxied = await checked_out.get_raw_connection()
                 if _USED not in proxied.info and self._dialect.set_up is not None:
                     proxied.info[_IDENTITY] = await self._dialect.set_up(proxied.driver_connection, self._target)
             except BaseException:
-                proxied.invalidate()
-                proxied.close()
+                if proxied is not None:
+                    self._dialect.close(proxied.driver_connection)
+                await asyncio.shield(self._discard(checked_out, release_slot=False))
                 raise
         reused = bool(proxied.info.get(_USED))
         proxied.info[_USED] = True
-        return Session(proxied, reused, proxied.info.get(_IDENTITY))
+        return Session(proxied, reused, proxied.info.get(_IDENTITY), checked_out)
 
     async def execute(
         self, session: Session, sql: str, arguments: Arguments | None = None, max_rows: int = sys.maxsize
@@ -140,12 +148,12 @@ class Driver:
             return await step
         except self.errors as error:
             if not session.valid or self._sa_dialect.is_disconnect(error, session.connection, None):  # type: ignore[arg-type]
-                session.proxied.invalidate(error)  # lost or killed: never back to the pool
+                self._lose(session)  # lost or killed: never back to the pool
             raise
         except (ArithmeticError, LookupError, TypeError, ValueError) as error:
             # A value the driver could not convert (a cell in a charset it cannot decode, say): the rest of the
             # result is unread, so the connection is out of step.
-            session.proxied.invalidate(error)
+            self._lose(session)
             told = f"{type(error).__name__}: {_told(error)}"
             raise Unreadable(f"the driver could not read the result ({told})") from error
 
@@ -155,14 +163,43 @@ class Driver:
             await self._guarded(session, self._dialect.command(session.connection, self._dialect.end))
         session.in_transaction = False
 
-    def release(self, session: Session, discard: bool = False) -> None:
-        """Give the connection back to the pool, or close it for good (always, if a transaction is still open)."""
+    def sever(self, session: Session) -> None:
+        """Close ``session``'s connection at once, under whatever waits on it (a statement given up on)."""
+        self._lose(session)
+
+    def _lose(self, session: Session) -> None:
+        """Close ``session``'s connection at once (its socket with it); the release tells the pool."""
+        session.lost = True
+        self._dialect.close(session.connection)
+
+    async def release(self, session: Session, discard: bool = False) -> None:
+        """Give the connection back to the pool, or close it for good (always, if a transaction is still open).
+
+        Shielded: a run cancelled meanwhile (its probes gave up) still leaves the pool's count right.
+        """
+        if discard or session.in_transaction or not session.valid:
+            self._lose(session)  # at once, whatever comes next
+            await asyncio.shield(self._discard(session.checked_out, release_slot=True))
+        else:
+            await asyncio.shield(self._check_in(session))
+
+    async def _check_in(self, session: Session) -> None:
         try:
-            if (discard or session.in_transaction or not session.valid) and session.proxied.is_valid:
-                session.proxied.invalidate()
-            session.proxied.close()
+            if session.checked_out is not None:
+                await session.checked_out.close()
         finally:
             self._slots.release()
+
+    async def _discard(self, checked_out: AsyncConnection | None, release_slot: bool) -> None:
+        """Tell the pool a connection (closed by sqlprobe already) is gone for good."""
+        try:
+            if checked_out is not None:
+                with contextlib.suppress(Exception):  # the driver's complaint about a connection closed under it
+                    await checked_out.invalidate()
+                await checked_out.close()
+        finally:
+            if release_slot:
+                self._slots.release()
 
     def stopper(self, session: Session) -> Callable[[], Awaitable[None]]:
         """How to stop the statement running on ``session`` from outside it (KILL QUERY, a cancel request)."""

@@ -143,6 +143,7 @@ MYSQL = Dialect(
     fetch=fetch,
     command=command,
     ping=ping,
+    close=lambda connection: connection.close(),  # aiomysql's close(): the transport, at once
     begin=BEGIN,
     restart=BEGIN,
     end=END,

@@ -88,6 +88,11 @@ async def ping(connection: Any) -> None:
     await connection.execute(";")
 
 
+def close(connection: Any) -> None:
+    """Close at once, without waiting: libpq's own connection ends (its socket closed), and psycopg sees it closed."""
+    connection.pgconn.finish()
+
+
 async def cancel(connection: Any, url_args: Mapping[str, Any], identity: Identity | None) -> None:
     """A cancel request, on a connection of its own, so it works while the pool is exhausted."""
     await connection.cancel_safe(timeout=CANCEL_TIMEOUT)
@@ -99,6 +104,7 @@ POSTGRESQL = Dialect(
     fetch=fetch,
     command=command,
     ping=ping,
+    close=close,
     begin="BEGIN READ ONLY",
     restart="ROLLBACK; BEGIN READ ONLY",
     # RESET ALL: what a statement set with set_config() (search_path...) does not outlive the probe; RESET ROLE: nor

@@ -8,10 +8,11 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.config import Query, Target
@@ -98,9 +99,9 @@ class Prober:
         return flight.run.result(budget, time.monotonic() - started)
 
     def _stop(self, loop: asyncio.AbstractEventLoop, run: "_Run") -> None:
-        """Give up on ``run``: a statement running is stopped on the server (KILL QUERY, a cancel request), and the
-        run cancelled soon after if the server's answer does not come (a silent peer: its socket is closed then);
-        a run connecting or between statements is cancelled at once."""
+        """Give up on ``run``: a statement running is stopped on the server (KILL QUERY, a cancel request), and its
+        connection closed soon after if the server's answer does not come (a silent peer); a run connecting or
+        between statements is cancelled at once."""
         task = run.task
         running = run.abandon()
         if task is None:
@@ -109,14 +110,15 @@ class Prober:
             task.cancel()
             return
         driver, session = running
+        sever = partial(_sever, task, driver, session)
         stop = driver.stopper(session)
         if stop is not None:
             target = run.target
             connection_id = None if session.identity is None else session.identity.connection_id
             self._engines.killer.request(
-                session.connection, target.name, connection_id, stop, task.cancel, target.url.password
+                session.connection, target.name, connection_id, stop, sever, target.url.password
             )
-        loop.call_later(SEVER_AFTER, task.cancel)
+        loop.call_later(SEVER_AFTER, sever)
 
     def forget_results(self) -> None:
         """Drop the results kept for min_interval (after a reload: they belong to the old config)."""
@@ -134,6 +136,17 @@ class Prober:
         for flight in list(self._flights.values()):
             if flight.run.task is not None:
                 flight.run.task.cancel()
+
+
+def _sever(task: "asyncio.Task[None]", driver: AnyDriver, session: Session) -> None:
+    """Close ``session``'s connection under the statement waiting on it, and cancel the run (if still going).
+
+    Closed first: a driver cancelled in a wait may wait more (psycopg sends its own cancel request, and waits for
+    the statement to end, before it lets a cancellation through).
+    """
+    if not task.done():
+        driver.sever(session)
+        task.cancel()
 
 
 # The statement running: the driver and the connection it runs on.
@@ -162,7 +175,8 @@ class _Run:
                 await self._execute(driver)
         except ProbeError as error:
             self._fail_rest(error)
-        except (_Abandoned, asyncio.CancelledError):
+        except (_Abandoned, asyncio.CancelledError) as error:
+            _let_go(error)  # a connect cancelled half-way (psycopg's) is closed now, not at a garbage collection
             return
         except Exception as error:  # noqa: BLE001 - a bug must cost one probe, not the scrape or the loop
             # Its message too, scrubbed: a driver's own check at connect (a TLS file gone since the config was
@@ -225,7 +239,7 @@ class _Run:
             discard = True
             raise
         finally:
-            driver.release(session, discard)
+            await driver.release(session, discard)
 
     async def _tracked(
         self, session: Session, driver: AnyDriver, step: Awaitable[T], started: float | None = None
@@ -290,6 +304,9 @@ class _Run:
             return await driver.checkout()
         except driver.errors as error:  # raw_connection() leaves the driver's errors as they are
             failure = ConnectFailed(_scrub(_with_cause(error), self.target))
+            _let_go(error)
+        except DBAPIError as error:  # the driver's error, as SQLAlchemy's connect() wraps it
+            failure = ConnectFailed(_scrub(_with_cause(error.orig or error), self.target))
             _let_go(error)
         except PoolTimeoutError:
             failure = ConnectFailed("no free connection in the target's pool (too many probes of it at once)")
