@@ -296,36 +296,6 @@ def test_probing_thousands_of_allowed_addresses_keeps_engines_at_max_targets_and
     assert growth < 4 * 2**20, (growth, value(settled, "process_resident_memory_bytes"))
 
 
-def test_a_probe_waiting_when_a_reload_disallows_its_address_never_connects_there(
-    tmp_path: Path, silent_port: int
-) -> None:
-    module = {
-        "dsn": "mysql+pymysql://u:p@{address}/",
-        "query_sets": ["basic"],
-        "allow": ["127.0.0.2"],
-        "timeout": "5s",
-    }
-    # A target that holds the only worker thread until its deadline.
-    busy = {"dsn": f"mysql+pymysql://u:p@127.0.0.1:{silent_port}/", "query_sets": ["basic"], "timeout": "2s"}
-    sets = {"basic": {"one": {**ITEMS_SET["items_created"]}}}
-    config = write_modules(tmp_path, {"m": module}, sets, {"busy": busy})
-    with socket.create_server(("127.0.0.2", 0)) as canary:  # counts who connects to the address
-        address = f"127.0.0.2:{canary.getsockname()[1]}"
-        canary.settimeout(0.1)
-        with client_for(config, max_workers=1) as client, ThreadPoolExecutor(2) as pool:
-            answers = [pool.submit(client.get, "/probe", params={"target": "busy"})]
-            assert wait_until(lambda: connections_to(os.getpid(), silent_port) == 1, 5)
-            answers.append(pool.submit(client.get, "/probe", params={"target": address, "module": "m"}))
-            kept = client.app.state.exporter.module_targets  # type: ignore[attr-defined]
-            assert wait_until(lambda: kept.count("m") == 1, 5)  # its run waits for the worker
-            write_modules(tmp_path, {"m": {**module, "allow": ["127.0.0.3"]}}, sets, {"busy": busy})
-            assert client.post("/-/reload").status_code == 200
-            for answer in answers:
-                assert value(parse_samples(answer.result(30).text), "probe_success") == 0.0
-        with pytest.raises(TimeoutError):
-            canary.accept()
-
-
 def test_an_idle_module_target_is_let_go_with_its_engine_and_series(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
     server = fleet[1]
     config = write_modules(tmp_path, {"m": mariadb_module(tmp_path, server, ["127.0.0.1"])}, {"items": ITEMS_SET})
