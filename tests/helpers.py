@@ -77,9 +77,9 @@ def probe_views(client: TestClient, name: str) -> ProbeViews:
     return ProbeViews(samples, debug, parse_samples(client.get("/metrics").text))
 
 
-def target(dsn: str, *query_sets: str, timeout: str = "10s") -> dict[str, Any]:
-    """A targets.yml entry."""
-    return {"dsn": dsn, "query_sets": list(query_sets), "timeout": timeout}
+def target(dsn: str, *query_sets: str, timeout: str | None = "10s") -> dict[str, Any]:
+    """A targets.yml entry; ``timeout=None`` leaves the target's timeout at sqlprobe's default."""
+    return {"dsn": dsn, "query_sets": list(query_sets)} | ({} if timeout is None else {"timeout": timeout})
 
 
 @contextmanager

@@ -270,7 +270,7 @@ def silent_listener() -> Iterator[int]:
     """A port that accepts TCP connections and never sends a byte; yields the port."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
+    listener.listen(socket.SOMAXCONN)  # a thousand connections at once are all accepted, none of their SYNs dropped
     held: list[socket.socket] = []
     stop = threading.Event()
 
@@ -295,3 +295,28 @@ def silent_listener() -> Iterator[int]:
         for connection in held:
             connection.close()
         listener.close()
+
+
+@contextmanager
+def unanswered_syn_port() -> Iterator[int]:
+    """A loopback port where a SYN is never answered, as at a host that is down or behind a dropping firewall.
+
+    Linux drops every SYN that reaches a listener whose accept queue is full, syncookies or not (no RST, no
+    SYN-ACK: the ListenOverflows counter); a queue of length 0 is full with one connection never accepted. The
+    connecting side stays in SYN-SENT and retransmits until it gives up. Nothing outside this process is changed:
+    no firewall rule, no route, no namespace to remove after.
+    """
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port: int = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            with socket.socket() as check:
+                check.settimeout(0.3)
+                try:
+                    check.connect(("127.0.0.1", port))
+                except TimeoutError:
+                    pass
+                else:
+                    raise RuntimeError(f"port {port} answered a SYN although its accept queue is full")
+            yield port
