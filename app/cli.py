@@ -294,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=args.log_level == "debug",
         # sqlprobe never uses the client's address: no X-Forwarded-For work on every request.
         proxy_headers=False,
+        # As many connects waiting to be accepted as connections allowed: a burst of scrapes (every target's at
+        # once, after a restart) is accepted, not dropped by the kernel (which caps this at net.core.somaxconn).
+        backlog=max(2048, args.max_connections),
         # Bounded before the app (and its basic auth) sees a request; an answer in one write, not two.
         http=_http_protocol(HttpLimits(args.max_header_size, args.header_timeout, args.max_connections)),
         **uvicorn_tls(web_config),

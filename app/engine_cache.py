@@ -18,7 +18,7 @@ from sqlalchemy.pool import QueuePool
 
 from app.blocking import BlockingDriver, Threads
 from app.config import Target
-from app.dialect import CANCEL_TIMEOUT, Dialect
+from app.dialect import Dialect
 from app.driver import Driver
 from app.errors import ConnectFailed
 from app.kills import Killer
@@ -257,4 +257,4 @@ class EngineCache:
 def _kill_args(engine: AsyncEngine, dialect: Dialect, target: Target) -> dict[str, Any]:
     """What a connection of its own (one that sends KILL QUERY) is made with: the engine's connect() arguments,
     and the time a stop may take."""
-    return {**connect_arguments(engine.url, dialect, target), "connect_timeout": CANCEL_TIMEOUT}
+    return connect_arguments(engine.url, dialect, target)  # bounded by CANCEL_TIMEOUT where the stop is sent

@@ -42,7 +42,10 @@ def connect_args(target: Target) -> dict[str, Any]:
     # Every statement of the session runs read-only; inside the READ ONLY transaction even
     # SET STATEMENT tx_read_only=0 FOR DELETE ... fails.
     read_only = {"init_command": "SET SESSION TRANSACTION READ ONLY"} if target.read_only else {}
-    return {"connect_timeout": target.timeout, "ssl": tls, "conv": _CONVERSIONS} | read_only
+    # No connect_timeout: aiomysql would wrap the TCP connect in asyncio.wait_for, which on Python 3.11 can lose a
+    # connection made just as it is cancelled (its socket then stays open for good). The probe's deadline cancels
+    # the connect, TLS and authentication as one; a KILL's connection has its own timeout around it.
+    return {"connect_timeout": None, "ssl": tls, "conv": _CONVERSIONS} | read_only
 
 
 async def connect(**arguments: Any) -> Any:
