@@ -219,6 +219,8 @@ def test_a_silent_data_centre_delays_no_healthy_probe_and_costs_no_thread_nor_so
                 hung_latencies = sorted(answer.latency for answer in hung_answers)
                 assert hung_latencies[-1] < SCRAPE_TIMEOUT, hung_latencies[-10:]
                 assert round_.open_after_deadline == 0
+                # And each healthy target still has exactly its one pooled connection: none lost, none leaked.
+                assert connections_to(pid, *(server.port for server in fleet)) == HEALTHY
                 # No thread for a hung probe, not even one kept in a pool.
                 assert round_.peak_threads <= threads_before, (threads_before, round_.peak_threads)
                 rss_after.append(rss_bytes(pid))
