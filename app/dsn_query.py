@@ -64,7 +64,14 @@ def _aiomysql_takes(arguments: Mapping[str, Any]) -> str | None:
 
 
 # aiomysql.connect()'s keyword arguments, but those sqlprobe sets itself (ssl: the tls: key).
-_AIOMYSQL_KEYS = frozenset(inspect.signature(aiomysql.Connection).parameters) - {"loop", "echo", "ssl", "conv"}
+# connect_timeout: the probe's deadline bounds connecting (app/mysql.py says why aiomysql gets none).
+_AIOMYSQL_KEYS = frozenset(inspect.signature(aiomysql.Connection).parameters) - {
+    "loop",
+    "echo",
+    "ssl",
+    "conv",
+    "connect_timeout",
+}
 _PYMYSQL_NAMES = {"db": "database"}
 
 

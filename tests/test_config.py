@@ -148,7 +148,7 @@ BAD_CASES = {
         "4: targets.one.dsn: query parameter 'bogus_kw' is not one the mysql+pymysql driver takes" + AIOMYSQL_WHY
     ],
     "dsn_bad_query_value.targets.yml": [
-        "4: targets.one.dsn: query parameter 'connect_timeout' has a value the mysql+pymysql driver does not take",
+        "4: targets.one.dsn: query parameter 'charset' has a value the mysql+pymysql driver does not take",
         # PyMySQL's, but not aiomysql's, which probes connect with.
         "4: targets.one.dsn: query parameter 'read_timeout' is not one the mysql+pymysql driver takes" + AIOMYSQL_WHY,
         "7: targets.two.dsn: query parameter 'bogus' is not one the postgresql+psycopg driver takes",
