@@ -113,7 +113,12 @@ class BlockingDriver:
         self._give_back(thread, future.result(), discard=False)
 
     async def execute(
-        self, session: Session, sql: str, arguments: Arguments | None = None, max_rows: int = sys.maxsize
+        self,
+        session: Session,
+        sql: str,
+        last: bool = False,
+        arguments: Arguments | None = None,
+        max_rows: int = sys.maxsize,
     ) -> Fetched:
         """Run a statement (at most ``max_rows`` rows read); the driver's errors as is."""
         session.sent = True
@@ -128,7 +133,7 @@ class BlockingDriver:
 
     async def ping(self, session: Session) -> None:
         """A round trip (``select 1``)."""
-        await self.execute(session, "select 1")
+        await self.execute(session, "select 1", last=True)
 
     async def end(self, session: Session) -> None:
         """Nothing to end: blocking targets run without sqlprobe's read-only transaction."""

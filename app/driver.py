@@ -99,32 +99,43 @@ class Driver:
         return Session(proxied, reused, proxied.info.get(_IDENTITY), checked_out)
 
     async def execute(
-        self, session: Session, sql: str, arguments: Arguments | None = None, max_rows: int = sys.maxsize
+        self,
+        session: Session,
+        sql: str,
+        last: bool,
+        arguments: Arguments | None = None,
+        max_rows: int = sys.maxsize,
     ) -> Fetched:
         """Run a statement of queries.yml in the read-only transaction (if the target is read-only).
 
-        With ``arguments``, ``sql`` is in the driver's parameter style and the driver binds them. At most
-        ``max_rows`` rows are read; when that many were, the rest was not, and the caller discards the session.
-        Raises Stale when a reused connection proved dead before the statement could have run; the driver's errors
-        otherwise (a lost connection is discarded first).
+        The transaction is begun before the first statement and ended after the ``last`` (where the dialect chains,
+        in the same text as the statement, as is the next statement's own transaction begun). With ``arguments``,
+        ``sql`` is in the driver's parameter style and the driver binds them. At most ``max_rows`` rows are read;
+        when that many were, the rest was not, and the caller discards the session. Raises Stale when a reused
+        connection proved dead before the statement could have run; the driver's errors otherwise (a lost
+        connection is discarded first).
         """
         dialect = self._dialect
-        if self._read_only and (session.restart or not session.in_transaction or dialect.begin_each_statement):
+        if self._read_only and (session.restart or not session.in_transaction):
             # The first round trip on a reused connection is sqlprobe's own: if the connection proves dead there,
             # nothing of the statement reached the server, and a new connection runs it.
-            await self._own(
-                session,
-                partial(dialect.command, session.connection, dialect.restart if session.restart else dialect.begin),
-            )
+            begin = dialect.restart if session.restart else dialect.begin
+            await self._own(session, partial(dialect.command, session.connection, begin))
             session.in_transaction, session.restart = True, False
         elif session.reused and not session.sent:
             await self._own(session, partial(dialect.ping, session.connection))
+        after = ""
+        if self._read_only and dialect.chain:
+            after = dialect.end if last else dialect.begin
         try:
-            return await self._guarded(session, dialect.fetch(session.connection, sql, max_rows, arguments))
+            fetched = await self._guarded(session, dialect.fetch(session.connection, sql, max_rows, arguments, after))
         except self.errors:
             # Where the transaction stands is not known: the next statement begins a new one, or the release ends it.
             session.restart = self._read_only and session.in_transaction
             raise
+        if after == dialect.end:
+            session.in_transaction = False
+        return fetched
 
     async def ping(self, session: Session) -> None:
         """The cheapest round trip that proves the server answers (Stale as for execute)."""

@@ -19,11 +19,36 @@ from app.dialect import CANCEL_TIMEOUT, DEADLINE_GRACE, Dialect, Fetched
 from app.kills import Identity, KillSkipped, read_identity
 from app.tls import preferred_tls_context, tls_context
 
-# Each statement of queries.yml runs in a read-only transaction of its own, begun just before it (which ends the one
-# before): a statement that commits implicitly (CHECK TABLE, ANALYZE TABLE...) cannot leave the next one outside.
-# aiomysql keeps no transaction status from a result set's end, so the begin is how sqlprobe knows.
+# Each statement of queries.yml runs in a read-only transaction of its own: a statement that commits implicitly
+# (CHECK TABLE, ANALYZE TABLE...) cannot leave the next one outside (aiomysql keeps no transaction status from a
+# result set's end, so sqlprobe could not tell). The first is begun on its own; each statement's text then carries
+# the next one's begin (which ends its own transaction), or, for the last, the COMMIT: one write per statement.
 BEGIN = "START TRANSACTION READ ONLY"
 END = "COMMIT"
+
+
+class SeveralStatements(pymysql.err.ProgrammingError):  # type: ignore[misc]
+    """A text of queries.yml holds more than one statement."""
+
+
+def one_statement(sql: str) -> str:
+    """``sql`` without a trailing ';'; SeveralStatements if a ';' stands anywhere else in it.
+
+    The session runs several statements in one text (aiomysql always asks the server for that, and sqlprobe sends
+    its own statements after the probe's in the same text). A ';' is the only thing that separates statements
+    there, so a text without one is one statement, whatever its quotes and comments say: a ';' in a string or a
+    comment is refused too (CHAR(59) writes one).
+    """
+    statement = sql.rstrip()
+    while statement.endswith(";"):
+        statement = statement[:-1].rstrip()
+    if ";" in statement:
+        raise SeveralStatements(
+            1064,
+            "sqlprobe runs one statement per query: a ';' may end it, but not separate statements, nor stand in a"
+            " string or comment (CHAR(59) writes one)",
+        )
+    return statement
 
 
 def _bit_value(data: bytes) -> int:
@@ -45,25 +70,51 @@ def connect_args(target: Target) -> dict[str, Any]:
     # No connect_timeout: aiomysql would wrap the TCP connect in asyncio.wait_for, which on Python 3.11 can lose a
     # connection made just as it is cancelled (its socket then stays open for good). The probe's deadline cancels
     # the connect, TLS and authentication as one; a KILL's connection has its own timeout around it.
-    return {"connect_timeout": None, "ssl": tls, "conv": _CONVERSIONS} | read_only
+    required = {"require_tls": True} if target.tls is not None else {}
+    return {"connect_timeout": None, "ssl": tls, "conv": _CONVERSIONS} | read_only | required
 
 
-async def connect(**arguments: Any) -> Any:
-    """aiomysql's connection, but one text runs one statement, as with PyMySQL.
+async def connect(*, require_tls: bool = False, **arguments: Any) -> Any:
+    """aiomysql's connection; closed if connecting is cancelled or fails half-way. With ``require_tls``, refused
+    (2026) unless the session is encrypted: aiomysql goes on in clear text when the server does not offer TLS.
 
-    aiomysql.connect() always asks the server to run several statements in one text (CLIENT_MULTI_STATEMENTS), so
-    "select 1; commit; set session transaction read write; create table ..." would end the read-only transaction
-    and write. PyMySQL never asks, and the server refuses such a text (1064). So the connection is made unconnected,
-    its public ``client_flag`` cleared of that flag, and connected by aiomysql's public way for that: ping(reconnect).
+    It is made unconnected and connected by aiomysql's public way for that, ping(reconnect=True), so that the
+    password can be withheld until TLS is known to be on (see _Withheld).
     """
+    if require_tls and arguments.get("password"):
+        arguments["password"] = _Withheld(arguments["password"])
     connection = aiomysql.Connection(**arguments)
-    connection.client_flag &= ~CLIENT.MULTI_STATEMENTS
+    if isinstance(arguments.get("password"), _Withheld):
+        arguments["password"].connection = connection
     try:
         await connection.ping(reconnect=True)
+        if require_tls and not connection.server_capabilities & CLIENT.SSL:
+            raise pymysql.err.OperationalError(2026, TLS_REFUSED)
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+TLS_REFUSED = "TLS is required (the target's tls: key), but the server does not offer it"
+
+
+class _Withheld(str):
+    """A password that aiomysql can encode for authentication only once TLS is on.
+
+    aiomysql sends the password (hashed, or in clear text if the server asks for mysql_clear_password) right after
+    the greeting, and encrypts the session first only if the greeting offers TLS: a man in the middle who strips
+    that offer would get the session in clear, and the password too. aiomysql has no setting against it, so the
+    password refuses to be encoded unless the server's capabilities (public: Connection.server_capabilities) offer
+    TLS, which aiomysql then always starts before authenticating, as it is given a context.
+    """
+
+    connection: Any = None
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        if self.connection is None or not self.connection.server_capabilities & CLIENT.SSL:
+            raise pymysql.err.OperationalError(2026, TLS_REFUSED)
+        return str(self).encode(encoding, errors)
 
 
 async def set_up(connection: Any, target: Target) -> Identity | None:
@@ -87,15 +138,22 @@ async def fetch(
     sql: str,
     max_rows: int = sys.maxsize,
     arguments: Sequence[Any] | Mapping[str, Any] | None = None,
+    after: str = "",
 ) -> Fetched:
-    """Run ``sql``; its column names and at most ``max_rows`` rows of its first result, or None if it has none.
+    """Run ``sql`` (one statement: see one_statement), then ``after`` (sqlprobe's own, without a result set) in the
+    same text; the column names and at most ``max_rows`` rows of ``sql``'s first result, or None if it has none.
 
     Without ``arguments`` the SQL is sent as written; with them, aiomysql binds them (%s, %(name)s) on the client.
     Rows are read as they come (an unbuffered cursor): when ``max_rows`` were read, the connection is closed so the
-    server stops sending the rest, and the caller discards it. Later results (a procedure's) are read and dropped.
+    server stops sending the rest, and the caller discards it (``after`` is lost with it). Later results (a
+    procedure's, then ``after``'s) are read and dropped; an error in them is raised. If ``sql`` fails, the server
+    runs nothing after it.
     """
+    text = one_statement(sql)
+    if after:
+        text = f"{text};{after}"
     cursor = await connection.cursor(aiomysql.SSCursor)
-    await cursor.execute(sql, arguments)
+    await cursor.execute(text, arguments)
     if cursor.description is None:
         await cursor.close()
         return None
@@ -151,5 +209,5 @@ MYSQL = Dialect(
     restart=BEGIN,
     end=END,
     stop=lambda connection, url_args, identity: kill_query(url_args, identity),
-    begin_each_statement=True,
+    chain=True,
 )

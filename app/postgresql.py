@@ -54,11 +54,16 @@ def _libpq_tls(tls: TLS) -> dict[str, str]:
 
 
 async def fetch(
-    connection: Any, sql: str, max_rows: int = sys.maxsize, arguments: Sequence[Any] | Mapping[str, Any] | None = None
+    connection: Any,
+    sql: str,
+    max_rows: int = sys.maxsize,
+    arguments: Sequence[Any] | Mapping[str, Any] | None = None,
+    after: str = "",
 ) -> Fetched:
     """Run ``sql`` (one statement: the extended protocol takes no more, so a text cannot end the read-only
     transaction and go on writing); its columns and at most ``max_rows`` rows, read as they come. Closing the
-    stream early cancels the statement on the server, and the connection stays usable."""
+    stream early cancels the statement on the server, and the connection stays usable. Nothing is sent ``after``
+    (the dialect does not chain)."""
     cursor = connection.cursor()
     try:
         rows = []

@@ -322,15 +322,17 @@ class _Run:
         started = time.monotonic()
 
         async def execute(session: Session) -> Fetched:
+            last = query is self._queries[-1]
             if not query.parameters:  # the SQL as written: % and :name need no escaping
-                step = driver.execute(session, query.sql, max_rows=query.row_limit)
+                step = driver.execute(session, query.sql, last, max_rows=query.row_limit)
                 return await self._tracked(session, driver, step, started)
             # The union of its runs, one per parameter set.
             columns: tuple[str, ...] = ()
             rows: list[Sequence[Any]] = []
-            for parameter_set in query.parameters:
+            for number, parameter_set in enumerate(query.parameters, start=1):
                 statement, arguments = bind(driver.sa_dialect, query.sql, parameter_set)
-                step = driver.execute(session, statement, arguments, query.row_limit - len(rows))
+                ends = last and number == len(query.parameters)
+                step = driver.execute(session, statement, ends, arguments, query.row_limit - len(rows))
                 fetched = await self._tracked(session, driver, step, started)
                 if fetched is None:
                     return None
