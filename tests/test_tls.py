@@ -1,11 +1,14 @@
 """TLS to the database: verified, encrypted sessions, clear errors when verification fails, one SSLContext per setting."""
 
+import contextlib
 import os
 import pwd
 import shutil
+import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -426,3 +429,73 @@ def test_a_driver_error_outside_its_own_exceptions_shows_its_message_not_only_it
     )
     assert server.password not in response.text
     assert "probe_success 0" in response.text
+
+
+class TlsStripper:
+    """A proxy in the middle, on loopback: it clears the TLS offer (CLIENT_SSL) from the server's greeting, and
+    counts what the client sends after it (a login, its password hashed or in clear text)."""
+
+    def __init__(self, backend: int) -> None:
+        self._backend = backend
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.sent_by_client = 0
+        self.greetings = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        with client, socket.create_connection(("127.0.0.1", self._backend)) as server:
+            header = _read_exactly(server, 4)
+            payload = bytearray(_read_exactly(server, int.from_bytes(header[:3], "little")))
+            # Protocol version, server version (NUL-terminated), thread id (4), scramble (8), filler (1): then the
+            # capability flags' lower two bytes.
+            flags_at = payload.index(0, 1) + 1 + 4 + 8 + 1
+            flags = int.from_bytes(payload[flags_at : flags_at + 2], "little") & ~CLIENT_SSL
+            payload[flags_at : flags_at + 2] = flags.to_bytes(2, "little")
+            client.sendall(header + payload)
+            self.greetings += 1
+            with contextlib.suppress(OSError):
+                while data := client.recv(65536):
+                    self.sent_by_client += len(data)
+                    server.sendall(data)
+
+
+CLIENT_SSL = 0x0800
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "the server closed the connection"
+        data += chunk
+    return data
+
+
+def test_a_proxy_that_strips_the_servers_tls_offer_gets_no_login_and_the_probe_says_why(
+    tmp_path: Path, tls_server: MariaDB, certificates: Certificates
+) -> None:
+    stripper = TlsStripper(tls_server.port)
+    try:
+        dsn = tls_server.dsn.replace(f":{tls_server.port}/", f":{stripper.port}/")
+        config = write_config(
+            tmp_path, {"db": _with_tls(target(dsn, "tls"), _tls(certificates.ca))}, {"tls": TLS_SET}, namespace=""
+        )
+        with client_for(config) as client:
+            views = probe_views(client, "db")
+    finally:
+        stripper.close()
+    assert value(views.samples, "probe_success") == 0.0
+    assert "TLS is required (the target's tls: key), but the server does not offer it" in views.debug, views.debug
+    # The greeting reached sqlprobe, and nothing went back: no login, so no password, hashed or clear, in clear text.
+    assert stripper.greetings >= 1
+    assert stripper.sent_by_client == 0
