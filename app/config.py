@@ -20,6 +20,7 @@ from app.modules import ADDRESS, ADDRESS_PLACEHOLDER, Module
 from app.parameters import ParameterSets
 from app.schema import MetricSpec, ModuleSpec, QueriesFile, TargetsFile, TargetSpec
 from app.secret_files import TLS, Digests, Locate, load_tls, with_password_file
+from app.statements import SEVERAL_STATEMENTS, several_statements
 from app.validation import at_root, validate
 from app.yamlfile import KeyPath, YamlDocument, load_yaml
 
@@ -239,7 +240,8 @@ def _compile_targets(
             url = with_password_file(url, spec.password_file, doc, locate, problems, digests)
         tls = None if spec.tls is None else load_tls(spec.tls, doc, locate, problems, digests)
         tls_usable = spec.tls is None or tls is not None
-        metrics = _target_metrics(spec, doc, locate, query_sets, queries_path, problems)
+        one_statement = url is not None and url.get_backend_name() in {"mysql", "mariadb"}
+        metrics = _target_metrics(spec, doc, locate, query_sets, queries_path, problems, one_statement)
         if url is None or not tls_usable or metrics is None:
             return None
         return Target(
@@ -379,7 +381,10 @@ def _target_metrics(
     query_sets: Mapping[str, tuple[Metric, ...]] | None,
     queries_path: Path,
     problems: list[ConfigProblem],
+    one_statement: bool = False,
 ) -> tuple[Metric, ...] | None:
+    """The metrics of the target's query sets; None (with the problems said) if they do not fit together or, with
+    ``one_statement`` (MySQL/MariaDB), a query holds several statements."""
     if query_sets is None:
         return None  # queries.yml is broken; its own errors are already reported
     metrics: list[Metric] = []
@@ -410,6 +415,10 @@ def _target_metrics(
                     f"label {shadowed!r} of metric {metric.key!r} (query set {set_name!r}) "
                     "is also one of the target's labels"
                 )
+                problems.append(doc.problem(where, message))
+                ok = False
+            if one_statement and several_statements(metric.sql):
+                message = f"metric {metric.key!r} (query set {set_name!r}): {SEVERAL_STATEMENTS}"
                 problems.append(doc.problem(where, message))
                 ok = False
             metrics.append(metric)

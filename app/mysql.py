@@ -17,6 +17,7 @@ from pymysql.constants import CLIENT, FIELD_TYPE
 from app.config import Target
 from app.dialect import CANCEL_TIMEOUT, DEADLINE_GRACE, Dialect, Fetched
 from app.kills import Identity, KillSkipped, read_identity
+from app.statements import SEVERAL_STATEMENTS, several_statements, without_trailing_semicolons
 from app.tls import preferred_tls_context, tls_context
 
 # Each statement of queries.yml runs in a read-only transaction of its own: a statement that commits implicitly
@@ -32,23 +33,14 @@ class SeveralStatements(pymysql.err.ProgrammingError):  # type: ignore[misc]
 
 
 def one_statement(sql: str) -> str:
-    """``sql`` without a trailing ';'; SeveralStatements if a ';' stands anywhere else in it.
+    """``sql`` without a trailing ';'; SeveralStatements if a ';' stands anywhere else in it (app/statements.py).
 
-    The session runs several statements in one text (aiomysql always asks the server for that, and sqlprobe sends
-    its own statements after the probe's in the same text). A ';' is the only thing that separates statements
-    there, so a text without one is one statement, whatever its quotes and comments say: a ';' in a string or a
-    comment is refused too (CHAR(59) writes one).
+    The session runs several statements in one text: aiomysql always asks the server for that, and sqlprobe sends
+    its own statements after the probe's in the same text.
     """
-    statement = sql.rstrip()
-    while statement.endswith(";"):
-        statement = statement[:-1].rstrip()
-    if ";" in statement:
-        raise SeveralStatements(
-            1064,
-            "sqlprobe runs one statement per query: a ';' may end it, but not separate statements, nor stand in a"
-            " string or comment (CHAR(59) writes one)",
-        )
-    return statement
+    if several_statements(sql):
+        raise SeveralStatements(1064, SEVERAL_STATEMENTS)
+    return without_trailing_semicolons(sql)
 
 
 def _bit_value(data: bytes) -> int:

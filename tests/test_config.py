@@ -166,6 +166,11 @@ BAD_CASES = {
     "target_label_job.targets.yml": [
         "5: targets.one.labels.job: label name 'job' is reserved (Prometheus sets job and instance on every scraped series)"
     ],
+    # MySQL sessions run several statements in one text: a query must be one (PostgreSQL's protocol takes one).
+    "several_statements.targets.yml": [
+        "4: targets.mysql.query_sets[0]: metric 'sneaked' (query set 'several'): sqlprobe runs one statement per"
+        " query: a ';' may end it, but not separate statements, nor stand in a string or comment (CHAR(59) writes one)"
+    ],
     "label_shadowed.targets.yml": [
         "4: targets.one.query_sets[0]: label 'region' of metric 'sessions' (query set 'regional') is also one of the target's labels"
     ],
@@ -220,7 +225,12 @@ def _files_for(case: str) -> tuple[Path, Path]:
 
 
 def test_every_bad_config_file_has_a_case() -> None:
-    companions = {"clash_across_sets.queries.yml", "label_shadowed.queries.yml", "static_label_shadowed.queries.yml"}
+    companions = {
+        "clash_across_sets.queries.yml",
+        "label_shadowed.queries.yml",
+        "static_label_shadowed.queries.yml",
+        "several_statements.queries.yml",
+    }
     on_disk = {path.name for path in BAD.iterdir()} - companions
     assert on_disk == set(BAD_CASES)
 

@@ -138,19 +138,6 @@ def test_a_mariadb_session_cut_off_inside_its_read_only_transaction_ends_soon_af
     assert server.query(sql) == [(0,)]
 
 
-def test_a_text_of_several_statements_is_refused_and_writes_nothing(tmp_path: Path, scratch: MariaDB) -> None:
-    # Run one by one, these would end the read-only transaction, make the session writable and delete.
-    sql = "select 1 as n; commit; set session transaction read write; delete from scratch"
-    config = write_config(
-        tmp_path, {"db": target(_writer_dsn(scratch), "several")}, {"several": {"n": metric(sql, "n")}}
-    )
-    with client_for(config) as client:
-        views = probe_views(client, "db")
-    assert _count(scratch) == ROWS
-    assert value(views.samples, "probe_success") == 0.0
-    assert "sqlprobe runs one statement per query: a ';' may end it, but not separate statements" in views.debug
-
-
 @pytest.mark.parametrize(
     ("statement", "parameters"),
     [
