@@ -16,8 +16,10 @@ Starts the bench's fleet (tests/bench/fleet.py), then runs each way in a process
 Ways: ``thread-wire`` is today's path (PyMySQL and app.mysql_wire on app.workers' threads, the transaction's
 statements in the same write as the queries); ``thread-cursor`` the same with PyMySQL's cursor (one round trip per
 statement); ``aiomysql-*`` and ``asyncmy-*`` run on the event loop with an unbuffered cursor (``-ss``,
-fetchmany(ROW_LIMIT)) or the default buffered one (``-buf``), one round trip per statement. Every way runs on
-uvloop, as sqlprobe does.
+fetchmany(ROW_LIMIT)) or the default buffered one (``-buf``), one round trip per statement; ``-multi`` is ``-ss``
+with the client flag MULTI_STATEMENTS, START TRANSACTION and COMMIT sent in the same COM_QUERY as the first and
+last query (``START TRANSACTION READ ONLY; q1``, ``q3; COMMIT``): one round trip per query, as thread-wire. Every
+way runs on uvloop, as sqlprobe does.
 """
 
 import argparse
@@ -40,7 +42,16 @@ from sqlalchemy import make_url
 from tests.bench.fleet import QUERIES, database_fleet
 from tests.bench.procstat import rss_bytes
 
-WAYS = ("thread-wire", "thread-cursor", "aiomysql-ss", "aiomysql-buf", "asyncmy-ss", "asyncmy-buf")
+WAYS = (
+    "thread-wire",
+    "thread-cursor",
+    "aiomysql-ss",
+    "aiomysql-buf",
+    "aiomysql-multi",
+    "asyncmy-ss",
+    "asyncmy-buf",
+    "asyncmy-multi",
+)
 ROW_LIMIT = 1001  # sqlprobe's default max_rows (1,000) plus one, as it reads them
 BEGIN, END = "START TRANSACTION READ ONLY", "COMMIT"
 STATEMENTS = [spec["query"] for spec in QUERIES.values()]
@@ -186,34 +197,52 @@ def _way(way: str) -> tuple[Callable[[str], Awaitable[Any]], Probe, Callable[[An
         return _thread_way(way)
     if way.startswith("aiomysql-"):
         import aiomysql
+        from pymysql.constants import CLIENT
 
         async def connect_aiomysql(dsn: str) -> Any:
             url = make_url(dsn)
             return await aiomysql.connect(
                 host=url.host, port=url.port, user=url.username, password=url.password, db=url.database,
-                autocommit=True,
+                autocommit=True, client_flag=CLIENT.MULTI_STATEMENTS if way.endswith("-multi") else 0,
             )  # fmt: skip
 
-        cursor = aiomysql.SSCursor if way.endswith("-ss") else aiomysql.Cursor
-        return connect_aiomysql, _async_probe(cursor), _ensure_closed
+        cursor = aiomysql.Cursor if way.endswith("-buf") else aiomysql.SSCursor
+        return connect_aiomysql, _async_probe(cursor, way.endswith("-multi")), _ensure_closed
     import asyncmy
+    from asyncmy.constants import CLIENT as ASYNCMY_CLIENT
     from asyncmy.cursors import Cursor, SSCursor
 
     async def connect_asyncmy(dsn: str) -> Any:
         url = make_url(dsn)
         return await asyncmy.connect(
             host=url.host, port=url.port, user=url.username, password=url.password, database=url.database,
-            autocommit=True,
+            autocommit=True, client_flag=ASYNCMY_CLIENT.MULTI_STATEMENTS if way.endswith("-multi") else 0,
         )  # fmt: skip
 
-    return connect_asyncmy, _async_probe(SSCursor if way.endswith("-ss") else Cursor), _ensure_closed
+    cursor = Cursor if way.endswith("-buf") else SSCursor
+    return connect_asyncmy, _async_probe(cursor, way.endswith("-multi")), _ensure_closed
 
 
 async def _ensure_closed(connection: Any) -> None:
     await connection.ensure_closed()
 
 
-def _async_probe(cursor_class: Any) -> Probe:
+def _async_probe(cursor_class: Any, multi: bool) -> Probe:
+    async def probe_in_one(connection: Any) -> None:
+        # START TRANSACTION in the first query's COM_QUERY, COMMIT in the last's: their results are read (and
+        # dropped) by nextset(), and by close() for the last.
+        last = len(STATEMENTS) - 1
+        for index, statement in enumerate(STATEMENTS):
+            sql = "; ".join(
+                part for part in (BEGIN if index == 0 else "", statement, END if index == last else "") if part
+            )
+            cursor = await _cursor(connection, cursor_class)
+            await cursor.execute(sql)
+            if index == 0:
+                await cursor.nextset()
+            await cursor.fetchmany(ROW_LIMIT)
+            await cursor.close()
+
     async def probe(connection: Any) -> None:
         await _command(connection, cursor_class, BEGIN)
         for statement in STATEMENTS:
@@ -223,7 +252,7 @@ def _async_probe(cursor_class: Any) -> Probe:
             await cursor.close()
         await _command(connection, cursor_class, END)
 
-    return probe
+    return probe_in_one if multi else probe
 
 
 async def _command(connection: Any, cursor_class: Any, sql: str) -> None:
