@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ ROW_LIMIT = 1001  # sqlprobe's default max_rows (1,000) plus one, as it reads th
 BEGIN, END = "START TRANSACTION READ ONLY", "COMMIT"
 STATEMENTS = [spec["query"] for spec in QUERIES.values()]
 
-Probe = Callable[[Any], Awaitable[None]]
+Probe = Callable[[Any], Coroutine[Any, Any, None]]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
