@@ -456,6 +456,7 @@ def test_a_tls_context_against_a_server_without_tls(driver: str, server: MariaDB
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_sqlalchemys_async_engine_hands_out_the_drivers_connection(driver: str, server: MariaDB) -> None:
     """create_async_engine(mysql+<driver>): the pooled connection's driver_connection is the driver's own."""
+    pytest.importorskip("greenlet")  # SQLAlchemy[asyncio]
     from sqlalchemy.ext.asyncio import create_async_engine
 
     url = server.dsn.replace("mysql+pymysql", f"mysql+{driver}")
