@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _run(bench: Sequence[str], base: Path | None, directory: Path) -> Mapping[str, float]:
-    """One bench run; its CPU per query, by concurrency step in saturation mode."""
+    """One bench run; its CPU per query (by concurrency step in saturation mode; in open loop, RSS per target and
+    p99 latency too)."""
     output = directory / "run.json"
     environment = dict(os.environ)
     if base is not None:
@@ -56,7 +57,11 @@ def _run(bench: Sequence[str], base: Path | None, directory: Path) -> Mapping[st
     results: dict[str, Any] = json.loads(output.read_text())["results"]
     if "steps" in results:
         return {f"{step['concurrency']} in flight": step["exporter_cpu_us_per_query"] for step in results["steps"]}
-    return {"open loop": results["exporter_cpu_us_per_query"]}
+    return {
+        "open loop": results["exporter_cpu_us_per_query"],
+        "RSS per target, KiB (not CPU)": results["rss_per_target_kib"],
+        "p99 latency, ms (not CPU)": results["latency_p99_ms"],
+    }
 
 
 def _print(base: str, figures: Mapping[str, Sequence[Mapping[str, float]]]) -> None:
