@@ -1,5 +1,6 @@
 """SQLite targets on their small pool of threads: a statement that waits holds one thread, not a share of the probes."""
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,3 +45,19 @@ def test_a_quick_sqlite_probe_does_not_queue_behind_a_locked_database_while_a_th
     assert [value(samples, "probe_success") for samples in quick] == [1.0] * (THREADS * 2)
     ((one,),) = sqlite3.connect(":memory:").execute("select 1 as n").fetchall()
     assert {value(samples, "query_exporter_one") for samples in quick} == {float(one)}
+
+
+def test_stopping_after_probing_an_in_memory_sqlite_target_logs_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_config(
+        tmp_path, {"demo": target("sqlite://", "one")}, {"one": {"one": metric("select 1 as n", "n")}}
+    )
+    with client_for(config, max_workers=THREADS) as client:
+        # Probes side by side: each thread gets an in-memory connection of its own.
+        with ThreadPoolExecutor(THREADS) as pool:
+            answers = list(pool.map(lambda _: client.get("/probe", params={"target": "demo"}), range(THREADS * 4)))
+    # The lifespan is over: the engine and its connections were closed, as at SIGTERM.
+    assert {value(parse_samples(answer.text), "probe_success") for answer in answers} == {1.0}
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == []
