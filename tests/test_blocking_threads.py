@@ -53,10 +53,9 @@ def test_stopping_after_probing_an_in_memory_sqlite_target_logs_no_error(
     config = write_config(
         tmp_path, {"demo": target("sqlite://", "one")}, {"one": {"one": metric("select 1 as n", "n")}}
     )
-    with client_for(config, max_workers=THREADS) as client:
-        # Probes side by side: each thread gets an in-memory connection of its own.
-        with ThreadPoolExecutor(THREADS) as pool:
-            answers = list(pool.map(lambda _: client.get("/probe", params={"target": "demo"}), range(THREADS * 4)))
+    # Probes side by side: each thread gets an in-memory connection of its own.
+    with client_for(config, max_workers=THREADS) as client, ThreadPoolExecutor(THREADS) as pool:
+        answers = list(pool.map(lambda _: client.get("/probe", params={"target": "demo"}), range(THREADS * 4)))
     # The lifespan is over: the engine and its connections were closed, as at SIGTERM.
     assert {value(parse_samples(answer.text), "probe_success") for answer in answers} == {1.0}
     errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
