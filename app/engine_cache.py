@@ -245,8 +245,7 @@ class EngineCache:
         return len(self._cached)
 
     async def dispose_all(self) -> None:
-        """Close every pooled connection and forget the engines (on the loop, at shut-down)."""
-        self.killer.close()
+        """Close every pooled connection and forget the engines (on the loop, at shut-down, after the kills)."""
         with self._lock:
             engines = [cached.engine for cached in [*self._cached.values(), *self._retired]]
             self._cached, self._retired = {}, []
