@@ -249,7 +249,9 @@ class _Run:
             discard = True
             raise
         finally:
-            await driver.release(session, discard)
+            # Given up on meanwhile (during the COMMIT, say): a kill may be on its way for this connection, and must
+            # not reach the next probe's statement on it.
+            await driver.release(session, discard or self._abandoned)
 
     async def _tracked(
         self, session: Session, driver: AnyDriver, step: Awaitable[T], started: float | None = None
