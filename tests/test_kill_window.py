@@ -1,12 +1,14 @@
 """A kill is for the statement given up on: a connection whose run was given up on never serves another probe."""
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 
-from tests.helpers import metric, parse_samples, target, value, wait_until
+from tests.helpers import client_for, metric, parse_samples, target, value, wait_until, write_config
 from tests.relay import Relay
 from tests.served import serve
 from tests.servers import MariaDB
@@ -47,3 +49,25 @@ def test_a_probe_given_up_on_during_its_commit_gets_no_later_probe_killed(
     assert value(samples, "probe_success") == 1.0
     ((slept,),) = server.query("select sleep(0) as slept")
     assert value(samples, "query_exporter_slept") == float(slept)
+
+
+def test_a_kill_that_arrives_after_its_statement_ended_logs_no_warning(
+    tmp_path: Path, fleet: Sequence[MariaDB], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = fleet[1]
+    # Past the 1 s deadline of a 1.5 s scrape, and ended before the kill (2 s late) gets there.
+    sql = "select sleep(1.3) as slept"
+    sets = {"quick": {"one": metric("select 1 as one", "one")}, "sleepy": {"slept": metric(sql, "slept")}}
+    with Relay([server.port]) as relay:
+        dsn = server.dsn.replace(f":{server.port}/", f":{relay.port}/")
+        config = write_config(tmp_path, {"db": target(dsn, "quick", "sleepy")}, sets)
+        with client_for(config) as client:
+            warm = client.get("/probe", params={"target": "db", "query_set": "quick"})
+            relay.delay = 2.0
+            headers = {"X-Prometheus-Scrape-Timeout-Seconds": "1.5"}
+            late = client.get("/probe", params={"target": "db", "query_set": "sleepy"}, headers=headers)
+        # Stopping waits for the kill asked for: its connection gets through 2 s late, when the statement's session
+        # is gone (it ended, and its connection was discarded).
+    assert value(parse_samples(warm.text), "probe_success") == 1.0
+    assert value(parse_samples(late.text), "probe_success") == 0.0
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
