@@ -66,8 +66,9 @@ def test_a_kill_that_arrives_after_its_statement_ended_logs_no_warning(
             relay.delay = 2.0
             headers = {"X-Prometheus-Scrape-Timeout-Seconds": "1.5"}
             late = client.get("/probe", params={"target": "db", "query_set": "sleepy"}, headers=headers)
-        # Stopping waits for the kill asked for: its connection gets through 2 s late, when the statement's session
-        # is gone (it ended, and its connection was discarded).
+            # The kill's connection gets through 2 s late, when the statement's session is gone (it ended, and its
+            # connection was discarded).
+            time.sleep(relay.delay + 1)
     assert value(parse_samples(warm.text), "probe_success") == 1.0
     assert value(parse_samples(late.text), "probe_success") == 0.0
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
