@@ -3,7 +3,6 @@ small bounded pool of threads of their own, which MySQL and PostgreSQL probes ne
 
 import asyncio
 import contextlib
-import itertools
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,15 +51,22 @@ def fetch_with_cursor(
 
 class Threads:
     """At most ``count`` threads, each with a queue of its own, started when first needed: a session's calls all go
-    to one (SQLite's connections belong to the thread that made them)."""
+    to one (SQLite's connections belong to the thread that made them), the one with the fewest sessions open, so a
+    statement that waits (a locked database) holds its thread and no share of the other probes."""
 
     def __init__(self, count: int) -> None:
         self._threads = [ThreadPoolExecutor(1, thread_name_prefix=f"sqlprobe-blocking-{n}") for n in range(count)]
-        self._next = itertools.cycle(self._threads)
+        self._sessions = dict.fromkeys(self._threads, 0)  # sessions open on each thread (changed on the loop only)
 
     def pick(self) -> ThreadPoolExecutor:
-        """The thread the next session's calls go to."""
-        return next(self._next)
+        """The thread a new session's calls go to (counted until ``done``)."""
+        thread = min(self._threads, key=self._sessions.__getitem__)  # the first of the least used: ties in order
+        self._sessions[thread] += 1
+        return thread
+
+    def done(self, thread: ThreadPoolExecutor) -> None:
+        """A session picked on ``thread`` is over (its connection given back there)."""
+        self._sessions[thread] -= 1
 
     def shutdown(self) -> None:
         """Let every thread end after its current call."""
@@ -99,7 +105,7 @@ class BlockingDriver:
             future.add_done_callback(partial(self._connected_too_late, thread))
             raise
         except BaseException:
-            self._slots.release()
+            self._free(thread)
             raise
         session = Session(proxied, reused=False, identity=None)
         self._thread[id(session)] = thread
@@ -108,7 +114,7 @@ class BlockingDriver:
     def _connected_too_late(self, thread: ThreadPoolExecutor, future: "asyncio.Future[Any]") -> None:
         """A checkout given up on while its thread connected: the connection goes back to the pool, on that thread."""
         if future.cancelled() or future.exception() is not None:
-            self._slots.release()
+            self._free(thread)
             return
         self._give_back(thread, future.result(), discard=False)
 
@@ -151,12 +157,17 @@ class BlockingDriver:
                     proxied.invalidate()
                 proxied.close()
             finally:
-                loop.call_soon_threadsafe(self._slots.release)  # asyncio's semaphore: on the loop only
+                loop.call_soon_threadsafe(self._free, thread)  # asyncio's semaphore: on the loop only
 
         try:
             thread.submit(give_back)  # queued behind any call still running on it
         except RuntimeError:  # shut down: the process is ending
-            self._slots.release()
+            self._free(thread)
+
+    def _free(self, thread: ThreadPoolExecutor) -> None:
+        """A session (or a checkout given up) on ``thread`` is over: its slot and its place on the thread are free."""
+        self._threads.done(thread)
+        self._slots.release()
 
     def sever(self, session: Session) -> None:
         """Nothing to cut from outside: the driver's thread ends with its statement (SQLite's is interrupted)."""

@@ -179,7 +179,13 @@ class Driver:
         self._lose(session)
 
     def _lose(self, session: Session) -> None:
-        """Close ``session``'s connection at once (its socket with it); the release tells the pool."""
+        """Close ``session``'s connection at once (its socket with it); the release tells the pool.
+
+        Once only: a sever that comes after the release began finds the connection closed, and the pool may have
+        let go of it already (SQLAlchemy's driver_connection is then None).
+        """
+        if session.lost:
+            return
         session.lost = True
         self._dialect.close(session.connection)
 

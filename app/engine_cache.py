@@ -54,6 +54,10 @@ def _build(target: Target) -> AsyncEngine | Engine:
         options: dict[str, Any] = {}
         if issubclass(url.get_dialect().get_pool_class(url), QueuePool):  # type: ignore[attr-defined]
             options = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW, "pool_timeout": target.timeout}
+        if url.get_backend_name() == "sqlite" and url.get_driver_name() == "pysqlite":
+            # A session's calls all run on one thread (app/blocking.py), but the engine is disposed from another
+            # (a reload's, the idle sweep's, the shut-down's), once no probe uses it: sqlite3 must let it close them.
+            options["connect_args"] = {"check_same_thread": False}
         return create_engine(url, **options)
     async_url = _async_url(url, dialect)
     connecting: dict[str, Any] = {"connect_args": dialect.connect_args(target)}
@@ -241,8 +245,7 @@ class EngineCache:
         return len(self._cached)
 
     async def dispose_all(self) -> None:
-        """Close every pooled connection and forget the engines (on the loop, at shut-down)."""
-        self.killer.close()
+        """Close every pooled connection and forget the engines (on the loop, at shut-down, after the kills)."""
         with self._lock:
             engines = [cached.engine for cached in [*self._cached.values(), *self._retired]]
             self._cached, self._retired = {}, []

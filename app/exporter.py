@@ -11,6 +11,7 @@ from pathlib import Path
 
 from app.addresses import Address
 from app.config import Config, Target, load_config
+from app.dialect import CANCEL_TIMEOUT
 from app.engine_cache import EngineCache
 from app.errors import ConfigError
 from app.history import DEFAULT_HISTORY_LIMIT, History, Selection, TargetKey
@@ -189,8 +190,10 @@ class Exporter:
         return Reloaded(config, False, ())
 
     async def close(self) -> None:
-        """Stop probing and close every pooled connection."""
+        """Stop probing and close every pooled connection; the statements given up on are stopped on the server."""
         self.prober.close()
+        await self.engines.killer.close(CANCEL_TIMEOUT)
+        await self.prober.wait_closed()
         await self.engines.dispose_all()
 
 

@@ -104,13 +104,21 @@ class Killer:
             self._killers.add(task)
             task.add_done_callback(self._killers.discard)
 
-    def close(self) -> None:
-        """Drop what waits; kills under way end by their own timeouts."""
+    async def close(self, timeout: float) -> None:
+        """Take no more; send what was asked for (too late ones dropped as ever), for ``timeout`` seconds at most.
+
+        At shut-down a statement given up on just before is still stopped on the server: once the process is gone,
+        nothing else would stop it (a lock wait, a long scan go on after their client is gone).
+        """
         self._closed = True
+        if self._killers:
+            _, unfinished = await asyncio.wait(self._killers, timeout=timeout)
+            for task in unfinished:
+                task.cancel()
         self._pending.clear()
 
     async def _serve(self) -> None:
-        while self._pending and not self._closed:
+        while self._pending:
             key, request = self._pending.popitem(last=False)
             if time.monotonic() - request.asked_at > MAX_KILL_DELAY:
                 self._skip(request, "too_late")

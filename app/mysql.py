@@ -12,7 +12,7 @@ from typing import Any
 
 import aiomysql
 import pymysql
-from pymysql.constants import CLIENT, FIELD_TYPE
+from pymysql.constants import CLIENT, ER, FIELD_TYPE
 
 from app.config import Target
 from app.dialect import CANCEL_TIMEOUT, DEADLINE_GRACE, Dialect, Fetched
@@ -181,7 +181,12 @@ async def kill_query(url_args: Mapping[str, Any], identity: Identity | None) -> 
             if here is None or here.server != identity.server:
                 # Behind a proxy or load balancer, this connection reached another server: the id is someone else's.
                 raise KillSkipped("other_server")
-            await command(connection, f"KILL QUERY {int(identity.connection_id)}")
+            try:
+                await command(connection, f"KILL QUERY {int(identity.connection_id)}")
+            except pymysql.err.OperationalError as error:
+                if error.args[0] != ER.NO_SUCH_THREAD:
+                    raise
+                # The session is gone (the statement ended, and its connection was discarded): nothing to stop.
             await connection.ensure_closed()  # with COM_QUIT: not an aborted connection in the server's counters
     finally:
         if connection is not None:

@@ -65,6 +65,7 @@ class Prober:
         self._engines = engines
         self._flights: dict[tuple[str, frozenset[str] | None], _Flight] = {}
         self._cache: ResultCache = {}
+        self._runs: set[asyncio.Task[None]] = set()  # every run going, given up on or not
         self._closed = False
 
     async def probe(self, target: Target, query_sets: frozenset[str] | None, budget: float) -> ProbeResult:
@@ -83,6 +84,8 @@ class Prober:
             flight = self._flights[key] = _Flight(run)
             run.task = loop.create_task(run.execute())
             run.task.add_done_callback(flight.land)
+            self._runs.add(run.task)
+            run.task.add_done_callback(self._runs.discard)
         waiter = loop.create_future()
         flight.waiters.append(waiter)
         timer = loop.call_later(budget, _wake, waiter)
@@ -136,6 +139,13 @@ class Prober:
         for flight in list(self._flights.values()):
             if flight.run.task is not None:
                 flight.run.task.cancel()
+
+    async def wait_closed(self) -> None:
+        """Cut the runs given up on that still go (their kills sent by now), and wait until every run has ended."""
+        runs = list(self._runs)
+        for task in runs:
+            task.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
 
 
 def _sever(task: "asyncio.Task[None]", driver: AnyDriver, session: Session) -> None:
@@ -239,7 +249,9 @@ class _Run:
             discard = True
             raise
         finally:
-            await driver.release(session, discard)
+            # Given up on meanwhile (during the COMMIT, say): a kill may be on its way for this connection, and must
+            # not reach the next probe's statement on it.
+            await driver.release(session, discard or self._abandoned)
 
     async def _tracked(
         self, session: Session, driver: AnyDriver, step: Awaitable[T], started: float | None = None

@@ -3,6 +3,7 @@
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Sequence
 
 
@@ -10,6 +11,8 @@ class Relay:
     """Listens on a loopback port; its n-th connection goes to ``backends[n % len(backends)]`` (all on loopback).
 
     A backend that refuses makes the relay close that client's connection, as a proxy with a backend down does.
+    Connections accepted while ``delay`` is set reach their backend that many seconds late (a slow network);
+    while ``latency`` is set, every byte of the connections accepted then arrives that many seconds late, each way.
     """
 
     def __init__(self, backends: Sequence[int]) -> None:
@@ -18,6 +21,8 @@ class Relay:
         self.port: int = self._listener.getsockname()[1]
         self._sockets: list[socket.socket] = []
         self._accepted = 0
+        self.delay = 0.0
+        self.latency = 0.0
 
     def __enter__(self) -> "Relay":
         threading.Thread(target=self._accept, daemon=True).start()
@@ -40,6 +45,7 @@ class Relay:
                 client, _ = self._listener.accept()
                 backend = self._backends[self._accepted % len(self._backends)]
                 self._accepted += 1
+                time.sleep(self.delay)
                 try:
                     upstream = socket.create_connection(("127.0.0.1", backend))
                 except OSError:
@@ -47,12 +53,14 @@ class Relay:
                     continue
                 self._sockets += [client, upstream]
                 for source, sink in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+                    threading.Thread(target=_pump, args=(source, sink, self.latency), daemon=True).start()
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def _pump(source: socket.socket, sink: socket.socket, latency: float) -> None:
     with contextlib.suppress(OSError):
         while data := source.recv(65536):
+            if latency:  # in turn: the protocols relayed here wait for each answer before the next question
+                time.sleep(latency)
             sink.sendall(data)
     with contextlib.suppress(OSError):
         sink.shutdown(socket.SHUT_WR)

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,29 +34,35 @@ def serve(
     scheme: str = "http",
     client: httpx.Client | None = None,
     modules: Mapping[str, Any] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[Served]:
     """`sqlprobe --targets … --queries … --bind … [options]` on a free port, ready to serve; killed after.
 
     ``client`` checks readiness where plain requests cannot (TLS with a private CA, basic auth); ``modules`` go
-    into targets.yml beside the targets.
+    into targets.yml beside the targets; ``wrapper`` is a command sqlprobe's command line is given to (unshare…).
     """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "targets.yml").write_text(
         yaml.safe_dump({"targets": dict(targets)} | ({"modules": modules} if modules else {}))
     )
     (directory / "queries.yml").write_text(yaml.safe_dump({"query_sets": dict(query_sets)}))
-    with serve_files(directory, *options, scheme=scheme, client=client) as served:
+    with serve_files(directory, *options, scheme=scheme, client=client, wrapper=wrapper) as served:
         yield served
 
 
 @contextmanager
 def serve_files(
-    directory: Path, *options: str, scheme: str = "http", client: httpx.Client | None = None
+    directory: Path,
+    *options: str,
+    scheme: str = "http",
+    client: httpx.Client | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[Served]:
     """sqlprobe serving the targets.yml and queries.yml already in ``directory``, as ``serve`` does."""
     port = free_port()
     log = directory / "sqlprobe.log"
     command = [
+        *wrapper,
         str(Path(sys.executable).parent / "sqlprobe"),
         "--targets", str(directory / "targets.yml"),
         "--queries", str(directory / "queries.yml"),

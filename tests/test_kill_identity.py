@@ -168,7 +168,7 @@ def test_kills_wait_in_a_bounded_queue_one_per_connection_and_are_dropped_when_t
             assert sorted(discarded) == list(range(kills.KILLERS, len(connections)))
             assert await eventually(lambda: caplog.text.count("could not stop the running query of target db") == 2, 5)
         finally:
-            killer.close()
+            await killer.close(0)
 
     asyncio.run(scenario())
 
