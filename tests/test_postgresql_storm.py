@@ -14,7 +14,7 @@ from tests.postgres import PostgreSQL
 
 SLOW_TARGETS = 30  # as many as the test server takes (max_connections 30): some connects are refused too
 QUICK_LOOPS = 6
-SECONDS = 20.0
+SECONDS = 8.0
 
 
 def test_postgresql_probes_given_up_by_the_dozen_log_no_error(
