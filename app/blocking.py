@@ -3,6 +3,7 @@ small bounded pool of threads of their own, which MySQL and PostgreSQL probes ne
 
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,8 @@ from app.dialect import Arguments, Fetched
 from app.driver import Session, Unreadable
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # Threads for blocking drivers (--max-threads): SQLite answers in microseconds, so a few are plenty.
 DEFAULT_MAX_THREADS = 8
@@ -145,24 +148,31 @@ class BlockingDriver:
         """Nothing to end: blocking targets run without sqlprobe's read-only transaction."""
 
     async def release(self, session: Session, discard: bool = False) -> None:
-        """Give the connection back (or close it), on its thread, after what that thread still does with it."""
-        self._give_back(self._thread.pop(id(session)), session.proxied, discard)
+        """Give the connection back (or close it), on its thread, after what that thread still does with it; the
+        run ends once it is back, so that the next probe's session finds the thread free again."""
+        given_back = self._give_back(self._thread.pop(id(session)), session.proxied, discard)
+        if given_back is not None:
+            await asyncio.shield(given_back)
 
-    def _give_back(self, thread: ThreadPoolExecutor, proxied: Any, discard: bool) -> None:
-        loop = asyncio.get_running_loop()
-
+    def _give_back(self, thread: ThreadPoolExecutor, proxied: Any, discard: bool) -> "asyncio.Future[None] | None":
         def give_back() -> None:
-            try:
-                if discard and proxied.is_valid:
-                    proxied.invalidate()
-                proxied.close()
-            finally:
-                loop.call_soon_threadsafe(self._free, thread)  # asyncio's semaphore: on the loop only
+            if discard and proxied.is_valid:
+                proxied.invalidate()
+            proxied.close()
 
         try:
-            thread.submit(give_back)  # queued behind any call still running on it
+            given_back = asyncio.wrap_future(thread.submit(give_back))  # queued behind any call still running on it
         except RuntimeError:  # shut down: the process is ending
             self._free(thread)
+            return None
+        # On the loop (asyncio's semaphore is not thread-safe), before whoever awaits the release goes on.
+        given_back.add_done_callback(partial(self._given_back, thread))
+        return given_back
+
+    def _given_back(self, thread: ThreadPoolExecutor, given_back: "asyncio.Future[None]") -> None:
+        self._free(thread)
+        if not given_back.cancelled() and (error := given_back.exception()) is not None:
+            log.warning("giving a connection back to its pool failed: %s", type(error).__name__)
 
     def _free(self, thread: ThreadPoolExecutor) -> None:
         """A session (or a checkout given up) on ``thread`` is over: its slot and its place on the thread are free."""
