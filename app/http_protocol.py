@@ -25,6 +25,9 @@ except ImportError:  # a uvicorn without it: app/internals.py says so, and sqlpr
 
 log = logging.getLogger(__name__)
 
+# The ASGI scope's extension that tells when the request began to arrive: {"monotonic": time.monotonic()}.
+ARRIVED = "sqlprobe.arrived"
+
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_HEADER_TIMEOUT = 5.0
 # Prometheus keeps a connection open per target it scrapes here: two of them scraping 2,000 targets hold 4,000.
@@ -138,6 +141,11 @@ class HttpProtocol(HttpToolsProtocol):
         self._in_request = True
         self._arm_head_timer()
         super().on_message_begin()
+        # When the request began to arrive: a probe's deadline counts from here, not from when its handler got to
+        # run (under a burst of scrapes, requests wait their turn on the event loop, and Prometheus's timeout runs).
+        extensions = dict(self.scope.get("extensions") or {})
+        extensions[ARRIVED] = {"monotonic": time.monotonic()}
+        self.scope["extensions"] = extensions
 
     def on_headers_complete(self) -> None:
         self._heads += 1

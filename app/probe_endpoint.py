@@ -16,6 +16,7 @@ from app.config import Target
 from app.errors import where_it_failed
 from app.exporter import Exporter
 from app.exposition import render_probe
+from app.http_protocol import ARRIVED
 from app.modules import AddressNotAllowed, ModuleRequestError
 from app.report import debug_report, failures
 from app.results import ProbeResult
@@ -108,7 +109,7 @@ class ProbeEndpoint:
             )
         selected = _query_sets(found, [value for name, value in parameters if name == "query_set"])
         budget = _budget(found, headers.get(_SCRAPE_TIMEOUT))
-        result = await self._exporter.prober.probe(found, selected, budget)
+        result = await self._exporter.prober.probe(found, selected, budget, _arrived(scope))
         self._exporter.observe(result, selected)
         _log_failure(result)
         if debug:
@@ -167,6 +168,13 @@ def _query_sets(target: Target, requested: list[str]) -> frozenset[str] | None:
             f"(its query sets: {', '.join(target.query_sets)})"
         )
     return frozenset(requested)
+
+
+def _arrived(scope: Scope) -> float | None:
+    """When the request began to arrive (time.monotonic()), if the HTTP protocol said (app/http_protocol.py)."""
+    arrived = (scope.get("extensions") or {}).get(ARRIVED) or {}
+    at = arrived.get("monotonic")
+    return at if isinstance(at, float) else None
 
 
 def _budget(target: Target, scrape_timeout: str | None) -> float:

@@ -46,15 +46,18 @@ class Prober:
         self._runs: set[asyncio.Task[None]] = set()  # every run going, given up on or not
         self._closed = False
 
-    async def probe(self, target: Target, query_sets: frozenset[str] | None, budget: float) -> ProbeResult:
-        """Probe ``target``; the answer is back within ``budget`` seconds whatever the server does.
+    async def probe(
+        self, target: Target, query_sets: frozenset[str] | None, budget: float, since: float | None = None
+    ) -> ProbeResult:
+        """Probe ``target``; the answer is back within ``budget`` seconds whatever the server does, counted from
+        ``since`` (time.monotonic(): when the request arrived), or from now.
 
         Probes of the same target and query sets that arrive while one runs (two Prometheus servers
         scraping it) wait for that run instead of starting their own: each gets what finished by its own
         deadline, and the run goes on until the last of them has given up.
         """
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
+        started = time.monotonic() if since is None else min(since, time.monotonic())
         key = (target.name, query_sets)
         flight = self._flights.get(key)
         if flight is None or flight.run.target is not target or flight.landed or flight.run.abandoned:
@@ -66,7 +69,7 @@ class Prober:
             run.task.add_done_callback(self._runs.discard)
         waiter = loop.create_future()
         flight.waiters.append(waiter)
-        timer = loop.call_later(budget, _wake, waiter)
+        timer = loop.call_later(max(0.0, started + budget - time.monotonic()), _wake, waiter)
         try:
             await waiter  # woken when the run lands or when the budget is spent, whichever comes first
         finally:
