@@ -143,7 +143,10 @@ async def fetch(
     """
     text = one_statement(sql)
     if after:
-        text = f"{text};{after}"
+        # A comment that runs to the end of the line (#, -- ) must not swallow it: after one, on a line of its own
+        # (only then: a session's statement, as SHOW PROCESSLIST tells it, is the query as written).
+        separator = "\n;" if "#" in text or "--" in text else ";"
+        text = f"{text}{separator}{after}"
     cursor = await connection.cursor(aiomysql.SSCursor)
     await cursor.execute(text, arguments)
     if cursor.description is None:
