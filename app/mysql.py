@@ -135,20 +135,23 @@ async def fetch(
     """Run ``sql`` (one statement: see one_statement), then ``after`` (sqlprobe's own, without a result set) in the
     same text; the column names and at most ``max_rows`` rows of ``sql``'s first result, or None if it has none.
 
-    Without ``arguments`` the SQL is sent as written; with them, aiomysql binds them (%s, %(name)s) on the client.
+    Without ``arguments`` the SQL is sent as written; with them, aiomysql binds them (%s, %(name)s) on the client,
+    and a ';' in a value counts as one in the SQL.
     Rows are read as they come (an unbuffered cursor): when ``max_rows`` were read, the connection is closed so the
     server stops sending the rest, and the caller discards it (``after`` is lost with it). Later results (a
     procedure's, then ``after``'s) are read and dropped; an error in them is raised. If ``sql`` fails, the server
     runs nothing after it.
     """
-    text = one_statement(sql)
+    cursor = await connection.cursor(aiomysql.SSCursor)
+    # Checked as the server gets it, the values bound: under some charsets a value can end its string (in sjis and
+    # ujis, Python writes the yen sign as a backslash's byte, which escapes the quote escaping put after it).
+    text = one_statement(cursor.mogrify(sql, arguments))
     if after:
         # A comment that runs to the end of the line (#, -- ) must not swallow it: after one, on a line of its own
         # (only then: a session's statement, as SHOW PROCESSLIST tells it, is the query as written).
         separator = "\n;" if "#" in text or "--" in text else ";"
         text = f"{text}{separator}{after}"
-    cursor = await connection.cursor(aiomysql.SSCursor)
-    await cursor.execute(text, arguments)
+    await cursor.execute(text)
     if cursor.description is None:
         await cursor.close()
         return None
