@@ -73,11 +73,14 @@ async def connect(*, require_tls: bool = False, **arguments: Any) -> Any:
     It is made unconnected and connected by aiomysql's public way for that, ping(reconnect=True), so that the
     password can be withheld until TLS is known to be on (see _Withheld).
     """
-    if require_tls and arguments.get("password"):
-        arguments["password"] = _Withheld(arguments["password"])
+    # The user name too: it is encoded first, before anything is sent after the greeting, so a session that would
+    # go in clear gets no login at all, even for a user without a password.
+    withheld = [key for key in ("user", "password") if require_tls and arguments.get(key)]
+    for key in withheld:
+        arguments[key] = _Withheld(arguments[key])
     connection = aiomysql.Connection(**arguments)
-    if isinstance(arguments.get("password"), _Withheld):
-        arguments["password"].connection = connection
+    for key in withheld:
+        arguments[key].connection = connection
     try:
         await connection.ping(reconnect=True)
         if require_tls and not connection.server_capabilities & CLIENT.SSL:
@@ -92,7 +95,7 @@ TLS_REFUSED = "TLS is required (the target's tls: key), but the server does not 
 
 
 class _Withheld(str):
-    """A password that aiomysql can encode for authentication only once TLS is on.
+    """A password (or user name) that aiomysql can encode for authentication only once TLS is on.
 
     aiomysql sends the password (hashed, or in clear text if the server asks for mysql_clear_password) right after
     the greeting, and encrypts the session first only if the greeting offers TLS: a man in the middle who strips
