@@ -199,7 +199,18 @@ LIFTED_DELETE = "set statement tx_read_only = 0 for delete from scratch returnin
 
 
 @pytest.mark.parametrize(
-    "comment", ["#", "-- to the end of the line", "/* never closed", "/*! never closed", "/*M! never closed"]
+    "comment",
+    [
+        "#",
+        "-- to the end of the line",
+        "/* never closed",
+        "/*! never closed",
+        "/*M! never closed",
+        "/*! # */",
+        "/*M! -- x */",
+        "/*!100000 # */",
+        "'#' -- x",
+    ],
 )
 def test_a_comment_that_runs_to_the_end_of_a_statement_leaves_the_next_one_in_a_read_only_transaction(
     tmp_path: Path, scratch: MariaDB, comment: str
