@@ -7,6 +7,8 @@ import pymysql
 import pytest
 
 from app.dialect import DEADLINE_GRACE
+from app.errors import ConfigError
+from app.statements import SEVERAL_STATEMENTS
 from tests.helpers import client_for, metric, parse_samples, probe_views, target, value, write_config
 from tests.servers import MariaDB
 
@@ -230,15 +232,15 @@ def test_a_comment_that_runs_to_the_end_of_a_statement_leaves_the_next_one_in_a_
 
 
 @pytest.mark.parametrize("charset", ["sjis", "ujis"])
-def test_a_parameter_value_stays_one_value_whatever_the_connection_charset(
+def test_a_parameter_value_that_would_end_its_string_is_refused_and_writes_nothing(
     tmp_path: Path, scratch: MariaDB, charset: str
 ) -> None:
-    # In sjis and ujis, Python encodes the yen sign as the byte of a backslash: escaped as a character, it would
-    # escape the quote the driver's escaping put after it, and the rest of the value would be SQL.
+    # In sjis and ujis, Python encodes the yen sign as the byte of a backslash: escaped as a character, it escapes
+    # the quote the driver's escaping put after it, and the rest of the value is SQL (its ';' a separator).
     breakout = "\u00a5';commit;" + LIFTED_DELETE.replace(" returning 1 as n", "") + " #"
     sets = {"values": {"v": metric("select 1 as n, :v as v", "n") | {"parameters": [{"v": breakout}]}}}
     dsn = _writer_dsn(scratch) + f"?charset={charset}"
-    config = write_config(tmp_path, {"db": target(dsn, "values")}, sets)
-    with client_for(config) as client:
-        views = probe_views(client, "db")
-    assert _count(scratch) == ROWS, views.debug
+    with pytest.raises(ConfigError) as refused:
+        write_config(tmp_path, {"db": target(dsn, "values")}, sets)
+    assert SEVERAL_STATEMENTS in str(refused.value)
+    assert _count(scratch) == ROWS
