@@ -522,3 +522,24 @@ def test_a_proxy_that_strips_the_tls_offer_gets_no_login_for_a_user_without_a_pa
     assert stripper.sent_by_client == 0
     assert value(views.samples, "probe_success") == 0.0
     assert "TLS is required (the target's tls: key), but the server does not offer it" in views.debug, views.debug
+
+
+def test_a_proxy_that_strips_the_tls_offer_gets_no_login_for_credentials_from_an_option_file(
+    tmp_path: Path, tls_server: MariaDB, certificates: Certificates
+) -> None:
+    # The DSN's read_default_file: aiomysql reads the user and password from a my.cnf of the operator's.
+    option_file = tmp_path / "my.cnf"
+    option_file.write_text(f"[client]\nuser = {EXPORTER_USER}\npassword = {tls_server.password}\n")
+    stripper = TlsStripper(tls_server.port)
+    try:
+        dsn = f"mysql+pymysql://127.0.0.1:{stripper.port}/probe?read_default_file={option_file}"
+        config = write_config(
+            tmp_path, {"db": _with_tls(target(dsn, "tls"), _tls(certificates.ca))}, {"tls": TLS_SET}, namespace=""
+        )
+        with client_for(config) as client:
+            views = probe_views(client, "db")
+    finally:
+        stripper.close()
+    assert stripper.greetings >= 1
+    assert stripper.sent_by_client == 0
+    assert value(views.samples, "probe_success") == 0.0
