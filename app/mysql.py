@@ -73,6 +73,9 @@ async def connect(*, require_tls: bool = False, **arguments: Any) -> Any:
     It is made unconnected and connected by aiomysql's public way for that, ping(reconnect=True), so that the
     password can be withheld until TLS is known to be on (see _Withheld).
     """
+    if require_tls and arguments.get("read_default_file"):
+        # aiomysql reads the user and password from the option file after it is given them: not to be withheld.
+        raise pymysql.err.OperationalError(2026, TLS_OPTION_FILE)
     # The user name too: it is encoded first, before anything is sent after the greeting, so a session that would
     # go in clear gets no login at all, even for a user without a password.
     withheld = [key for key in ("user", "password") if require_tls and arguments.get(key)]
@@ -92,6 +95,10 @@ async def connect(*, require_tls: bool = False, **arguments: Any) -> Any:
 
 
 TLS_REFUSED = "TLS is required (the target's tls: key), but the server does not offer it"
+TLS_OPTION_FILE = (
+    "TLS is required (the target's tls: key), but credentials read from the DSN's read_default_file could go out"
+    " before TLS is known to be on: give them in the DSN or password_file"
+)
 
 
 class _Withheld(str):

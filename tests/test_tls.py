@@ -540,6 +540,6 @@ def test_a_proxy_that_strips_the_tls_offer_gets_no_login_for_credentials_from_an
             views = probe_views(client, "db")
     finally:
         stripper.close()
-    assert stripper.greetings >= 1
     assert stripper.sent_by_client == 0
     assert value(views.samples, "probe_success") == 0.0
+    assert "credentials read from the DSN's read_default_file could go out before TLS" in views.debug, views.debug
