@@ -421,6 +421,11 @@ def _target_metrics(
                 message = f"metric {metric.key!r} (query set {set_name!r}): {SEVERAL_STATEMENTS}"
                 problems.append(doc.problem(where, message))
                 ok = False
+            if one_statement and any(";" in str(value) for values in metric.parameters or () for _, value in values):
+                # Bound into the text the server gets: there, a ';' in a value stands in a string.
+                message = f"metric {metric.key!r} (query set {set_name!r}), in its parameters: {SEVERAL_STATEMENTS}"
+                problems.append(doc.problem(where, message))
+                ok = False
             metrics.append(metric)
     return tuple(metrics) if ok else None
 

@@ -73,11 +73,17 @@ async def connect(*, require_tls: bool = False, **arguments: Any) -> Any:
     It is made unconnected and connected by aiomysql's public way for that, ping(reconnect=True), so that the
     password can be withheld until TLS is known to be on (see _Withheld).
     """
-    if require_tls and arguments.get("password"):
-        arguments["password"] = _Withheld(arguments["password"])
+    if require_tls and arguments.get("read_default_file"):
+        # aiomysql reads the user and password from the option file after it is given them: not to be withheld.
+        raise pymysql.err.OperationalError(2026, TLS_OPTION_FILE)
+    # The user name too: it is encoded first, before anything is sent after the greeting, so a session that would
+    # go in clear gets no login at all, even for a user without a password.
+    withheld = [key for key in ("user", "password") if require_tls and arguments.get(key)]
+    for key in withheld:
+        arguments[key] = _Withheld(arguments[key])
     connection = aiomysql.Connection(**arguments)
-    if isinstance(arguments.get("password"), _Withheld):
-        arguments["password"].connection = connection
+    for key in withheld:
+        arguments[key].connection = connection
     try:
         await connection.ping(reconnect=True)
         if require_tls and not connection.server_capabilities & CLIENT.SSL:
@@ -89,10 +95,14 @@ async def connect(*, require_tls: bool = False, **arguments: Any) -> Any:
 
 
 TLS_REFUSED = "TLS is required (the target's tls: key), but the server does not offer it"
+TLS_OPTION_FILE = (
+    "TLS is required (the target's tls: key), but credentials read from the DSN's read_default_file could go out"
+    " before TLS is known to be on: give them in the DSN or password_file"
+)
 
 
 class _Withheld(str):
-    """A password that aiomysql can encode for authentication only once TLS is on.
+    """A password (or user name) that aiomysql can encode for authentication only once TLS is on.
 
     aiomysql sends the password (hashed, or in clear text if the server asks for mysql_clear_password) right after
     the greeting, and encrypts the session first only if the greeting offers TLS: a man in the middle who strips
@@ -135,17 +145,23 @@ async def fetch(
     """Run ``sql`` (one statement: see one_statement), then ``after`` (sqlprobe's own, without a result set) in the
     same text; the column names and at most ``max_rows`` rows of ``sql``'s first result, or None if it has none.
 
-    Without ``arguments`` the SQL is sent as written; with them, aiomysql binds them (%s, %(name)s) on the client.
+    Without ``arguments`` the SQL is sent as written; with them, aiomysql binds them (%s, %(name)s) on the client,
+    and a ';' in a value counts as one in the SQL.
     Rows are read as they come (an unbuffered cursor): when ``max_rows`` were read, the connection is closed so the
     server stops sending the rest, and the caller discards it (``after`` is lost with it). Later results (a
     procedure's, then ``after``'s) are read and dropped; an error in them is raised. If ``sql`` fails, the server
     runs nothing after it.
     """
-    text = one_statement(sql)
-    if after:
-        text = f"{text};{after}"
     cursor = await connection.cursor(aiomysql.SSCursor)
-    await cursor.execute(text, arguments)
+    # Checked as the server gets it, the values bound: under some charsets a value can end its string (in sjis and
+    # ujis, Python writes the yen sign as a backslash's byte, which escapes the quote escaping put after it).
+    text = one_statement(cursor.mogrify(sql, arguments))
+    if after:
+        # A comment that runs to the end of the line (#, -- ) must not swallow it: after one, on a line of its own
+        # (only then: a session's statement, as SHOW PROCESSLIST tells it, is the query as written).
+        separator = "\n;" if "#" in text or "--" in text else ";"
+        text = f"{text}{separator}{after}"
+    await cursor.execute(text)
     if cursor.description is None:
         await cursor.close()
         return None

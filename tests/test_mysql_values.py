@@ -91,8 +91,9 @@ def server(fleet: Sequence[MariaDB]) -> Iterator[MariaDB]:
     server.execute(f"drop table {TYPES_TABLE}", "drop procedure probe.two_results", "drop procedure probe.undecodable")
 
 
-def on_connection(server: MariaDB, steps: Callable[[Any], Awaitable[T]], port: int | None = None) -> T:
-    """``steps`` on a new aiomysql connection made as sqlprobe makes it (to ``port``, a relay, if given)."""
+def on_connection(server: MariaDB, steps: Callable[[Any], Awaitable[T]], port: int | None = None, **url_args: Any) -> T:
+    """``steps`` on a new aiomysql connection made as sqlprobe makes it (to ``port``, a relay, if given; with the
+    DSN's ``url_args``, a charset say)."""
 
     async def run() -> T:
         target = Target(
@@ -113,6 +114,7 @@ def on_connection(server: MariaDB, steps: Callable[[Any], Awaitable[T]], port: i
             password=server.password,
             db="probe",
             autocommit=True,  # as sqlprobe's engines (AUTOCOMMIT) and the reference connection
+            **url_args,
             **mysql.connect_args(target),
         )
         try:
@@ -355,6 +357,22 @@ def test_a_text_of_several_statements_is_refused_before_it_is_sent_and_the_conne
     errors, after = on_connection(server, steps)
     assert [error.args[0] for error in errors] == [1064] * len(refused)
     assert after == reference
+
+
+@pytest.mark.parametrize("charset", ["sjis", "ujis"])
+def test_a_value_that_would_end_its_string_under_the_connection_charset_is_refused_before_it_is_sent(
+    server: MariaDB, charset: str
+) -> None:
+    # In sjis and ujis Python writes the yen sign as a backslash's byte: escaped as a character, it escapes the
+    # quote the escaping put after it, and the rest of the value is SQL, its ';' a separator.
+    breakout = "\u00a5';select 2 as two #"
+
+    async def steps(connection: Any) -> Fetched:
+        with pytest.raises(mysql.SeveralStatements):
+            await mysql.fetch(connection, "select %s as v", arguments=[breakout])
+        return await mysql.fetch(connection, "select 1 as one")
+
+    assert on_connection(server, steps, charset=charset) == expected(server, "select 1 as one")
 
 
 def test_a_killed_query_and_a_killed_session_fail_as_with_pymysqls_cursor(server: MariaDB) -> None:

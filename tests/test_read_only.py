@@ -7,6 +7,8 @@ import pymysql
 import pytest
 
 from app.dialect import DEADLINE_GRACE
+from app.errors import ConfigError
+from app.statements import SEVERAL_STATEMENTS
 from tests.helpers import client_for, metric, parse_samples, probe_views, target, value, write_config
 from tests.servers import MariaDB
 
@@ -193,3 +195,52 @@ def test_user_variables_set_by_a_statement_do_not_reach_the_next_probe(
         for _ in range(3):
             samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
     assert value(samples, "query_exporter_n") == 1.0
+
+
+LIFTED_DELETE = "set statement tx_read_only = 0 for delete from scratch returning 1 as n"
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [
+        "#",
+        "-- to the end of the line",
+        "/* never closed",
+        "/*! never closed",
+        "/*M! never closed",
+        "/*! # */",
+        "/*M! -- x */",
+        "/*!100000 # */",
+        "'#' -- x",
+    ],
+)
+def test_a_comment_that_runs_to_the_end_of_a_statement_leaves_the_next_one_in_a_read_only_transaction(
+    tmp_path: Path, scratch: MariaDB, comment: str
+) -> None:
+    # sqlprobe's own START TRANSACTION READ ONLY follows the statement in the same text: a comment that runs to
+    # the end of the line must not make it part of the comment (CHECK TABLE has committed the transaction before).
+    sets = {
+        "turn": {"checked": metric(f"check table scratch {comment}", "Msg_text")},
+        "writes": {"deleted": metric(LIFTED_DELETE, "n")},
+    }
+    config = write_config(tmp_path, {"db": target(_writer_dsn(scratch), "turn", "writes")}, sets)
+    with client_for(config) as client:
+        views = probe_views(client, "db")
+    assert _count(scratch) == ROWS
+    assert value(views.samples, "sqlprobe_query_success", metric="deleted") == 0.0
+    assert "Cannot execute statement in a READ ONLY transaction" in views.debug
+
+
+@pytest.mark.parametrize("charset", ["sjis", "ujis"])
+def test_a_parameter_value_that_would_end_its_string_is_refused_and_writes_nothing(
+    tmp_path: Path, scratch: MariaDB, charset: str
+) -> None:
+    # In sjis and ujis, Python encodes the yen sign as the byte of a backslash: escaped as a character, it escapes
+    # the quote the driver's escaping put after it, and the rest of the value is SQL (its ';' a separator).
+    breakout = "\u00a5';commit;" + LIFTED_DELETE.replace(" returning 1 as n", "") + " #"
+    sets = {"values": {"v": metric("select 1 as n, :v as v", "n") | {"parameters": [{"v": breakout}]}}}
+    dsn = _writer_dsn(scratch) + f"?charset={charset}"
+    with pytest.raises(ConfigError) as refused:
+        write_config(tmp_path, {"db": target(dsn, "values")}, sets)
+    assert SEVERAL_STATEMENTS in str(refused.value)
+    assert _count(scratch) == ROWS

@@ -499,3 +499,47 @@ def test_a_proxy_that_strips_the_servers_tls_offer_gets_no_login_and_the_probe_s
     # The greeting reached sqlprobe, and nothing went back: no login, so no password, hashed or clear, in clear text.
     assert stripper.greetings >= 1
     assert stripper.sent_by_client == 0
+
+
+def test_a_proxy_that_strips_the_tls_offer_gets_no_login_for_a_user_without_a_password(
+    tmp_path: Path, tls_server: MariaDB, certificates: Certificates
+) -> None:
+    # An account without a password (its user name, and with the login the session's statements, would go in clear).
+    tls_server.execute("create user 'nopass'@'127.0.0.1'", "grant select on probe.* to 'nopass'@'127.0.0.1'")
+    stripper = TlsStripper(tls_server.port)
+    try:
+        dsn = f"mysql+pymysql://nopass@127.0.0.1:{stripper.port}/probe"
+        config = write_config(
+            tmp_path, {"db": _with_tls(target(dsn, "tls"), _tls(certificates.ca))}, {"tls": TLS_SET}, namespace=""
+        )
+        with client_for(config) as client:
+            views = probe_views(client, "db")
+    finally:
+        stripper.close()
+        tls_server.execute("drop user 'nopass'@'127.0.0.1'")
+    # The greeting reached sqlprobe, and nothing went back: not even the user name.
+    assert stripper.greetings >= 1
+    assert stripper.sent_by_client == 0
+    assert value(views.samples, "probe_success") == 0.0
+    assert "TLS is required (the target's tls: key), but the server does not offer it" in views.debug, views.debug
+
+
+def test_a_proxy_that_strips_the_tls_offer_gets_no_login_for_credentials_from_an_option_file(
+    tmp_path: Path, tls_server: MariaDB, certificates: Certificates
+) -> None:
+    # The DSN's read_default_file: aiomysql reads the user and password from a my.cnf of the operator's.
+    option_file = tmp_path / "my.cnf"
+    option_file.write_text(f"[client]\nuser = {EXPORTER_USER}\npassword = {tls_server.password}\n")
+    stripper = TlsStripper(tls_server.port)
+    try:
+        dsn = f"mysql+pymysql://127.0.0.1:{stripper.port}/probe?read_default_file={option_file}"
+        config = write_config(
+            tmp_path, {"db": _with_tls(target(dsn, "tls"), _tls(certificates.ca))}, {"tls": TLS_SET}, namespace=""
+        )
+        with client_for(config) as client:
+            views = probe_views(client, "db")
+    finally:
+        stripper.close()
+    assert stripper.sent_by_client == 0
+    assert value(views.samples, "probe_success") == 0.0
+    assert "credentials read from the DSN's read_default_file could go out before TLS" in views.debug, views.debug
