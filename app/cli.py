@@ -2,7 +2,6 @@
 
 import argparse
 import asyncio
-import gc
 import importlib.util
 import ipaddress
 import logging
@@ -236,24 +235,6 @@ def _http_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | str:
     return http_protocol(limits)
 
 
-def _settle_garbage_collector() -> None:
-    """Fewer and shorter pauses of the garbage collector's full collections, which stop the event loop.
-
-    What start-up built (the config with its targets, the imported modules) is kept out of every collection from now
-    on, and a full collection runs after 100 collections of the middle generation, not 10: with an engine per target,
-    each full one scans the whole heap (330 ms at 2,200 targets on the bench VM), and probes waiting on silent hosts
-    for seconds were promoted into it and set one off every few seconds, late answers with it.
-    """
-    gc.collect()
-    gc.freeze()
-    youngest, middle, _ = gc.get_threshold()
-    gc.set_threshold(youngest, middle, FULL_COLLECTION_EVERY)
-
-
-# Collections of the middle generation between two full ones (Python's default: 10).
-FULL_COLLECTION_EVERY = 100
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run sqlprobe; the exit status is 1 for an invalid config."""
     args = build_parser().parse_args(argv)
@@ -296,7 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # uvicorn stops gracefully on SIGTERM, then re-raises it to the handler it found: a no-op one
     # makes that stop exit 0, as a service manager expects.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    _settle_garbage_collector()
     uvicorn.run(
         create_app(
             config,
