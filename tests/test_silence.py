@@ -36,6 +36,7 @@ REQUEST = (
     "X-Prometheus-Scrape-Timeout-Seconds: {:g}\r\n\r\n"
 )
 GIVE_UP = 3 * SCRAPE_TIMEOUT  # seconds the client waits for any answer
+DELIVERY = 0.5  # seconds an answer ready by the scrape timeout may take to reach the client in the outage's burst
 # The hung probes are sent in this many batches, evenly over this many seconds.
 HUNG_BATCHES, SEND_HUNG_WITHIN = 20, 1.0
 DEADLINE = SCRAPE_TIMEOUT - SCRAPE_TIMEOUT_OFFSET  # what sqlprobe makes of it
@@ -55,6 +56,10 @@ class Scraped:
     sent: float
     received: float
     raw: bytes
+
+    def duration(self) -> float:
+        """The probe_duration_seconds sqlprobe reports in the answer."""
+        return value(parse_samples(self.raw.partition(b"\r\n\r\n")[2].decode()), "probe_duration_seconds")
 
     def answer(self) -> Answer:
         """The probe_success the answer reports (its status is checked first, by ``answers``)."""
@@ -218,9 +223,16 @@ def test_a_silent_data_centre_delays_no_healthy_probe_and_costs_no_thread_nor_so
                 assert [answer.success for answer in hung_answers] == [0.0] * 2 * SILENT_EACH
                 # Each hung probe was in flight at once, each holding one socket to its silent host...
                 assert round_.hung_connections == 2 * SILENT_EACH
-                # ...and each answered by its deadline, so before Prometheus's scrape timeout.
+                # ...and each answered by its deadline: sqlprobe's answer was ready (probe_duration_seconds, counted
+                # from when its request began to arrive) before Prometheus's scrape timeout...
+                durations = sorted(scrape.duration() for scrape in round_.hung)
+                assert durations[-1] < SCRAPE_TIMEOUT, durations[-10:]
+                # ...and reached the client soon after. Here 2,000 deadlines fall within one second on 2 cores, where
+                # the client runs too, and a full collection of the garbage collector (200-330 ms with 2,200 engines)
+                # may fall among them: answers then reach the client up to 0.1 s after the scrape timeout (Prometheus
+                # would count that scrape of a silent host as failed, as its probe is). See docs/performance.md.
                 hung_latencies = sorted(answer.latency for answer in hung_answers)
-                assert hung_latencies[-1] < SCRAPE_TIMEOUT, hung_latencies[-10:]
+                assert hung_latencies[-1] < SCRAPE_TIMEOUT + DELIVERY, hung_latencies[-10:]
                 assert round_.open_after_deadline == 0
                 # And each healthy target still has exactly its one pooled connection: none lost, none leaked.
                 assert connections_to(pid, *(server.port for server in fleet)) == HEALTHY
