@@ -1,0 +1,37 @@
+"""A probe's deadline counts from when its request began to arrive, as Prometheus's scrape timeout does."""
+
+import socket
+import time
+from pathlib import Path
+
+from tests.helpers import metric, parse_samples, target, value
+from tests.served import serve
+from tests.servers import silent_listener
+
+SCRAPE_TIMEOUT = 3.0
+HEAD_TAKES = 1.0  # seconds between the request's first bytes and the end of its head
+
+
+def test_a_probe_whose_request_head_arrived_slowly_answers_by_the_deadline_counted_from_its_first_bytes(
+    tmp_path: Path,
+) -> None:
+    with silent_listener() as port:
+        targets = {"hung": target(f"mysql+pymysql://u:p@127.0.0.1:{port}/", "one")}
+        with serve(tmp_path, targets, {"one": {"one": metric("select 1 as one", "one")}}) as served:
+            host, http_port = served.url.removeprefix("http://").rsplit(":", 1)
+            with socket.create_connection((host, int(http_port))) as client:
+                sent = time.monotonic()
+                client.sendall(b"GET /probe?target=hung HTTP/1.1\r\nHost: sqlprobe\r\n")
+                time.sleep(HEAD_TAKES)
+                client.sendall(
+                    f"X-Prometheus-Scrape-Timeout-Seconds: {SCRAPE_TIMEOUT:g}\r\nConnection: close\r\n\r\n".encode()
+                )
+                answer = b""
+                while chunk := client.recv(65536):
+                    answer += chunk
+                received = time.monotonic()
+    samples = parse_samples(answer.partition(b"\r\n\r\n")[2].decode())
+    assert value(samples, "probe_success") == 0.0
+    # Before Prometheus's timeout, counted from the first bytes it sent: had the deadline been counted from the end
+    # of the head, the answer would have come a second later, after Prometheus had given up.
+    assert received - sent < SCRAPE_TIMEOUT, received - sent
