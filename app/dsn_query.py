@@ -44,17 +44,28 @@ def query_problems(url: URL) -> list[str]:
             refused = _KEY
         if refused == _KEY:
             problems.append(f"query parameter {key!r} is not one the {driver} driver takes{why}")
+        elif refused == _OPTION_FILE:
+            problems.append(
+                f"query parameter {key!r} would have the driver read credentials and settings from an option file:"
+                " give them in targets.yml (the dsn, password_file, tls), where sqlprobe keeps the password out of"
+                " logs and errors and withholds it until TLS is on"
+            )
         elif refused == _VALUE:
             problems.append(f"query parameter {key!r} has a value the {driver} driver does not take")
     return problems
 
 
-_KEY, _VALUE = "key", "value"
+_KEY, _VALUE, _OPTION_FILE = "key", "value", "option file"
+# A my.cnf the driver would read credentials and settings from, out of sqlprobe's sight: the password would not be
+# masked in errors, nor withheld until TLS is on.
+_OPTION_FILE_KEYS = frozenset({"read_default_file", "read_default_group"})
 
 
 def _aiomysql_takes(arguments: Mapping[str, Any]) -> str | None:
     # Probes connect with aiomysql (PyMySQL's protocol code on asyncio): it takes fewer keys than PyMySQL (no
     # read_timeout: the probe's deadline bounds every wait), and TLS only as the tls: key's context.
+    if set(arguments) & _OPTION_FILE_KEYS:
+        return _OPTION_FILE
     if not set(arguments) <= _AIOMYSQL_KEYS:
         return _KEY
     # Its values, as PyMySQL's (the same protocol code) checks them: under PyMySQL's names.

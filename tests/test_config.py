@@ -147,6 +147,12 @@ BAD_CASES = {
     "dsn_unknown_query_key.targets.yml": [
         "4: targets.one.dsn: query parameter 'bogus_kw' is not one the mysql+pymysql driver takes" + AIOMYSQL_WHY
     ],
+    # Credentials from a my.cnf would go around sqlprobe's masking and its TLS check.
+    "dsn_option_file.targets.yml": [
+        "4: targets.one.dsn: query parameter 'read_default_file' would have the driver read credentials and settings"
+        " from an option file: give them in targets.yml (the dsn, password_file, tls), where sqlprobe keeps the"
+        " password out of logs and errors and withholds it until TLS is on"
+    ],
     "dsn_bad_query_value.targets.yml": [
         "4: targets.one.dsn: query parameter 'charset' has a value the mysql+pymysql driver does not take",
         # PyMySQL's, but not aiomysql's, which probes connect with.
