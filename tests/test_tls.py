@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,17 @@ from app import mysql, postgresql
 from app.errors import ConfigError
 from app.tls import preferred_tls_context, tls_context
 from tests.conftest import missing
-from tests.helpers import client_for, metric, parse_samples, probe_views, target, value, wait_until, write_config
+from tests.helpers import (
+    ProbeViews,
+    client_for,
+    metric,
+    parse_samples,
+    probe_views,
+    target,
+    value,
+    wait_until,
+    write_config,
+)
 from tests.postgres import SYSTEM_USER, PostgreSQL
 from tests.servers import EXPORTER_USER, MariaDB, setup_schema
 
@@ -483,19 +493,27 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
+def _probe_through_stripper(
+    tmp_path: Path, tls_server: MariaDB, certificates: Certificates, dsn_for: Callable[[int], str]
+) -> tuple["TlsStripper", ProbeViews]:
+    """Probe, through a TlsStripper in front of ``tls_server``, a target with tls: whose DSN ``dsn_for`` gives for the
+    stripper's port; the stripper (closed) and what the probe showed."""
+    stripper = TlsStripper(tls_server.port)
+    try:
+        entry = _with_tls(target(dsn_for(stripper.port), "tls"), _tls(certificates.ca))
+        config = write_config(tmp_path, {"db": entry}, {"tls": TLS_SET}, namespace="")
+        with client_for(config) as client:
+            return stripper, probe_views(client, "db")
+    finally:
+        stripper.close()
+
+
 def test_a_proxy_that_strips_the_servers_tls_offer_gets_no_login_and_the_probe_says_why(
     tmp_path: Path, tls_server: MariaDB, certificates: Certificates
 ) -> None:
-    stripper = TlsStripper(tls_server.port)
-    try:
-        dsn = tls_server.dsn.replace(f":{tls_server.port}/", f":{stripper.port}/")
-        config = write_config(
-            tmp_path, {"db": _with_tls(target(dsn, "tls"), _tls(certificates.ca))}, {"tls": TLS_SET}, namespace=""
-        )
-        with client_for(config) as client:
-            views = probe_views(client, "db")
-    finally:
-        stripper.close()
+    stripper, views = _probe_through_stripper(
+        tmp_path, tls_server, certificates, lambda port: tls_server.dsn.replace(f":{tls_server.port}/", f":{port}/")
+    )
     assert value(views.samples, "probe_success") == 0.0
     assert "TLS is required (the target's tls: key), but the server does not offer it" in views.debug, views.debug
     # The greeting reached sqlprobe, and nothing went back: no login, so no password, hashed or clear, in clear text.
@@ -508,16 +526,11 @@ def test_a_proxy_that_strips_the_tls_offer_gets_no_login_for_a_user_without_a_pa
 ) -> None:
     # An account without a password (its user name, and with the login the session's statements, would go in clear).
     tls_server.execute("create user 'nopass'@'127.0.0.1'", "grant select on probe.* to 'nopass'@'127.0.0.1'")
-    stripper = TlsStripper(tls_server.port)
     try:
-        dsn = f"mysql+pymysql://nopass@127.0.0.1:{stripper.port}/probe"
-        config = write_config(
-            tmp_path, {"db": _with_tls(target(dsn, "tls"), _tls(certificates.ca))}, {"tls": TLS_SET}, namespace=""
+        stripper, views = _probe_through_stripper(
+            tmp_path, tls_server, certificates, lambda port: f"mysql+pymysql://nopass@127.0.0.1:{port}/probe"
         )
-        with client_for(config) as client:
-            views = probe_views(client, "db")
     finally:
-        stripper.close()
         tls_server.execute("drop user 'nopass'@'127.0.0.1'")
     # The greeting reached sqlprobe, and nothing went back: not even the user name.
     assert stripper.greetings >= 1
