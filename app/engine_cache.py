@@ -97,7 +97,7 @@ class _Cached:
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POOL_CAPACITY))
     leases: int = 0
     retired: bool = False
-    kill_args: dict[str, Any] | None = None  # made on first use (see _kill_args)
+    driver: "AnyDriver | None" = None  # how probes use the engine: made on its first lease, kept with it
     last_used: float = field(default_factory=time.monotonic)
 
     @property
@@ -151,7 +151,9 @@ class EngineCache:
         if idle is not None:
             self._dispose(idle.engine)
         try:
-            yield self._driver(cached, target)
+            if cached.driver is None:
+                cached.driver = self._driver(cached)
+            yield cached.driver
         finally:
             with self._lock:
                 cached.leases -= 1
@@ -162,15 +164,15 @@ class EngineCache:
             if done:
                 self._dispose(cached.engine)
 
-    def _driver(self, cached: _Cached, target: Target) -> AnyDriver:
+    def _driver(self, cached: _Cached) -> AnyDriver:
+        """The driver of ``cached``'s engine: what it needs of the target (timeout, read_only, TLS) shapes the
+        engine, so the target it was built for serves every probe that shares it."""
         engine = cached.engine
         if isinstance(engine, Engine):
             return BlockingDriver(engine, cached.slots, self._threads)
         dialect = dialect_of(cached.target.url)
         assert dialect is not None  # asyncio engines are built only for these
-        if cached.kill_args is None:
-            cached.kill_args = _kill_args(engine, dialect, cached.target)
-        return Driver(engine, dialect, cached.slots, target, cached.kill_args)
+        return Driver(engine, dialect, cached.slots, cached.target, _kill_args(engine, dialect, cached.target))
 
     def _served_now(self, target: Target) -> Target:
         """The target of this name in the config served now."""

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 # MariaDB has no @@server_uuid (MySQL has): the host name and port the server itself reports name it on both,
 # whatever address, proxy or port forward the client went through.
 IDENTITY_SQL = "select @@hostname as host, @@port as port, connection_id() as id"
-# Kills waiting for a killer thread; more are refused (counted) rather than queued behind a partition.
+# Kills waiting for a killer; more are refused (counted) rather than queued behind a partition.
 MAX_PENDING = 32
 KILLERS = 2
 # A kill not started this long after it was asked for is dropped: the probe's connection was closed long before

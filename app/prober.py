@@ -44,7 +44,6 @@ class Prober:
         self._flights: dict[tuple[str, frozenset[str] | None], _Flight] = {}
         self._cache: ResultCache = {}
         self._runs: set[asyncio.Task[None]] = set()  # every run going, given up on or not
-        self._closed = False
 
     async def probe(
         self, target: Target, query_sets: frozenset[str] | None, budget: float, since: float | None = None
@@ -116,7 +115,6 @@ class Prober:
 
     def close(self) -> None:
         """Stop every run still going (at shut-down, after the probes in flight have answered)."""
-        self._closed = True
         for flight in list(self._flights.values()):
             if flight.run.task is not None:
                 flight.run.task.cancel()
