@@ -71,8 +71,8 @@ class Driver:
         self._dialect = dialect
         self._target = target
         self._read_only = target.read_only
-        self._sa_dialect = self.sa_dialect = engine.sync_engine.dialect
-        self.errors: tuple[type[Exception], ...] = (self._sa_dialect.loaded_dbapi.Error, Unreadable)
+        self.sa_dialect = engine.sync_engine.dialect
+        self.errors: tuple[type[Exception], ...] = (self.sa_dialect.loaded_dbapi.Error, Unreadable)
         # The engine's connections checked out at once: at most what its pool holds, so that the pool never waits.
         self._slots = slots
         # What a connection of its own (a KILL QUERY's) is made with: the URL's arguments and the engine's.
@@ -124,16 +124,15 @@ class Driver:
             session.in_transaction, session.restart = True, False
         elif session.reused and not session.sent:
             await self._own(session, partial(dialect.ping, session.connection))
-        after = ""
-        if self._read_only and dialect.chain:
-            after = dialect.end if last else dialect.begin
+        chained = self._read_only and dialect.chain
+        after = (dialect.end if last else dialect.begin) if chained else ""
         try:
             fetched = await self._guarded(session, dialect.fetch(session.connection, sql, max_rows, arguments, after))
         except self.errors:
             # Where the transaction stands is not known: the next statement begins a new one, or the release ends it.
             session.restart = self._read_only and session.in_transaction
             raise
-        if after == dialect.end:
+        if chained and last:
             session.in_transaction = False
         return fetched
 
@@ -158,7 +157,7 @@ class Driver:
         try:
             return await step
         except self.errors as error:
-            if not session.valid or self._sa_dialect.is_disconnect(error, session.connection, None):  # type: ignore[arg-type]
+            if not session.valid or self.sa_dialect.is_disconnect(error, session.connection, None):  # type: ignore[arg-type]
                 self._lose(session)  # lost or killed: never back to the pool
             raise
         except (ArithmeticError, LookupError, TypeError, ValueError) as error:
