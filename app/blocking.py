@@ -12,8 +12,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
+from app.config import Target
 from app.dialect import Arguments, Fetched
 from app.driver import Session, Unreadable
+from app.statements import WriteRefused, refuse_unless_read
 
 T = TypeVar("T")
 
@@ -85,10 +87,12 @@ class BlockingDriver:
     and the connection is given back only then, on that thread.
     """
 
-    def __init__(self, engine: Engine, slots: asyncio.Semaphore, threads: Threads) -> None:
+    def __init__(self, engine: Engine, slots: asyncio.Semaphore, threads: Threads, target: Target) -> None:
         self.engine = engine
         self.sa_dialect = engine.dialect
-        self.errors: tuple[type[Exception], ...] = (engine.dialect.loaded_dbapi.Error, Unreadable)
+        self.errors: tuple[type[Exception], ...] = (engine.dialect.loaded_dbapi.Error, Unreadable, WriteRefused)
+        # The driver binds the arguments apart from the text: the text sent is the statement as written.
+        self._syntax = target.syntax if target.read_only else None
         self._slots = slots
         self._threads = threads
         self._thread: dict[int, ThreadPoolExecutor] = {}  # by id() of a session: the thread its calls run on
@@ -129,7 +133,10 @@ class BlockingDriver:
         arguments: Arguments | None = None,
         max_rows: int = sys.maxsize,
     ) -> Fetched:
-        """Run a statement (at most ``max_rows`` rows read); the driver's errors as is."""
+        """Run a statement (at most ``max_rows`` rows read); the driver's errors as is. On a read-only target, one
+        that does not only read is refused (WriteRefused), as no read-only transaction holds it here."""
+        if self._syntax is not None:
+            refuse_unless_read(sql, self._syntax)
         session.sent = True
         try:
             return await self._on_thread(

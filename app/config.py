@@ -20,7 +20,14 @@ from app.modules import ADDRESS, ADDRESS_PLACEHOLDER, Module
 from app.parameters import ParameterSets
 from app.schema import MetricSpec, ModuleSpec, QueriesFile, TargetsFile, TargetSpec
 from app.secret_files import TLS, Digests, Locate, load_tls, with_password_file
-from app.statements import SEVERAL_STATEMENTS, several_statements
+from app.statements import (
+    EXECUTABLE_COMMENT,
+    SEVERAL_STATEMENTS,
+    Syntax,
+    read_only_problem,
+    several_statements,
+    syntax_of,
+)
 from app.validation import at_root, validate
 from app.yamlfile import KeyPath, YamlDocument, load_yaml
 
@@ -101,6 +108,7 @@ class Target:
     queries: tuple[Query, ...]
     metrics: tuple[Metric, ...]
     module: str | None = None  # the module it was made from for one address, if any
+    syntax: Syntax = "standard"  # how its server reads a statement's text (app/statements.py)
 
     @property
     def display_dsn(self) -> str:
@@ -139,6 +147,7 @@ def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, st
     problems: list[ConfigProblem] = []
     query_sets: dict[str, tuple[Metric, ...]] | None = None
     namespace = ""
+    queries_doc: YamlDocument | None = None
     try:
         queries_doc = load_yaml(queries_path)
         queries_file = validate(QueriesFile, queries_doc, at_root, problems)
@@ -152,7 +161,7 @@ def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, st
     digests: Digests = {}
     try:
         targets_doc = load_yaml(targets_path)
-        targets, modules = _compile_targets(targets_doc, query_sets, queries_path, environ, problems, digests)
+        targets, modules = _compile_targets(targets_doc, query_sets, queries_doc, environ, problems, digests)
     except ConfigError as error:
         problems.extend(error.problems)
     if problems:
@@ -225,7 +234,7 @@ def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -
 def _compile_targets(
     doc: YamlDocument,
     query_sets: Mapping[str, tuple[Metric, ...]] | None,
-    queries_path: Path,
+    queries_doc: YamlDocument | None,
     environ: Mapping[str, str],
     problems: list[ConfigProblem],
     digests: Digests,
@@ -240,8 +249,8 @@ def _compile_targets(
             url = with_password_file(url, spec.password_file, doc, locate, problems, digests)
         tls = None if spec.tls is None else load_tls(spec.tls, doc, locate, problems, digests)
         tls_usable = spec.tls is None or tls is not None
-        one_statement = url is not None and url.get_backend_name() in {"mysql", "mariadb"}
-        metrics = _target_metrics(spec, doc, locate, query_sets, queries_path, problems, one_statement)
+        syntax = syntax_of(url.get_backend_name()) if url is not None else "standard"
+        metrics = _target_metrics(spec, doc, locate, query_sets, queries_doc, problems, syntax)
         if url is None or not tls_usable or metrics is None:
             return None
         return Target(
@@ -254,6 +263,7 @@ def _compile_targets(
             read_only=spec.read_only,
             queries=_group_by_sql(metrics),
             metrics=metrics,
+            syntax=syntax,
         )
 
     targets = {}
@@ -379,13 +389,13 @@ def _target_metrics(
     doc: YamlDocument,
     locate: Locate,
     query_sets: Mapping[str, tuple[Metric, ...]] | None,
-    queries_path: Path,
+    queries_doc: YamlDocument | None,
     problems: list[ConfigProblem],
-    one_statement: bool = False,
+    syntax: Syntax,
 ) -> tuple[Metric, ...] | None:
-    """The metrics of the target's query sets; None (with the problems said) if they do not fit together or, with
-    ``one_statement`` (MySQL/MariaDB), a query holds several statements."""
-    if query_sets is None:
+    """The metrics of the target's query sets; None (with the problems said) if they do not fit together, a query
+    holds several statements (MySQL/MariaDB), or a read-only target's query does not only read."""
+    if query_sets is None or queries_doc is None:
         return None  # queries.yml is broken; its own errors are already reported
     metrics: list[Metric] = []
     owners: dict[str, str] = {}
@@ -397,7 +407,8 @@ def _target_metrics(
             ok = False
             continue
         if set_name not in query_sets:
-            problems.append(doc.problem(where, f"unknown query set {set_name!r} (not defined in {queries_path})"))
+            message = f"unknown query set {set_name!r} (not defined in {queries_doc.file})"
+            problems.append(doc.problem(where, message))
             ok = False
             continue
         for metric in query_sets[set_name]:
@@ -417,17 +428,37 @@ def _target_metrics(
                 )
                 problems.append(doc.problem(where, message))
                 ok = False
-            if one_statement and several_statements(metric.sql):
+            mysql = syntax == "mysql"
+            if mysql and several_statements(metric.sql):
                 message = f"metric {metric.key!r} (query set {set_name!r}): {SEVERAL_STATEMENTS}"
                 problems.append(doc.problem(where, message))
                 ok = False
-            if one_statement and any(";" in str(value) for values in metric.parameters or () for _, value in values):
+            if mysql and any(";" in str(value) for values in metric.parameters or () for _, value in values):
                 # Bound into the text the server gets: there, a ';' in a value stands in a string.
                 message = f"metric {metric.key!r} (query set {set_name!r}), in its parameters: {SEVERAL_STATEMENTS}"
                 problems.append(doc.problem(where, message))
                 ok = False
+            if spec.read_only and (refusal := _read_only_refusal(metric, syntax)) is not None:
+                # Said where the SQL is written, naming the target that refuses it.
+                key, message = refusal
+                user = doc.problem(where, "")
+                located = f"{message} (read-only target: {user.file}:{user.line}: {user.path})"
+                problems.append(queries_doc.problem(("query_sets", set_name, metric.key, key), located))
+                ok = False
             metrics.append(metric)
     return tuple(metrics) if ok else None
+
+
+def _read_only_refusal(metric: Metric, syntax: Syntax) -> tuple[str, str] | None:
+    """Why ``metric``'s statement may not run on a read-only target, by the key of queries.yml it is written under."""
+    problem = read_only_problem(metric.sql, syntax)
+    if problem is not None:
+        return "query", problem
+    values = (str(value) for values in metric.parameters or () for _, value in values)
+    if syntax == "mysql" and any(EXECUTABLE_COMMENT.search(value) for value in values):
+        # Bound into the text the server gets, where it is refused before sending: refused here, once.
+        return "parameters", read_only_problem("/*!*/", syntax) or ""
+    return None
 
 
 def _sample_names(metric: Metric) -> tuple[str, ...]:

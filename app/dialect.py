@@ -28,8 +28,10 @@ class Dialect:
     # Runs a statement of queries.yml on a driver connection: its columns and at most the rows given (when it read
     # that many, the rest may be unread and the connection closed or out of step: the caller discards it). With
     # arguments, the SQL is in the driver's parameter style and the driver binds them. The last argument is one of
-    # sqlprobe's own statements to run after it in the same text ("" for none; only where ``chain`` says so).
-    fetch: Callable[[Any, str, int, Arguments | None, str], Awaitable[Fetched]]
+    # sqlprobe's own statements to run after it in the same text ("" for none; only where ``chain`` says so). With the
+    # last, True, a statement that does not only read is refused before it is sent (WriteRefused), as the server
+    # would get its text (app/statements.py).
+    fetch: Callable[[Any, str, int, Arguments | None, str, bool], Awaitable[Fetched]]
     command: Callable[[Any, str], Awaitable[None]]  # runs sqlprobe's own statements (no result set)
     ping: Callable[[Any], Awaitable[None]]  # the cheapest round trip
     close: Callable[[Any], None]  # closes a driver connection at once, its socket with it, without a round trip

@@ -15,6 +15,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from app.config import Target
 from app.dialect import Arguments, Dialect, Fetched
 from app.kills import Identity
+from app.statements import WriteRefused
 
 T = TypeVar("T")
 
@@ -72,7 +73,7 @@ class Driver:
         self._target = target
         self._read_only = target.read_only
         self.sa_dialect = engine.sync_engine.dialect
-        self.errors: tuple[type[Exception], ...] = (self.sa_dialect.loaded_dbapi.Error, Unreadable)
+        self.errors: tuple[type[Exception], ...] = (self.sa_dialect.loaded_dbapi.Error, Unreadable, WriteRefused)
         # The engine's connections checked out at once: at most what its pool holds, so that the pool never waits.
         self._slots = slots
         # What a connection of its own (a KILL QUERY's) is made with: the URL's arguments and the engine's.
@@ -127,7 +128,8 @@ class Driver:
         chained = self._read_only and dialect.chain
         after = (dialect.end if last else dialect.begin) if chained else ""
         try:
-            fetched = await self._guarded(session, dialect.fetch(session.connection, sql, max_rows, arguments, after))
+            step = dialect.fetch(session.connection, sql, max_rows, arguments, after, self._read_only)
+            fetched = await self._guarded(session, step)
         except self.errors:
             # Where the transaction stands is not known: the next statement begins a new one, or the release ends it.
             session.restart = self._read_only and session.in_transaction

@@ -169,7 +169,7 @@ class EngineCache:
         engine, so the target it was built for serves every probe that shares it."""
         engine = cached.engine
         if isinstance(engine, Engine):
-            return BlockingDriver(engine, cached.slots, self._threads)
+            return BlockingDriver(engine, cached.slots, self._threads, cached.target)
         dialect = dialect_of(cached.target.url)
         assert dialect is not None  # asyncio engines are built only for these
         return Driver(engine, dialect, cached.slots, cached.target, _kill_args(engine, dialect, cached.target))

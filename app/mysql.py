@@ -17,7 +17,7 @@ from pymysql.constants import CLIENT, ER, FIELD_TYPE
 from app.config import Target
 from app.dialect import CANCEL_TIMEOUT, DEADLINE_GRACE, Dialect, Fetched
 from app.kills import Identity, KillSkipped, read_identity
-from app.statements import SEVERAL_STATEMENTS, several_statements, without_trailing_semicolons
+from app.statements import SEVERAL_STATEMENTS, refuse_unless_read, several_statements, without_trailing_semicolons
 from app.tls import preferred_tls_context, tls_context
 
 # Each statement of queries.yml runs in a read-only transaction of its own: a statement that commits implicitly
@@ -141,9 +141,11 @@ async def fetch(
     max_rows: int = sys.maxsize,
     arguments: Sequence[Any] | Mapping[str, Any] | None = None,
     after: str = "",
+    reads_only: bool = False,
 ) -> Fetched:
-    """Run ``sql`` (one statement: see one_statement), then ``after`` (sqlprobe's own, without a result set) in the
-    same text; the column names and at most ``max_rows`` rows of ``sql``'s first result, or None if it has none.
+    """Run ``sql`` (one statement: see one_statement; with ``reads_only``, one that only reads), then ``after``
+    (sqlprobe's own, without a result set) in the same text; the column names and at most ``max_rows`` rows of
+    ``sql``'s first result, or None if it has none.
 
     Without ``arguments`` the SQL is sent as written; with them, aiomysql binds them (%s, %(name)s) on the client,
     and a ';' in a value counts as one in the SQL.
@@ -156,6 +158,8 @@ async def fetch(
     # Checked as the server gets it, the values bound: under some charsets a value can end its string (in sjis and
     # ujis, Python writes the yen sign as a backslash's byte, which escapes the quote escaping put after it).
     text = one_statement(cursor.mogrify(sql, arguments))
+    if reads_only:
+        refuse_unless_read(text, "mysql")
     if after:
         # A comment that runs to the end of the line (#, -- ) must not swallow it: after one, on a line of its own
         # (only then: a session's statement, as SHOW PROCESSLIST tells it, is the query as written).

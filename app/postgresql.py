@@ -9,6 +9,7 @@ from app.config import Target
 from app.dialect import CANCEL_TIMEOUT, DEADLINE_GRACE, Dialect, Fetched
 from app.kills import Identity
 from app.secret_files import TLS
+from app.statements import refuse_unless_read
 
 # libpq counts connect_timeout in whole seconds and turns anything under 2 into 2.
 LIBPQ_MIN_CONNECT_TIMEOUT = 2
@@ -59,11 +60,15 @@ async def fetch(
     max_rows: int = sys.maxsize,
     arguments: Sequence[Any] | Mapping[str, Any] | None = None,
     after: str = "",
+    reads_only: bool = False,
 ) -> Fetched:
     """Run ``sql`` (one statement: the extended protocol takes no more, so a text cannot end the read-only
     transaction and go on writing); its columns and at most ``max_rows`` rows, read as they come. Closing the
     stream early cancels the statement on the server, and the connection stays usable. Nothing is sent ``after``
-    (the dialect does not chain)."""
+    (the dialect does not chain). With ``reads_only``, a statement that does not only read is refused (the server
+    binds the ``arguments``: its text is ``sql``)."""
+    if reads_only:
+        refuse_unless_read(sql, "postgresql")
     cursor = connection.cursor()
     try:
         rows = []

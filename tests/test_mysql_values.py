@@ -287,7 +287,9 @@ def test_a_query_whose_cell_cannot_be_decoded_fails_without_quoting_it_and_its_c
             "after": metric("select connection_id() as session_after", "session_after"),
         }
     }
-    config = write_config(tmp_path, {"db": target(server.dsn, "cells")}, query_sets, namespace="")
+    # A procedure's result: only a target that is not read-only may CALL.
+    targets = {"db": {**target(server.dsn, "cells"), "read_only": False}}
+    config = write_config(tmp_path, targets, query_sets, namespace="")
     with client_for(config) as client:
         views = probe_views(client, "db")
     debug, samples = views.debug, views.samples
