@@ -243,6 +243,9 @@ def _refusal(words: _Words, syntax: Syntax) -> str | None:
         lead = words.at(start)
     if lead == "":
         return "it holds no statement"
+    separator = next((index for index in range(start, words.stop) if words.at(index) == ";"), None)
+    if separator is not None and any(words.at(index) != ";" for index in range(separator, words.stop)):
+        return "a ';' stands before another statement: one statement per query"
     refusal = _lead_refusal(words, start, lead, syntax)
     if refusal is not None:
         return refusal
