@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The shipped targets.yml reads the local MySQL target's password from here; empty is fine for a first look.
 export MYSQL_EXPORTER_PASSWORD ?=
 
-.PHONY: install run test check bench bench-status-page screenshot clean peers
+.PHONY: install run test test-fast check bench bench-status-page screenshot clean peers
 
 $(BIN)/sqlprobe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
+# All but the slow suites (tests/e2e, tests/faults, tests/browser: marked slow by their conftest.py), for the inner loop.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
 # The benchmark (tests/bench/, not collected by pytest): `make bench BENCH_ARGS="--targets 2000 --interval 15"`.
 bench: install
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
@@ -48,6 +52,7 @@ check: install
 	$(BIN)/ruff check app tests
 	$(BIN)/ruff format --check app tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) $(PEERS) .pytest_cache .mypy_cache .ruff_cache

@@ -17,22 +17,22 @@ import uvicorn
 
 from app import __version__
 from app.config import Config, load_config
+from app.config.inventory import check_inventory
+from app.config.schema import duration_seconds
+from app.drivers.fdlimit import hard_limit, raise_soft_limit, shortfall_warning
 from app.errors import ConfigError, ConfigProblem
-from app.fdlimit import hard_limit, raise_soft_limit, shortfall_warning
-from app.history import DEFAULT_HISTORY_LIMIT
-from app.http_protocol import (
+from app.probe.history import DEFAULT_HISTORY_LIMIT
+from app.web.app import DEFAULT_IDLE_ENGINE_TIMEOUT, DEFAULT_MAX_WORKERS, DEFAULT_REFRESH_INTERVAL, create_app
+from app.web.http_protocol import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEADER_BYTES,
     HttpLimits,
     http_protocol,
 )
-from app.internals import fallback_warnings, uvicorn_missing
-from app.inventory import check_inventory
-from app.logs import LOG_FORMATS, configure_logging
-from app.schema import duration_seconds
-from app.web import DEFAULT_IDLE_ENGINE_TIMEOUT, DEFAULT_MAX_WORKERS, DEFAULT_REFRESH_INTERVAL, create_app
-from app.webconfig import WebConfig, load_web_config, uvicorn_tls
+from app.web.internals import fallback_warnings, uvicorn_missing
+from app.web.log_format import LOG_FORMATS, configure_logging
+from app.web.webconfig import WebConfig, load_web_config, uvicorn_tls
 
 log = logging.getLogger("sqlprobe")
 
@@ -228,7 +228,8 @@ def _raise_descriptor_limit(config: Config, max_connections: int) -> None:
 
 
 def _http_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | str:
-    """The bounded one-write protocol of app/http_protocol.py, or uvicorn's stock one if its internals are missing."""
+    """The bounded one-write protocol of app/web/http_protocol.py, or uvicorn's stock one if its internals are
+    missing."""
     if uvicorn_missing():
         # "auto" is the httptools protocol when httptools is installed: usable unless its module is what is missing.
         return "h11" if importlib.util.find_spec("uvicorn.protocols.http.httptools_impl") is None else "auto"

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Config, load_config
-from app.web import create_app
+from app.web.app import create_app
 
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 

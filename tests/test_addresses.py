@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.addresses import parse_address, parse_allow_rule
+from app.config.addresses import parse_address, parse_allow_rule
 
 
 @pytest.mark.parametrize(

@@ -174,9 +174,9 @@ BAD_CASES = {
     ],
     # MySQL sessions run several statements in one text: a query must be one (PostgreSQL's protocol takes one).
     "several_statements.targets.yml": [
-        "4: targets.mysql.query_sets[0]: metric 'sneaked' (query set 'several'): sqlprobe runs one statement per"
+        "5: targets.mysql.query_sets[0]: metric 'sneaked' (query set 'several'): sqlprobe runs one statement per"
         " query: a ';' may end it, but not separate statements, nor stand in a string or comment (CHAR(59) writes one)",
-        "4: targets.mysql.query_sets[0]: metric 'bound' (query set 'several'), in its parameters: sqlprobe runs one"
+        "5: targets.mysql.query_sets[0]: metric 'bound' (query set 'several'), in its parameters: sqlprobe runs one"
         " statement per query: a ';' may end it, but not separate statements, nor stand in a string or comment"
         " (CHAR(59) writes one)",
     ],

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any
 
-from app.discovery import QUERY_SET_PARAMETER_LABEL, QUERY_SETS_LABEL
+from app.web.discovery import QUERY_SET_PARAMETER_LABEL, QUERY_SETS_LABEL
 from tests.helpers import client_for, metric, target, write_config
 
 SETS = {

@@ -16,8 +16,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from app.config import load_config
-from app.engine_cache import EngineCache
-from app.exposition import (
+from app.drivers.engine_cache import EngineCache
+from app.probe.prober import Prober
+from app.probe.results import ProbeResult
+from app.web.exposition import (
     OPENMETRICS,
     PROBE_DURATION,
     PROBE_SUCCESS,
@@ -28,8 +30,6 @@ from app.exposition import (
     _number,
     render_probe,
 )
-from app.prober import Prober
-from app.results import ProbeResult
 from tests.helpers import ITEMS_SET, client_for, target, write_config
 from tests.servers import MariaDB
 

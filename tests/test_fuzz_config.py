@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from app import schema
-from app.config import load_config
+from app.config import load_config, schema
 from app.errors import ConfigError
 from tests.fuzzing import fuzz_settings
 

@@ -12,7 +12,7 @@ from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from app.config import Config
-from app.web import create_app
+from app.web.app import create_app
 from tests.fuzzing import fuzz_settings
 from tests.helpers import metric, target, write_config
 from tests.servers import free_port

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from app.probe_endpoint import _parameters
-from app.results import ProbeResult
-from app.telemetry import Telemetry
+from app.probe.results import ProbeResult
+from app.probe.telemetry import Telemetry
+from app.web.probe_endpoint import _parameters
 from tests.helpers import client_for, parse_samples, target, value, write_config
 
 SQLITE_SETS = {

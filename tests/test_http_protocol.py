@@ -2,7 +2,7 @@
 
 import asyncio
 
-from app.http_protocol import _JoinedWrites
+from app.web.http_protocol import _JoinedWrites
 
 
 class _Recorded(asyncio.Transport):

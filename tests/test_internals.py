@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from app import internals
+from app.web import internals
 from tests.helpers import ITEMS_SET, parse_samples, target, value, wait_until
 from tests.served import serve
 from tests.servers import MariaDB

@@ -13,7 +13,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from app import kills
+from app.drivers import kills
 from tests.helpers import client_for, parse_samples, target, value, wait_until, write_config
 from tests.relay import Relay
 from tests.servers import MariaDB

@@ -68,7 +68,7 @@ def test_text_logs_say_the_same_in_one_line_per_probe_failure(tmp_path: Path, cl
     for name in targets:
         lines = [line for line in log.splitlines() if f"probe of target {name} failed" in line]
         assert len(lines) == 1
-        assert f" INFO app.probe_endpoint: probe of target {name} failed: connect: " in lines[0]
+        assert f" INFO app.web.probe_endpoint: probe of target {name} failed: connect: " in lines[0]
         assert lines[0].endswith("(metrics: answer, rows)")
     assert PASSWORD not in log
 

@@ -13,11 +13,11 @@ import httpx2 as httpx
 import pytest
 import yaml
 
-from app import yamlfile
-from app.discovery import target_groups
+from app.config import yamlfile
+from app.config.inventory import read_inventory_file
 from app.errors import ConfigError
-from app.inventory import read_inventory_file
-from app.status_page import MAX_ROWS
+from app.web.discovery import target_groups
+from app.web.status_page import MAX_ROWS
 from tests.helpers import ITEMS_SET, client_for, parse_samples, value, wait_until
 from tests.served import serve
 from tests.servers import MariaDB
@@ -123,7 +123,7 @@ def test_a_probe_is_answered_while_sd_lists_a_big_inventory(tmp_path: Path, monk
         listing.set()
         return target_groups(*args)
 
-    monkeypatch.setattr("app.web.target_groups", announced_target_groups)
+    monkeypatch.setattr("app.web.app.target_groups", announced_target_groups)
     finished: list[str] = []
     with client_for(config) as client, ThreadPoolExecutor(1) as pool:
         sd = pool.submit(client.get, "/sd")

@@ -1,4 +1,4 @@
-"""app/mysql.py's fetch reads on an aiomysql connection what PyMySQL's cursor reads, and fails as it fails, on a real
+"""app/drivers/mysql.py's fetch reads on an aiomysql connection what PyMySQL's cursor reads, and fails as it fails, on a real
 MariaDB server.
 
 PyMySQL's cursor is the reference: every expected value here is what the cursor returns for the same SQL on the
@@ -19,9 +19,9 @@ import pytest
 from pymysql.constants import CR, FIELD_TYPE
 from sqlalchemy.engine import make_url
 
-from app import mysql
 from app.config import Target
-from app.dialect import Fetched
+from app.drivers import mysql
+from app.drivers.dialect import Fetched
 from tests.helpers import client_for, metric, probe_views, target, value, wait_until, write_config
 from tests.relay import Relay
 from tests.servers import EXPORTER_USER, MariaDB

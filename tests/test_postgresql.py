@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Metric, load_config
-from app.dialect import DEADLINE_GRACE
+from app.drivers.dialect import DEADLINE_GRACE
 from tests.helpers import (
     ITEMS_SET,
     client_for,

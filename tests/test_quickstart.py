@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from app.engine_cache import MAX_OVERFLOW, POOL_SIZE
+from app.drivers.engine_cache import MAX_OVERFLOW, POOL_SIZE
 from tests.helpers import parse_samples, value
 from tests.served import serve_files
 from tests.servers import MariaDB

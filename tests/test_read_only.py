@@ -6,9 +6,9 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from app.dialect import DEADLINE_GRACE
+from app.config.statements import SEVERAL_STATEMENTS
+from app.drivers.dialect import DEADLINE_GRACE
 from app.errors import ConfigError
-from app.statements import SEVERAL_STATEMENTS
 from tests.helpers import client_for, metric, parse_samples, probe_views, target, value, write_config
 from tests.servers import MariaDB
 

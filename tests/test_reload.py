@@ -15,9 +15,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from app.exporter import Exporter
-from app.reloads import SharedRuns
-from app.web import create_app
+from app.probe.exporter import Exporter
+from app.probe.reloads import SharedRuns
+from app.web.app import create_app
 from tests.helpers import ITEMS_SET, client_for, metric, parse_samples, target, value, wait_until, write_config
 from tests.served import serve
 from tests.servers import MariaDB

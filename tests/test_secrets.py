@@ -60,7 +60,7 @@ def test_passwords_never_appear_on_pages_metrics_or_logs(
             logging.getLogger(noisy).setLevel(logging.NOTSET)
     shown += [record.getMessage() for record in caplog.records]
     assert any(record.name.startswith("sqlalchemy.pool") for record in caplog.records)
-    assert any(record.name == "app.probe_endpoint" for record in caplog.records)
+    assert any(record.name == "app.web.probe_endpoint" for record in caplog.records)
     # The probes did fail in the ways this test is about, so their errors were rendered.
     everything = "\n".join(shown)
     assert "Access denied for user 'exporter'" in everything

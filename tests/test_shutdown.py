@@ -17,7 +17,7 @@ from tests.test_fault_suite import QUICK_SET, assert_log_clean
 # waiting when its client is gone: only a KILL QUERY ends it early.
 WAITING_SQL = "select count(*) as n from items lock in share mode"
 # The kill's connection reaches the server this late (a slow network): after the shutdown began, well within the
-# time a kill may take (app/dialect.py: CANCEL_TIMEOUT, 5 s).
+# time a kill may take (app/drivers/dialect.py: CANCEL_TIMEOUT, 5 s).
 KILL_DELAY = 2.0
 
 

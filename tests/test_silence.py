@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from app.fdlimit import raise_soft_limit
-from app.probe_endpoint import SCRAPE_TIMEOUT_OFFSET
+from app.drivers.fdlimit import raise_soft_limit
+from app.web.probe_endpoint import SCRAPE_TIMEOUT_OFFSET
 from tests.bench.procstat import rss_bytes
 from tests.helpers import parse_samples, target, value, wait_until
 from tests.served import serve

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from app.config.statements import WriteRefused
+from app.drivers.mysql import connect, fetch
 from app.errors import ConfigError
-from app.mysql import connect, fetch
-from app.statements import WriteRefused
 from tests.helpers import client_for, metric, parse_samples, target, value, write_config
 from tests.postgres import PostgreSQL
 from tests.servers import EXPORTER_USER, MariaDB
@@ -275,3 +275,124 @@ def test_each_refused_statement_is_named_with_its_target_and_the_rest_of_the_con
     assert all("TRUNCATE is not a statement that only reads" in problem for problem in problems)
     assert "targets.db.query_sets[0]" in problems[0]
     assert "targets.other.query_sets[0]" in problems[1]
+
+
+# Texts the hostile review of #22 found accepted while the server read another statement in them.
+PASSWORD_BYPASS = "set statement max_statement_time=1 --\x7f '\n, tx_read_only=0 for set password = password('x') #' for select 1 as n"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        PASSWORD_BYPASS,  # MariaDB ends "--" before DEL, a control character: the quote after it is code
+        "select 1 as n --\u00a0 from (select 1 as \u00a0) t into @x",  # U+00A0 is a letter of a name to MariaDB
+        "set statement max_statement_time=1 --\r '\n, tx_read_only=0 for truncate table kinds #' for select 1 as n",
+        f"select 1 as n\u200b, (select 1) {LIFT}",
+    ],
+    ids=["del-after-dashes", "nbsp-after-dashes", "lone-carriage-return", "zero-width-space"],
+)
+def test_a_character_servers_read_differently_is_refused_and_changes_nothing(
+    tmp_path: Path, scratch: MariaDB, sql: str
+) -> None:
+    targets = {"db": target(_writer_dsn(scratch), "writes")}
+    refused = _load_or_probe(tmp_path, targets, {"writes": {"w": metric(sql, "n")}})
+    assert _state(scratch) == (ROWS, 0)
+    assert refused is not None
+    assert "which servers read differently from each other" in refused
+
+
+def test_a_yen_sign_sent_as_a_backslash_under_sjis_is_refused_and_writes_nothing(
+    tmp_path: Path, scratch: MariaDB
+) -> None:
+    # In sjis the yen sign goes out as 0x5C: the server reads a backslash that escapes the quote after it, and what
+    # the text holds as a string is code.
+    sql = "select 1 as n, :a as a, ' , 1 into @x -- ' as b"
+    sets = {"writes": {"w": metric(sql, "n") | {"parameters": [{"a": "\u00a5"}]}}}
+    refused = _load_or_probe(tmp_path, {"db": target(_writer_dsn(scratch) + "?charset=sjis", "writes")}, sets)
+    assert refused is not None
+    assert "query_sets.writes.w.parameters: refused on a read-only target: in the DSN's charset (shift_jis)" in refused
+
+
+def test_a_yen_sign_bound_under_sjis_is_refused_before_it_is_sent(scratch: MariaDB) -> None:
+    async def send() -> str:
+        connection = await connect(
+            host="127.0.0.1", port=scratch.port, user=WRITER, password=scratch.password, db="probe", charset="sjis"
+        )
+        try:
+            with pytest.raises(WriteRefused) as refused:
+                await fetch(
+                    connection, "select %s as a, ' , 1 into @x -- ' as b", arguments=("\u00a5",), reads_only=True
+                )
+            return str(refused.value)
+        finally:
+            connection.close()
+
+    assert "SELECT … INTO writes" in asyncio.run(send())
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "with \u017felect as (select 1) delete from kinds",  # the long s upper-cases to S in Python, not in SQLite
+        "with values as (select 1) delete from kinds",
+        "select * from pragma_optimize",
+    ],
+)
+def test_a_sqlite_statement_that_hides_a_write_is_refused(tmp_path: Path, sql: str) -> None:
+    database = tmp_path / "shop.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("create table kinds (id int)")
+        connection.executemany("insert into kinds values (?)", [(row,) for row in range(ROWS)])
+        connection.execute("create index kinds_id on kinds (id)")
+        connection.execute("select count(*) from kinds where id = 1").fetchall()
+    refused = _load_or_probe(
+        tmp_path, {"db": target(f"sqlite:///{database}", "writes")}, {"writes": {"w": metric(sql, "n")}}
+    )
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("select count(*) from kinds").fetchone() == (ROWS,)
+        assert connection.execute("select count(*) from sqlite_master where name = 'sqlite_stat1'").fetchone() == (0,)
+    assert refused is not None
+    assert REFUSED in refused
+
+
+def test_a_postgresql_comment_ended_by_a_carriage_return_is_refused(tmp_path: Path, pg_scratch: PostgreSQL) -> None:
+    # PostgreSQL ends "--" at a carriage return: the COPY after it ran, inside BEGIN READ ONLY.
+    sql = "-- \rcopy (select 1) to '/tmp/sqlprobe-never-written' /*\nselect 1 as n */"
+    refused = _load_or_probe(tmp_path, {"db": target(pg_scratch.dsn, "writes")}, {"writes": {"w": metric(sql, "n")}})
+    assert not Path("/tmp/sqlprobe-never-written").exists()
+    assert refused is not None
+    assert "U+000D" in refused
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "with " * 2000 + "select 1 as n",
+        "set statement max_statement_time=1 for " * 400 + "select 1 as n",
+        "select " + "(select " * 5000 + "1" + ")" * 5000 + " as n",
+    ],
+    ids=["with", "set-statement", "parentheses"],
+)
+def test_a_statement_nested_too_deep_is_refused_with_a_sentence(tmp_path: Path, scratch: MariaDB, sql: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        write_config(tmp_path, {"db": target(_writer_dsn(scratch), "deep")}, {"deep": {"d": metric(sql, "n")}})
+    assert "nests" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select 'it\\'s' as s, count(*) as n from probe.kinds",
+        'select count(*) as n from probe.kinds where \'a"b\' <> "a\\"b"',
+        "checksum table probe.kinds",
+    ],
+)
+def test_a_read_that_one_sql_mode_would_not_parse_still_runs(tmp_path: Path, scratch: MariaDB, sql: str) -> None:
+    value_column = "Checksum" if sql.startswith("checksum") else "n"
+    sets = {"reads": {"r": metric(sql, value_column)}}
+    config = write_config(tmp_path, {"db": target(_writer_dsn(scratch), "reads")}, sets)
+    with client_for(config) as client:
+        samples = parse_samples(client.get("/probe", params={"target": "db"}).text)
+    rows = scratch.root_query(sql)
+    expected = rows[0][1] if value_column == "Checksum" else rows[0][-1]
+    assert value(samples, "query_exporter_r") == float(expected)

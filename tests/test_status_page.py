@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.cli import build_parser
-from app.history import History, TargetKey
+from app.probe.history import History, TargetKey
 from tests.helpers import ITEMS_SET, client_for, metric, target, wait_until, write_config
 from tests.servers import MariaDB
 from tests.test_inventory import write_inventory

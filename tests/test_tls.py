@@ -18,9 +18,9 @@ from typing import Any
 import pymysql
 import pytest
 
-from app import mysql, postgresql
+from app.drivers import mysql, postgresql
+from app.drivers.tls import preferred_tls_context, tls_context
 from app.errors import ConfigError
-from app.tls import preferred_tls_context, tls_context
 from tests.conftest import missing
 from tests.helpers import (
     ProbeViews,

@@ -16,7 +16,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from app.errors import ConfigError
-from app.webconfig import load_web_config
+from app.web.webconfig import load_web_config
 from tests.helpers import client_for, parse_samples, target, value, write_config
 from tests.served import Served, serve
 

@@ -43,7 +43,7 @@ QUERIES: Mapping[str, Any] = {
     },
 }
 QUERIES_PER_PROBE = len(QUERIES)
-# sqlprobe's engines hold at most pool_size + max_overflow connections per target (app/engines.py: 2 + 2).
+# sqlprobe's engines hold at most pool_size + max_overflow connections per target (app/drivers/engine_cache.py: 2 + 2).
 CONNECTIONS_PER_TARGET = 4
 
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from app.config import Target
-from app.engine_cache import EngineCache
-from app.prober import Prober
+from app.drivers.engine_cache import EngineCache
+from app.probe.prober import Prober
 from tests.helpers import metric, target, write_config
 from tests.servers import mariadb_binaries, mariadb_fleet
 

@@ -1,0 +1,306 @@
+"""Load targets.yml and queries.yml into one frozen Config, with every cross-file check in one place."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+
+from sqlalchemy.engine import URL
+
+from app.config.addresses import AllowRule, parse_allow_rule
+from app.config.dsn import dsn_template, resolve_dsn
+from app.config.model import BUILTIN_FAMILIES, Config, Metric, Module, Query, Target
+from app.config.parameters import ParameterSets
+from app.config.schema import MetricSpec, ModuleSpec, QueriesFile, TargetsFile, TargetSpec
+from app.config.secret_files import Digests, Locate, load_tls, with_password_file
+from app.config.sql_lexer import Syntax
+from app.config.statements import (
+    EXECUTABLE_COMMENT,
+    SEVERAL_STATEMENTS,
+    as_the_server_reads,
+    backslash_codec,
+    read_only_problem,
+    several_statements,
+    syntax_of,
+)
+from app.config.validation import at_root, validate
+from app.config.yamlfile import KeyPath, YamlDocument, load_yaml
+from app.errors import ConfigError, ConfigProblem
+
+
+def load_config(targets_path: Path, queries_path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and compile both files; raise ConfigError listing every problem found."""
+    environ = os.environ if environ is None else environ
+    problems: list[ConfigProblem] = []
+    query_sets: dict[str, tuple[Metric, ...]] | None = None
+    namespace = ""
+    queries_doc: YamlDocument | None = None
+    try:
+        queries_doc = load_yaml(queries_path)
+        queries_file = validate(QueriesFile, queries_doc, at_root, problems)
+        if queries_file is not None:
+            namespace = queries_file.namespace
+            query_sets = _compile_query_sets(queries_file, queries_doc, problems)
+    except ConfigError as error:
+        problems.extend(error.problems)
+    targets: dict[str, Target] = {}
+    modules: dict[str, Module] = {}
+    digests: Digests = {}
+    try:
+        targets_doc = load_yaml(targets_path)
+        targets, modules = _compile_targets(targets_doc, query_sets, queries_doc, environ, problems, digests)
+    except ConfigError as error:
+        problems.extend(error.problems)
+    if problems:
+        # A mistake in defaults shows up once per target; report it once.
+        raise ConfigError(list(dict.fromkeys(problems)))
+    assert query_sets is not None
+    return Config(
+        targets=MappingProxyType(targets),
+        namespace=namespace,
+        query_sets=MappingProxyType(query_sets),
+        targets_file=str(targets_path),
+        queries_file=str(queries_path),
+        modules=MappingProxyType(modules),
+        secret_files=MappingProxyType(digests),
+    )
+
+
+def _compile_query_sets(
+    queries: QueriesFile, doc: YamlDocument, problems: list[ConfigProblem]
+) -> dict[str, tuple[Metric, ...]]:
+    compiled: dict[str, tuple[Metric, ...]] = {}
+    for set_name, metric_specs in queries.query_sets.items():
+        if not metric_specs:
+            problems.append(doc.problem(("query_sets", set_name), "query set has no metrics"))
+        metrics: list[Metric] = []
+        owners: dict[str, str] = {}
+        for key, spec in metric_specs.items():
+            metric = _compile_metric(queries.namespace, set_name, key, spec)
+            for sample_name in _sample_names(metric):
+                if sample_name in BUILTIN_FAMILIES:
+                    problems.append(
+                        doc.problem(
+                            ("query_sets", set_name, key), f"metric name {sample_name!r} is reserved by sqlprobe"
+                        )
+                    )
+                elif sample_name in owners:
+                    message = f"metric name {sample_name!r} is also produced by metric {owners[sample_name]!r}"
+                    problems.append(doc.problem(("query_sets", set_name, key), message))
+                owners.setdefault(sample_name, key)
+            metrics.append(metric)
+        compiled[set_name] = tuple(metrics)
+    return compiled
+
+
+def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -> Metric:
+    name = f"{namespace}_{key}" if namespace else key
+    if spec.type == "counter":
+        # The family is named without _total; its sample carries it (as prometheus-client does).
+        name = name.removesuffix("_total")
+    return Metric(
+        key=key,
+        name=name,
+        sql=spec.query.strip(),
+        kind=spec.type,
+        documentation=spec.description,
+        labels=spec.labels,
+        values=spec.values or (() if spec.value is None else (spec.value,)),
+        value_label=None if spec.values is None else spec.value_label_name,
+        static_value=spec.static_value,
+        static_labels=tuple(spec.static_labels.items()),
+        timestamp=spec.timestamp_value,
+        parameters=spec.parameters or (),
+        query_set=set_name,
+        max_rows=spec.max_rows,
+        max_label_length=spec.max_label_length,
+        min_interval=spec.min_interval,
+    )
+
+
+def _compile_targets(
+    doc: YamlDocument,
+    query_sets: Mapping[str, tuple[Metric, ...]] | None,
+    queries_doc: YamlDocument | None,
+    environ: Mapping[str, str],
+    problems: list[ConfigProblem],
+    digests: Digests,
+) -> tuple[dict[str, Target], dict[str, Module]]:
+    targets_file = validate(TargetsFile, doc, at_root, problems)
+    if targets_file is None:
+        return {}, {}
+    defaults = targets_file.defaults.model_dump(exclude_none=True)
+
+    def compile_target(spec: TargetSpec, url: URL | None, name: str, locate: Locate) -> Target | None:
+        if url is not None and spec.password_file is not None:
+            url = with_password_file(url, spec.password_file, doc, locate, problems, digests)
+        tls = None if spec.tls is None else load_tls(spec.tls, doc, locate, problems, digests)
+        tls_usable = spec.tls is None or tls is not None
+        syntax = syntax_of(url.get_backend_name()) if url is not None else "standard"
+        charset = url.query.get("charset") if url is not None and syntax == "mysql" else None
+        codec = backslash_codec(charset) if isinstance(charset, str) else None
+        metrics = _target_metrics(spec, doc, locate, query_sets, queries_doc, problems, syntax, codec)
+        if url is None or not tls_usable or metrics is None:
+            return None
+        return Target(
+            name=name,
+            url=url,
+            query_sets=spec.query_sets,
+            labels=MappingProxyType(dict(spec.labels)),
+            timeout=spec.timeout,
+            tls=tls,
+            read_only=spec.read_only,
+            queries=_group_by_sql(metrics),
+            metrics=metrics,
+            syntax=syntax,
+        )
+
+    targets = {}
+    for name, raw in targets_file.targets.items():
+        locate = _locator("targets", name, raw, defaults)
+        spec = validate(TargetSpec, doc, locate, problems, {**defaults, **raw})
+        if spec is not None:
+            url = resolve_dsn(spec.dsn, doc, locate(("dsn",)), environ, problems)
+            if (target := compile_target(spec, url, name, locate)) is not None:
+                targets[name] = target
+    modules = {}
+    for name, raw in targets_file.modules.items():
+        locate = _locator("modules", name, raw, defaults)
+        module_spec = validate(ModuleSpec, doc, locate, problems, {**defaults, **raw})
+        if module_spec is not None:
+            url = dsn_template(module_spec.dsn, doc, locate(("dsn",)), environ, problems)
+            template = compile_target(module_spec, url, name, locate)
+            allow = _allow_rules(module_spec, doc, locate, problems)
+            if template is not None and allow is not None:
+                base = Path(doc.file).absolute().parent
+                modules[name] = Module(
+                    name=name,
+                    template=replace(template, module=name),
+                    default_port=module_spec.default_port,
+                    allow=allow,
+                    inventory=tuple(str(base / pattern) for pattern in module_spec.inventory),
+                    max_targets=module_spec.max_targets,
+                )
+    return targets, modules
+
+
+def _locator(section: str, name: str, raw: Mapping[str, object], defaults: Mapping[str, object]) -> Locate:
+    def locate(path: KeyPath) -> KeyPath:
+        """Where a key of this target or module was written: in it, or in defaults."""
+        if path and path[0] not in raw and path[0] in defaults:
+            return ("defaults", *path)
+        return (section, name, *path)
+
+    return locate
+
+
+def _allow_rules(
+    spec: ModuleSpec, doc: YamlDocument, locate: Locate, problems: list[ConfigProblem]
+) -> tuple[AllowRule, ...] | None:
+    rules = []
+    for index, text in enumerate(spec.allow):
+        try:
+            rules.append(parse_allow_rule(text))
+        except ValueError as error:
+            problems.append(doc.problem(locate(("allow", index)), str(error)))
+    return tuple(rules) if len(rules) == len(spec.allow) else None
+
+
+def _target_metrics(
+    spec: TargetSpec,
+    doc: YamlDocument,
+    locate: Locate,
+    query_sets: Mapping[str, tuple[Metric, ...]] | None,
+    queries_doc: YamlDocument | None,
+    problems: list[ConfigProblem],
+    syntax: Syntax,
+    codec: str | None = None,
+) -> tuple[Metric, ...] | None:
+    """The metrics of the target's query sets; None (with the problems said) if they do not fit together, a query
+    holds several statements (MySQL/MariaDB), or a read-only target's query does not only read."""
+    if query_sets is None or queries_doc is None:
+        return None  # queries.yml is broken; its own errors are already reported
+    metrics: list[Metric] = []
+    owners: dict[str, str] = {}
+    ok = True
+    for index, set_name in enumerate(spec.query_sets):
+        where = locate(("query_sets", index))
+        if set_name in spec.query_sets[:index]:
+            problems.append(doc.problem(where, f"query set {set_name!r} is listed twice"))
+            ok = False
+            continue
+        if set_name not in query_sets:
+            message = f"unknown query set {set_name!r} (not defined in {queries_doc.file})"
+            problems.append(doc.problem(where, message))
+            ok = False
+            continue
+        for metric in query_sets[set_name]:
+            clash = next(
+                (name for name in _sample_names(metric) if owners.setdefault(name, set_name) != set_name), None
+            )
+            if clash is not None:
+                message = f"metric {clash!r} of query set {set_name!r} is also defined by {owners[clash]!r}"
+                problems.append(doc.problem(where, message))
+                ok = False
+            shadowed = next((label for label in metric.label_names if label in spec.labels), None)
+            if shadowed is not None:
+                # /sd makes the target's labels target labels: Prometheus would rename the sample's to exported_*.
+                message = (
+                    f"label {shadowed!r} of metric {metric.key!r} (query set {set_name!r}) "
+                    "is also one of the target's labels"
+                )
+                problems.append(doc.problem(where, message))
+                ok = False
+            mysql = syntax == "mysql"
+            if mysql and several_statements(metric.sql):
+                message = f"metric {metric.key!r} (query set {set_name!r}): {SEVERAL_STATEMENTS}"
+                problems.append(doc.problem(where, message))
+                ok = False
+            if mysql and any(";" in str(value) for values in metric.parameters or () for _, value in values):
+                # Bound into the text the server gets: there, a ';' in a value stands in a string.
+                message = f"metric {metric.key!r} (query set {set_name!r}), in its parameters: {SEVERAL_STATEMENTS}"
+                problems.append(doc.problem(where, message))
+                ok = False
+            if spec.read_only and (refusal := _read_only_refusal(metric, syntax, codec)) is not None:
+                # Said where the SQL is written, naming the target that refuses it.
+                key, message = refusal
+                user = doc.problem(where, "")
+                located = f"{message} (read-only target: {user.file}:{user.line}: {user.path})"
+                problems.append(queries_doc.problem(("query_sets", set_name, metric.key, key), located))
+                ok = False
+            metrics.append(metric)
+    return tuple(metrics) if ok else None
+
+
+def _read_only_refusal(metric: Metric, syntax: Syntax, codec: str | None) -> tuple[str, str] | None:
+    """Why ``metric``'s statement may not run on a read-only target, by the key of queries.yml it is written under;
+    ``codec``: a MySQL charset's in which a character is sent as a backslash's byte."""
+    problem = read_only_problem(metric.sql, syntax)
+    if problem is not None:
+        return "query", problem
+    values = [str(value) for values in metric.parameters or () for _, value in values]
+    if syntax == "mysql" and any(EXECUTABLE_COMMENT.search(value) for value in values):
+        # Bound into the text the server gets, where it is refused before sending: refused here, once.
+        return "parameters", read_only_problem("/*!*/", syntax) or ""
+    for key, texts in (("query", [metric.sql]), ("parameters", values)):
+        if codec is not None and any(as_the_server_reads(text, codec) != text for text in texts):
+            return key, (
+                f"refused on a read-only target: in the DSN's charset ({codec}) a character of it is sent as another"
+                " (the yen sign as a backslash), so the server would read the text otherwise: write it in ASCII, or"
+                " use charset=utf8mb4"
+            )
+    return None
+
+
+def _sample_names(metric: Metric) -> tuple[str, ...]:
+    """Every name the metric puts into the exposition (family and sample names)."""
+    return (metric.name, f"{metric.name}_total") if metric.kind == "counter" else (metric.name,)
+
+
+def _group_by_sql(metrics: tuple[Metric, ...]) -> tuple[Query, ...]:
+    """One Query per distinct SQL text (and parameters), so a probe runs each text once."""
+    grouped: dict[tuple[str, ParameterSets], list[Metric]] = {}
+    for metric in metrics:
+        grouped.setdefault((metric.sql, metric.parameters), []).append(metric)
+    return tuple(Query(sql, tuple(members), parameters) for (sql, parameters), members in grouped.items())

@@ -1,0 +1,248 @@
+"""A target's driver handle on the event loop: connections checked out, statements run read-only, stops and stale
+connections told apart. Every wait is an await: the probe's deadline ends it by cancelling the task that waits."""
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+
+from app.config import Target
+from app.config.statements import WriteRefused
+from app.drivers.dialect import Arguments, Dialect, Fetched
+from app.drivers.kills import Identity
+
+T = TypeVar("T")
+
+# In a pooled connection's SQLAlchemy info dict: a probe has used it; the identity noted when it was made.
+_USED = "sqlprobe_used"
+_IDENTITY = "sqlprobe_identity"
+
+
+class Stale(Exception):
+    """A connection reused from the pool was dead before the statement reached the server: a new one may run it."""
+
+
+class Unreadable(Exception):
+    """The driver could not turn what the server sent into values (a cell it cannot decode): the connection is
+    closed, as after a lost one, and the statement fails with this."""
+
+
+@dataclass(slots=True)
+class Session:
+    """One connection, checked out for one run."""
+
+    proxied: PoolProxiedConnection
+    reused: bool  # it came from the pool: an earlier probe used it
+    identity: (
+        Identity | None
+    )  # the server it reached and its id there (app/drivers/kills.py); None: it cannot be stopped
+    checked_out: AsyncConnection | None = None  # SQLAlchemy's connection it was checked out through (asyncio)
+    lost: bool = False  # closed by sqlprobe (lost, cut, unreadable): the pool must not get it back
+    sent: bool = False  # something was sent on it during this checkout
+    in_transaction: bool = False  # the read-only transaction is open
+    restart: bool = False  # a statement failed in the read-only transaction: begin it again before the next
+
+    @property
+    def connection(self) -> Any:
+        """The driver's own connection (aiomysql's, psycopg's AsyncConnection)."""
+        return self.proxied.driver_connection
+
+    @property
+    def valid(self) -> bool:
+        """False once the connection was lost, cut or discarded."""
+        return not self.lost and self.proxied.is_valid and not getattr(self.connection, "closed", False)
+
+
+class Driver:
+    """One target's engine as probes use it: every statement read-only, every wait cancellable."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        dialect: Dialect,
+        slots: asyncio.Semaphore,
+        target: Target,
+        url_args: Mapping[str, Any],
+    ) -> None:
+        self.engine = engine
+        self._dialect = dialect
+        self._target = target
+        self._read_only = target.read_only
+        self.sa_dialect = engine.sync_engine.dialect
+        self.errors: tuple[type[Exception], ...] = (self.sa_dialect.loaded_dbapi.Error, Unreadable, WriteRefused)
+        # The engine's connections checked out at once: at most what its pool holds, so that the pool never waits.
+        self._slots = slots
+        # What a connection of its own (a KILL QUERY's) is made with: the URL's arguments and the engine's.
+        self._url_args = url_args
+
+    async def checkout(self) -> Session:
+        """A connection from the pool, or a new one set up; the driver's and SQLAlchemy's errors as is."""
+        async with _acquired_unless_failed(self._slots):
+            # Through SQLAlchemy's AsyncConnection: the pool's checkout, check-in and invalidation then all run
+            # where its asyncio adapters can await (a psycopg connection's close is a coroutine).
+            checked_out = await self.engine.connect()
+            proxied = None
+            try:
+                proxied = await checked_out.get_raw_connection()
+                if _USED not in proxied.info and self._dialect.set_up is not None:
+                    proxied.info[_IDENTITY] = await self._dialect.set_up(proxied.driver_connection, self._target)
+            except BaseException:
+                if proxied is not None:
+                    self._dialect.close(proxied.driver_connection)
+                await asyncio.shield(self._discard(checked_out, release_slot=False))
+                raise
+        reused = bool(proxied.info.get(_USED))
+        proxied.info[_USED] = True
+        return Session(proxied, reused, proxied.info.get(_IDENTITY), checked_out)
+
+    async def execute(
+        self,
+        session: Session,
+        sql: str,
+        last: bool,
+        arguments: Arguments | None = None,
+        max_rows: int = sys.maxsize,
+    ) -> Fetched:
+        """Run a statement of queries.yml in the read-only transaction (if the target is read-only).
+
+        The transaction is begun before the first statement and ended after the ``last`` (where the dialect chains,
+        in the same text as the statement, as is the next statement's own transaction begun). With ``arguments``,
+        ``sql`` is in the driver's parameter style and the driver binds them. At most ``max_rows`` rows are read;
+        when that many were, the rest was not, and the caller discards the session. Raises Stale when a reused
+        connection proved dead before the statement could have run; the driver's errors otherwise (a lost
+        connection is discarded first).
+        """
+        dialect = self._dialect
+        if self._read_only and (session.restart or not session.in_transaction):
+            # The first round trip on a reused connection is sqlprobe's own: if the connection proves dead there,
+            # nothing of the statement reached the server, and a new connection runs it.
+            begin = dialect.restart if session.restart else dialect.begin
+            await self._own(session, partial(dialect.command, session.connection, begin))
+            session.in_transaction, session.restart = True, False
+        elif session.reused and not session.sent:
+            await self._own(session, partial(dialect.ping, session.connection))
+        chained = self._read_only and dialect.chain
+        after = (dialect.end if last else dialect.begin) if chained else ""
+        try:
+            step = dialect.fetch(session.connection, sql, max_rows, arguments, after, self._read_only)
+            fetched = await self._guarded(session, step)
+        except self.errors:
+            # Where the transaction stands is not known: the next statement begins a new one, or the release ends it.
+            session.restart = self._read_only and session.in_transaction
+            raise
+        if chained and last:
+            session.in_transaction = False
+        return fetched
+
+    async def ping(self, session: Session) -> None:
+        """The cheapest round trip that proves the server answers (Stale as for execute)."""
+        await self._own(session, partial(self._dialect.ping, session.connection))
+
+    async def _own(self, session: Session, step: Callable[[], Awaitable[None]]) -> None:
+        """One of sqlprobe's own round trips; Stale if it is the first on a reused connection and finds it dead."""
+        first = not session.sent
+        try:
+            await self._guarded(session, step())
+        except self.errors as error:
+            if first and session.reused and not session.valid:
+                # The pool handed out a connection that had gone stale (server restarted, wait_timeout, session
+                # killed): nothing of any statement reached the server.
+                raise Stale from error
+            raise
+
+    async def _guarded(self, session: Session, step: Awaitable[T]) -> T:
+        session.sent = True
+        try:
+            return await step
+        except self.errors as error:
+            if not session.valid or self.sa_dialect.is_disconnect(error, session.connection, None):  # type: ignore[arg-type]
+                self._lose(session)  # lost or killed: never back to the pool
+            raise
+        except (ArithmeticError, LookupError, TypeError, ValueError) as error:
+            # A value the driver could not convert (a cell in a charset it cannot decode, say): the rest of the
+            # result is unread, so the connection is out of step.
+            self._lose(session)
+            told = f"{type(error).__name__}: {_told(error)}"
+            raise Unreadable(f"the driver could not read the result ({told})") from error
+
+    async def end(self, session: Session) -> None:
+        """End the read-only transaction still open on ``session``; the driver's errors as is."""
+        if session.in_transaction:
+            await self._guarded(session, self._dialect.command(session.connection, self._dialect.end))
+        session.in_transaction = False
+
+    def sever(self, session: Session) -> None:
+        """Close ``session``'s connection at once, under whatever waits on it (a statement given up on)."""
+        self._lose(session)
+
+    def _lose(self, session: Session) -> None:
+        """Close ``session``'s connection at once (its socket with it); the release tells the pool.
+
+        Once only: a sever that comes after the release began finds the connection closed, and the pool may have
+        let go of it already (SQLAlchemy's driver_connection is then None).
+        """
+        if session.lost:
+            return
+        session.lost = True
+        self._dialect.close(session.connection)
+
+    async def release(self, session: Session, discard: bool = False) -> None:
+        """Give the connection back to the pool, or close it for good (always, if a transaction is still open).
+
+        Shielded: a run cancelled meanwhile (its probes gave up) still leaves the pool's count right.
+        """
+        if discard or session.in_transaction or not session.valid:
+            self._lose(session)  # at once, whatever comes next
+            await asyncio.shield(self._discard(session.checked_out, release_slot=True))
+        else:
+            await asyncio.shield(self._check_in(session))
+
+    async def _check_in(self, session: Session) -> None:
+        try:
+            if session.checked_out is not None:
+                await session.checked_out.close()
+        finally:
+            self._slots.release()
+
+    async def _discard(self, checked_out: AsyncConnection | None, release_slot: bool) -> None:
+        """Tell the pool a connection (closed by sqlprobe already) is gone for good."""
+        try:
+            if checked_out is not None:
+                with contextlib.suppress(Exception):  # the driver's complaint about a connection closed under it
+                    await checked_out.invalidate()
+                await checked_out.close()
+        finally:
+            if release_slot:
+                self._slots.release()
+
+    def stopper(self, session: Session) -> Callable[[], Awaitable[None]]:
+        """How to stop the statement running on ``session`` from outside it (KILL QUERY, a cancel request)."""
+        return partial(self._dialect.stop, session.connection, self._url_args, session.identity)
+
+
+def _told(error: Exception) -> str:
+    """What an error in reading a result says; a codec's message quotes the bytes it failed on (the data's, which
+    are not for the debug page or the log), so only the codec and its complaint are told."""
+    if isinstance(error, UnicodeError):
+        return f"the {getattr(error, 'encoding', '?')!r} codec failed: {getattr(error, 'reason', 'invalid text')}"
+    return str(error)
+
+
+class _acquired_unless_failed:
+    """``semaphore`` acquired for the block, and released only if the block fails (the session then holds it)."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+
+    async def __aenter__(self) -> None:
+        await self._semaphore.acquire()
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self._semaphore.release()

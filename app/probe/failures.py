@@ -1,0 +1,67 @@
+"""What a probe reports of a driver's failure: its message with the cause beneath it, never a password, and the
+failure's frames let go of at once."""
+
+import os
+import ssl
+import traceback
+from urllib.parse import quote, quote_plus
+
+from app.config import Target
+
+# Where a refused login or privilege is explained: the user to create and what to grant it.
+GRANTS_DOC = "docs/quickstart-mysql.md"
+
+
+def let_go(error: BaseException | None) -> None:
+    """Free now what the frames of ``error`` (and of the errors it came from) hold, not at a garbage collection.
+
+    A failed psycopg connect leaves its half-open connection, socket and all, in a frame of its traceback, in a
+    reference cycle: each probe of a silent PostgreSQL host would leave one more TCP connection open for a while.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)  # skips the frames still running (this one's callers)
+        error = error.__cause__ or error.__context__
+
+
+def with_cause(error: BaseException) -> str:
+    """The driver's message, and what the network or TLS said beneath it when the driver keeps that apart (aiomysql
+    says only "Can't connect to MySQL server on '…'", with the OS error as its cause)."""
+    message, cause = str(error), error.__cause__
+    if isinstance(cause, UnicodeError):
+        detail = unexpected_message(cause)  # never the text it failed on: that may be the password
+    elif isinstance(cause, ssl.SSLError):
+        detail = str(cause)
+    elif isinstance(cause, TimeoutError):
+        detail = "timed out"
+    elif isinstance(cause, OSError) and cause.errno:
+        detail = os.strerror(cause.errno)
+    elif cause is not None:
+        detail = str(cause) or type(cause).__name__
+    else:
+        return message
+    return message if detail in message else f"{message}: {detail}"
+
+
+def unexpected_message(error: BaseException) -> str:
+    """An unexpected error's text; a codec's names the character it met and where, and that text may be a password
+    (PyMySQL sends it as Latin-1), so only the codec and its complaint are told."""
+    if isinstance(error, UnicodeError):
+        encoding, reason = getattr(error, "encoding", "?"), getattr(error, "reason", "invalid text")
+        return f"the {encoding!r} codec failed on a setting of the target (its DSN, user or password): {reason}"
+    return str(error)
+
+
+def scrub(message: str, target: Target) -> str:
+    """Driver messages never hold the password (as written or URL-escaped); this makes sure of it.
+
+    A refused login or missing privilege also says where the grants sqlprobe needs are documented.
+    """
+    password = target.url.password
+    if password:
+        for form in {password, quote(password, safe=""), quote_plus(password)}:
+            message = message.replace(form, "***")
+    if "Access denied" in message or "command denied" in message:
+        message += f" (the exporter user and its grants: {GRANTS_DOC})"
+    return message
