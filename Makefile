@@ -15,7 +15,7 @@ $(BIN)/sqlprobe: pyproject.toml
 
 install: $(BIN)/sqlprobe
 
-# The exporters sqlprobe-convert is checked against (tests/test_convert_query_exporter.py), in their own
+# The exporters sqlprobe-convert is checked against (tests/convert/test_convert_query_exporter.py), in their own
 # virtualenv: never dependencies of sqlprobe. .ci/run makes it before `make test`; the tests skip without it.
 PEERS ?= .venv-peers
 QUERY_EXPORTER_VERSION := 5.0.2

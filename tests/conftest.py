@@ -1,13 +1,12 @@
 """Fixtures: real MariaDB and PostgreSQL servers (session-wide), dead endpoints, and apps built from written configs."""
 
-import os
 import shutil
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
 
 import pytest
 
-from tests.browser import chromium_paths
+from tests.helpers import missing
+from tests.paths import TESTS_DIR
 from tests.postgres import PostgreSQL, postgres_binaries, throwaway_postgres
 from tests.servers import MariaDB, free_port, mariadb_binaries, mariadb_fleet, silent_listener
 
@@ -60,17 +59,12 @@ def promtool() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def chromium_binaries() -> tuple[str, str]:
-    """Debian's chromium and chromedriver; without them the browser tests fail under CI and skip elsewhere."""
-    paths = chromium_paths()
-    if paths is None:
-        missing("Chromium is not installed (no chromium / chromedriver): apt-get install chromium chromium-driver")
-    return paths
+# The suites that serve the process, start fleets or a browser: marked slow, left out by make test-fast.
+SLOW_SUITES = frozenset({"e2e", "faults", "browser"})
 
 
-def missing(reason: str) -> NoReturn:
-    """A tool the tests need is absent: fail under CI, skip loudly elsewhere."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(f"SKIPPED, NOT PASSED: {reason}")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of a slow suite ``slow``, by the folder it is in."""
+    for item in items:
+        if item.path.resolve().relative_to(TESTS_DIR).parts[0] in SLOW_SUITES:
+            item.add_marker(pytest.mark.slow)

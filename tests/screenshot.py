@@ -14,7 +14,7 @@ from typing import Any
 import httpx2 as httpx
 import yaml
 
-from tests.browser import chromium, chromium_paths
+from tests.chromium import chromium, chromium_paths
 from tests.helpers import metric, target
 from tests.served import serve
 from tests.servers import free_port, silent_listener

@@ -26,7 +26,7 @@ def render_probe(result: ProbeResult, accept: str | None) -> tuple[bytes, str]:
     """The probe's metrics in the format the scraper asked for (OpenMetrics, as Prometheus does, or text).
 
     Written directly rather than through prometheus-client's registry and families, which cost a tenth
-    of a probe's CPU; tests/test_exposition_lint.py checks the output equals prometheus-client's, byte for byte.
+    of a probe's CPU; tests/web/test_exposition_lint.py checks the output equals prometheus-client's, byte for byte.
     """
     content_type, openmetrics = negotiate(accept or "")
     parts: list[str] = []

@@ -1,0 +1,318 @@
+"""Loading targets.yml and queries.yml: what a valid pair gives, and the exact error for each bad one."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import load_config
+from app.errors import ConfigError
+from tests.paths import ROOT_DIR, TESTS_DIR
+
+CONFIGS = TESTS_DIR / "configs"
+BAD = CONFIGS / "bad"
+ROOT = ROOT_DIR
+ENV = {"TEST_PASSWORD": "s3cret-for-config-test"}
+# Why a key PyMySQL takes may be refused: probes connect with aiomysql (written out: the test reads what users read).
+AIOMYSQL_WHY = (
+    " (probes connect with aiomysql, PyMySQL's protocol on asyncio: the probe's deadline bounds every wait, and TLS"
+    " is set with the tls: key)"
+)
+
+
+def test_valid_config_applies_defaults_and_reads_the_password_from_the_environment() -> None:
+    config = load_config(CONFIGS / "targets.yml", CONFIGS / "queries.yml", environ=ENV)
+    one, two = config.targets["one"], config.targets["two"]
+    assert one.query_sets == ("basic",)
+    assert one.timeout == 10.0
+    assert two.timeout == 2.5
+    assert dict(two.labels) == {"region": "eu", "rack": "7"}
+    assert two.url.password == ENV["TEST_PASSWORD"]
+    assert two.display_dsn == "mysql+pymysql://user:***@127.0.0.1:3306/"
+
+
+def test_a_password_from_the_environment_may_hold_any_character() -> None:
+    password = "p@ss/w#rd%41:?&=+ x"
+    config = load_config(CONFIGS / "targets.yml", CONFIGS / "queries.yml", environ={"TEST_PASSWORD": password})
+    url = config.targets["two"].url
+    assert (url.username, url.password, url.host, url.port) == ("user", password, "127.0.0.1", 3306)
+
+
+def test_metrics_sharing_sql_are_grouped_into_one_query_and_counters_lose_total_in_the_family() -> None:
+    config = load_config(CONFIGS / "targets.yml", CONFIGS / "queries.yml", environ=ENV)
+    queries = config.targets["two"].queries
+    assert [(query.sql, [metric.key for metric in query.metrics]) for query in queries] == [
+        ("select 1 as up", ["up", "up_again"]),
+        ("select 2 as n", ["rows"]),
+    ]
+    assert [metric.name for metric in config.query_sets["extra"]] == ["test_rows", "test_up_again"]
+    assert [[m.key for m in q.metrics] for q in config.targets["two"].queries_for(frozenset({"extra"}))] == [
+        ["up_again"],
+        ["rows"],
+    ]
+
+
+# Each bad file replaces the valid file of its kind; the expected lines are the exact errors, in order.
+BAD_CASES = {
+    "unknown_metric_key.queries.yml": [
+        "3: query_sets.basic.up.description: required key is missing",
+        "6: query_sets.basic.up.descripton: unknown key",
+    ],
+    "unknown_type.queries.yml": ["5: query_sets.basic.up.type: Input should be 'gauge' or 'counter'"],
+    "bad_metric_name.queries.yml": [
+        "3: query_sets.basic.bad-name: invalid name 'bad-name': must match ^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+    ],
+    "bad_label_name.queries.yml": [
+        "7: query_sets.basic.up.labels[0]: invalid name '1host': must match ^[a-zA-Z_][a-zA-Z0-9_]*$"
+    ],
+    "reserved_label.queries.yml": [
+        "7: query_sets.basic.up.labels[0]: label name '__name__' is reserved (names starting with __ belong to Prometheus)"
+    ],
+    "reserved_metric.queries.yml": [
+        "4: query_sets.basic.probe_success: metric name 'probe_success' is reserved by sqlprobe"
+    ],
+    "clashing_names.queries.yml": [
+        "8: query_sets.basic.requests_total: metric name 'query_exporter_requests_total' is also produced by metric 'requests'"
+    ],
+    "value_and_values.queries.yml": [
+        "3: query_sets.basic.up: give exactly one of value, values and static_value (got value, values)",
+        "9: query_sets.basic.info: give exactly one of value, values and static_value (got none)",
+    ],
+    "value_label_without_values.queries.yml": ["3: query_sets.basic.up: value_label: only goes with values"],
+    "value_label_clash.queries.yml": [
+        "3: query_sets.basic.up: value_label: label 'column' is also a label of the metric",
+        "9: query_sets.basic.twice: values: a column is listed twice",
+    ],
+    "static_labels_bad.queries.yml": [
+        "3: query_sets.basic.up: static_labels: label 'host' is also listed in labels",
+        "15: query_sets.basic.down.static_labels.job: label name 'job' is reserved (Prometheus sets job and instance on every scraped series)",
+    ],
+    "static_label_shadowed.targets.yml": [
+        "4: targets.one.query_sets[0]: label 'region' of metric 'sessions' (query set 'regional') is also one of the target's labels"
+    ],
+    # Columns are found ignoring case: n and N are one column, which would give two series of one cell.
+    "columns_differing_in_case.queries.yml": [
+        "3: query_sets.basic.values_twice: values: a column is listed twice",
+        "8: query_sets.basic.label_is_value: value: column 'n' is also listed as a label",
+        "14: query_sets.basic.timestamp_is_value: timestamp_value: column 'N' is also a value column",
+    ],
+    "timestamp_is_value.queries.yml": [
+        "3: query_sets.basic.up: timestamp_value: column 'up' is also a value column",
+        "13: query_sets.basic.info.static_value: Input should be a valid number",
+    ],
+    "parameters_bad.queries.yml": [
+        "3: query_sets.basic.not_in_sql: parameters: the query must name every parameter as :name and no other (given but not in the query: :table; in the query but not given: none)",
+        "16: query_sets.basic.uneven.parameters: every set must name the same parameters (schema), set 2 names table",
+        "23: query_sets.basic.not_a_value.parameters: set 1, schema: expected a string, a number, true/false or null",
+        "30: query_sets.basic.empty_matrix.parameters: schema: expected a non-empty list of mappings",
+        "37: query_sets.basic.too_many.parameters: 1331 combinations, more than the 1000 runs a probe may make",
+    ],
+    "value_is_label.queries.yml": ["3: query_sets.basic.up: value: column 'up' is also listed as a label"],
+    "invalid_yaml.queries.yml": ["5: invalid YAML: expected <block end>, but found '<block mapping start>'"],
+    "duplicate_key.queries.yml": ["8: query_sets.basic.up: duplicate key"],
+    "unknown_query_set.targets.yml": [
+        f"4: targets.one.query_sets[1]: unknown query set 'nonexistent' (not defined in {CONFIGS / 'queries.yml'})"
+    ],
+    "unknown_target_key.targets.yml": [
+        "2: targets.one.query_sets: required key is missing",
+        "4: targets.one.query_set: unknown key",
+    ],
+    # An escape sequence or line break in a key must not act in the terminal or log that shows the error.
+    "control_character_key.targets.yml": ["5: targets.one.time\\x1bout\\n: unknown key"],
+    "unset_variable.targets.yml": ["3: targets.one.dsn: environment variable SQLPROBE_TEST_UNSET is not set"],
+    "bad_timeout.targets.yml": ["5: targets.one.timeout: '10 seconds' is not a duration such as 500ms, 10s or 1m"],
+    "bad_default.targets.yml": ["2: defaults.timeout: '-1s' is not a duration such as 500ms, 10s or 1m"],
+    "missing_dsn.targets.yml": ["2: targets.one.dsn: required key is missing"],
+    "unknown_driver.targets.yml": [
+        "3: targets.one.dsn: unsupported database driver: Can't load plugin: sqlalchemy.dialects:nosuchdb.nosuchdriver"
+    ],
+    "driver_not_installed.targets.yml": [
+        "3: targets.one.dsn: the database driver is not installed (cannot import 'MySQLdb')"
+    ],
+    "unknown_default_query_set.targets.yml": [
+        f"2: defaults.query_sets[0]: unknown query set 'nonexistent' (not defined in {CONFIGS / 'queries.yml'})"
+    ],
+    "recursive_alias.targets.yml": ["2: targets.one: an alias refers to a node that contains it"],
+    "not_a_url.targets.yml": [
+        "3: targets.one.dsn: not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)"
+    ],
+    "secret_in_query_string.targets.yml": [
+        "2: defaults.dsn: query-string key 'PassWord' carries a secret: give the password as user:password or in password_file",
+        "7: targets.two.dsn: query-string key 'sslpassword' carries a secret: give the password as user:password or in password_file",
+        "7: targets.two.dsn: query-string key 'passwd' carries a secret: give the password as user:password or in password_file",
+        # Percent-encoded, as the driver would get it.
+        "10: targets.three.dsn: query-string key 'password' carries a secret: give the password as user:password or in password_file",
+    ],
+    # Checked the way the driver takes them at connect; the value is never shown (it may be a secret).
+    "dsn_unknown_query_key.targets.yml": [
+        "4: targets.one.dsn: query parameter 'bogus_kw' is not one the mysql+pymysql driver takes" + AIOMYSQL_WHY
+    ],
+    # Credentials from a my.cnf would go around sqlprobe's masking and its TLS check.
+    "dsn_option_file.targets.yml": [
+        "4: targets.one.dsn: query parameter 'read_default_file' would have the driver read credentials and settings"
+        " from an option file: give them in targets.yml (the dsn, password_file, tls), where sqlprobe keeps the"
+        " password out of logs and errors and withholds it until TLS is on"
+    ],
+    "dsn_bad_query_value.targets.yml": [
+        "4: targets.one.dsn: query parameter 'charset' has a value the mysql+pymysql driver does not take",
+        # PyMySQL's, but not aiomysql's, which probes connect with.
+        "4: targets.one.dsn: query parameter 'read_timeout' is not one the mysql+pymysql driver takes" + AIOMYSQL_WHY,
+        "7: targets.two.dsn: query parameter 'bogus' is not one the postgresql+psycopg driver takes",
+    ],
+    # Charsets PyMySQL and the server know but Python has no codec for: every statement would fail at probe time.
+    "dsn_charset_python_cannot_encode.targets.yml": [
+        "4: targets.one.dsn: query parameter 'charset' has a value the mysql+pymysql driver does not take",
+        "7: targets.two.dsn: query parameter 'charset' has a value the mysql+pymysql driver does not take",
+    ],
+    "listed_twice.targets.yml": ["4: targets.one.query_sets[1]: query set 'basic' is listed twice"],
+    "not_a_mapping.targets.yml": ["1: expected a mapping (key: value), got a list"],
+    "target_label_instance.queries.yml": [
+        "7: query_sets.basic.up.labels[0]: label name 'instance' is reserved (Prometheus sets job and instance on every scraped series)"
+    ],
+    "target_label_job.targets.yml": [
+        "5: targets.one.labels.job: label name 'job' is reserved (Prometheus sets job and instance on every scraped series)"
+    ],
+    # MySQL sessions run several statements in one text: a query must be one (PostgreSQL's protocol takes one).
+    "several_statements.targets.yml": [
+        "5: targets.mysql.query_sets[0]: metric 'sneaked' (query set 'several'): sqlprobe runs one statement per"
+        " query: a ';' may end it, but not separate statements, nor stand in a string or comment (CHAR(59) writes one)",
+        "5: targets.mysql.query_sets[0]: metric 'bound' (query set 'several'), in its parameters: sqlprobe runs one"
+        " statement per query: a ';' may end it, but not separate statements, nor stand in a string or comment"
+        " (CHAR(59) writes one)",
+    ],
+    "label_shadowed.targets.yml": [
+        "4: targets.one.query_sets[0]: label 'region' of metric 'sessions' (query set 'regional') is also one of the target's labels"
+    ],
+    "clash_across_sets.targets.yml": [
+        "4: targets.one.query_sets[1]: metric 'query_exporter_up' of query set 'basic_copy' is also defined by 'basic'"
+    ],
+    "tls_missing_file.targets.yml": [
+        f"6: targets.one.tls.ca: cannot read {BAD / 'nowhere' / 'ca.pem'}: No such file or directory"
+    ],
+    "tls_default_missing_file.targets.yml": [
+        "2: defaults.tls.ca: cannot read /nonexistent/ca.pem: No such file or directory"
+    ],
+    "tls_cert_without_key.targets.yml": ["5: targets.one.tls: cert and key go together: set both or neither"],
+    "tls_unknown_key.targets.yml": ["7: targets.one.tls.verify_hostname: unknown key"],
+    "tls_not_a_mapping.targets.yml": ["5: targets.one.tls: expected a mapping (key: value), got a boolean"],
+    "tls_ca_not_pem.targets.yml": [
+        f"6: targets.one.tls.ca: {BAD / 'tls_ca_not_pem.targets.yml'} holds no PEM certificate (NO_CERTIFICATE_OR_CRL_FOUND)"
+    ],
+    "tls_cert_not_pem.targets.yml": [
+        f"6: targets.one.tls.cert: {BAD / 'tls_cert_not_pem.targets.yml'} and {BAD / 'tls_cert_not_pem.targets.yml'} "
+        "are not a PEM certificate and its private key"
+    ],
+    "module_address_twice.targets.yml": [
+        "3: modules.mysql_prod.dsn: {address} must appear exactly once, as the whole host part of the dsn (e.g. mysql+pymysql://user@{address}/)"
+    ],
+    "module_address_not_host.targets.yml": [
+        "3: modules.mysql_prod.dsn: {address} must appear exactly once, as the whole host part of the dsn (e.g. mysql+pymysql://user@{address}/)"
+    ],
+    "module_without_allow.targets.yml": [
+        "2: modules.mysql_prod: a module needs allow or inventory (or both): where it may connect"
+    ],
+    "module_bad_allow.targets.yml": [
+        "6: modules.mysql_prod.allow[0]: '127.20.0.1/16' is not a valid CIDR: 127.20.0.1/16 has host bits set",
+        "7: modules.mysql_prod.allow[1]: 'db .example.net' is not a DNS name, an IP address or a CIDR: 'db .example.net' is not an address: expected host, host:port or [IPv6]:port",
+        "8: modules.mysql_prod.allow[2]: '*.db.example.net:99999' is not an address: the port must be a number from 1 to 65535",
+        "9: modules.mysql_prod.allow[3]: '127.*.*.*' is not a valid name glob: a glob matches names; write IP ranges as CIDRs",
+    ],
+    "module_bad_keys.targets.yml": [
+        "6: modules.mysql_prod.default_port: Input should be greater than or equal to 1",
+        "7: modules.mysql_prod.max_targets: Input should be a valid integer",
+        "8: modules.mysql_prod.inventorry: unknown key",
+    ],
+}
+
+
+def _files_for(case: str) -> tuple[Path, Path]:
+    name, kind, _ = case.split(".")
+    if kind == "queries":
+        return CONFIGS / "basic_targets.yml", BAD / case
+    companion = BAD / f"{name}.queries.yml"
+    return BAD / case, companion if companion.exists() else CONFIGS / "queries.yml"
+
+
+def test_every_bad_config_file_has_a_case() -> None:
+    companions = {
+        "clash_across_sets.queries.yml",
+        "label_shadowed.queries.yml",
+        "static_label_shadowed.queries.yml",
+        "several_statements.queries.yml",
+    }
+    on_disk = {path.name for path in BAD.iterdir()} - companions
+    assert on_disk == set(BAD_CASES)
+
+
+@pytest.mark.parametrize(("case", "expected"), BAD_CASES.items(), ids=list(BAD_CASES))
+def test_bad_config_is_rejected_with_file_line_key_path_and_reason(case: str, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(*_files_for(case), environ=ENV)
+    assert [str(problem) for problem in raised.value.problems] == [f"{BAD / case}:{line}" for line in expected]
+
+
+def test_errors_never_quote_a_dsn_password() -> None:
+    for case in (
+        "unknown_driver.targets.yml",
+        "driver_not_installed.targets.yml",
+        "not_a_url.targets.yml",
+        "secret_in_query_string.targets.yml",
+        "dsn_unknown_query_key.targets.yml",
+        "dsn_bad_query_value.targets.yml",
+    ):
+        with pytest.raises(ConfigError) as raised:
+            load_config(*_files_for(case), environ=ENV)
+        assert "hunter2secret" not in str(raised.value)
+
+
+def test_problems_in_both_files_are_all_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(BAD / "missing_dsn.targets.yml", BAD / "unknown_type.queries.yml", environ=ENV)
+    assert {problem.file for problem in raised.value.problems} == {
+        str(BAD / "missing_dsn.targets.yml"),
+        str(BAD / "unknown_type.queries.yml"),
+    }
+
+
+def test_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nowhere\.yml: cannot read file"):
+        load_config(tmp_path / "nowhere.yml", CONFIGS / "queries.yml", environ=ENV)
+
+
+def test_empty_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "targets.yml").write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="expected a mapping \\(key: value\\), got nothing"):
+        load_config(tmp_path / "targets.yml", CONFIGS / "queries.yml", environ=ENV)
+
+
+def _check_config(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", "--check-config", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        check=False,
+    )
+
+
+def test_check_config_accepts_the_shipped_files() -> None:
+    result = _check_config(env={"MYSQL_EXPORTER_PASSWORD": ""})
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK: 2 targets" in result.stdout
+
+
+def test_check_config_prints_every_problem_and_exits_1() -> None:
+    result = _check_config(
+        "--targets", str(BAD / "unknown_target_key.targets.yml"), "--queries", str(BAD / "unknown_type.queries.yml")
+    )
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == "sqlprobe: the configuration has 3 problem(s):"
+    assert (
+        f"  {BAD / 'unknown_type.queries.yml'}:5: query_sets.basic.up.type: Input should be 'gauge' or 'counter'"
+        in lines
+    )
+    assert f"  {BAD / 'unknown_target_key.targets.yml'}:4: targets.one.query_set: unknown key" in lines
+    assert "Traceback" not in result.stderr
