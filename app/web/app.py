@@ -143,10 +143,16 @@ async def service_discovery(
 
 
 @router.get("/", response_class=HTMLResponse)
-async def status_page(exporter: ExporterDep) -> HTMLResponse:
+async def status_page(
+    exporter: ExporterDep,
+    q: Annotated[
+        str, Query(max_length=200, description="Only targets with every word of it (name, state, reason).")
+    ] = "",
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="Which page of 1,000 targets, failing first.")] = 1,
+) -> HTMLResponse:
     """The fleet at a glance: every target's state, since when, its last probe and why it fails."""
     # Tens of milliseconds for thousands of targets: on a worker thread, so probes are not held up meanwhile.
-    return HTMLResponse(await asyncio.to_thread(render_status_page, exporter))
+    return HTMLResponse(await asyncio.to_thread(render_status_page, exporter, q, page))
 
 
 @router.get("/logs", response_class=PlainTextResponse)

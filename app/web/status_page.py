@@ -57,18 +57,24 @@ def _row_of(key: TargetKey, state: TargetState | None, history: History, title: 
     return Row(key, OK if state.ok else FAILING, state.since, state.last, title, tuple(state.failing()))
 
 
-# Rows shown at most, failing ones first: 20,000 inventory servers made an 8 MB page, rendered and sent on the event
-# loop, that held every probe back for seconds per request.
+# Rows on a page at most, failing ones first: 20,000 inventory servers made an 8 MB page, rendered and sent on the
+# event loop, that held every probe back for seconds per request. The search and the pages reach every row.
 MAX_ROWS = 1000
 
 
-def render_status_page(exporter: Exporter) -> str:
-    """The whole page: counts, one table row per target, then the modules."""
+def render_status_page(exporter: Exporter, search: str = "", page: int = 1) -> str:
+    """The page: counts of all targets, then one table row per target that matches ``search`` (every word of it in
+    the row's name, module, state or reasons), MAX_ROWS a page, then the modules."""
     now = time.time()
     rows = status_rows(exporter)
     counts = {state: 0 for state in _ORDER}
     for row in rows:
         counts[row.state] += 1
+    words = search.lower().split()
+    matching = [row for row in rows if all(word in _searched_text(row) for word in words)] if words else rows
+    pages = max(1, -(-len(matching) // MAX_ROWS))
+    page = min(page, pages)
+    shown = matching[(page - 1) * MAX_ROWS : page * MAX_ROWS]
     return _PAGE.format(
         version=html.escape(__version__),
         total=len(rows),
@@ -76,17 +82,40 @@ def render_status_page(exporter: Exporter) -> str:
         never=counts[NEVER_PROBED],
         ok=counts[OK],
         limit=exporter.history.limit,
-        rows="".join(_row(row, now) for row in rows[:MAX_ROWS]),
-        more=_more(len(rows) - MAX_ROWS),
+        search=html.escape(search),
+        rows="".join(_row(row, now) for row in shown),
+        pager=_pager(search, page, pages, len(matching), len(rows)),
         modules=_modules(exporter),
     )
 
 
-def _more(hidden: int) -> str:
-    if hidden <= 0:
+def _searched_text(row: Row) -> str:
+    """What the search looks in: the target's name and module, its state and why it fails."""
+    reasons = (
+        f"{failure.reason} {failure.message} {' '.join(failure.metrics)}"
+        for probe in row.failing
+        for failure in failures(probe.result)
+    )
+    return " ".join((row.key.name, row.key.module or "", row.state, *reasons)).lower()
+
+
+def _pager(search: str, page: int, pages: int, matching: int, total: int) -> str:
+    """Which rows the page shows, and links to the pages before and after."""
+    if pages == 1 and matching == total:
         return ""
-    sd = '<a href="/sd">/sd</a>'
-    return f'<p class="m">{hidden} more targets are not shown (failing ones first); {sd} lists all.</p>\n'
+    first, last = (page - 1) * MAX_ROWS + 1, min(page * MAX_ROWS, matching)
+    shown = f"targets {first:,} to {last:,} of {matching:,}" if matching else "no target"
+    found = f" matching {html.escape(repr(search))}" if search.split() else ""
+    links = [
+        f'<a href="{html.escape(_page_url(search, number))}">{label}</a>'
+        for number, label in ((page - 1, "previous page"), (page + 1, "next page"))
+        if 1 <= number <= pages
+    ]
+    return f'<p class="m" id="pages">{shown}{found} (failing ones first) {" · ".join(links)}</p>\n'
+
+
+def _page_url(search: str, page: int) -> str:
+    return "/?" + urlencode(({"q": search} if search else {}) | {"page": page})
 
 
 def _modules(exporter: Exporter) -> str:
@@ -185,16 +214,18 @@ th{{background:#f4f4f4}}
 <h1>sqlprobe</h1>
 <p class="counts"><b id="total">{total}</b> targets &middot; <b id="failing" class="bad">{failing}</b> failing
 &middot; <b id="never">{never}</b> not probed yet &middot; <b id="ok">{ok}</b> ok</p>
-<p><input id="filter" type="search" placeholder="filter: name, state, reason…" autofocus>
+<form method="get" action="/"><input id="filter" name="q" type="search" value="{search}"
+placeholder="filter: name, state, reason… (Enter searches every target)" autofocus>
 <span class="m">Each target's last probe is kept, and the last {limit} failed ones; the log link shows them.
 sqlprobe {version}: own metrics at <a href="/metrics">/metrics</a>, targets for Prometheus at <a href="/sd">/sd</a>.
-</span></p>
+</span></form>
+{pager}
 <table>
 <thead><tr><th>target</th><th>state</th><th>since</th><th>last probe</th><th>took</th><th>why it fails</th><th></th>
 </tr></thead>
 <tbody id="targets">
 {rows}</tbody></table>
-{more}{modules}<script>
+{modules}<script>
 document.getElementById("filter").oninput = function () {{
   var words = this.value.toLowerCase();
   for (var row of document.getElementById("targets").rows) row.hidden = !row.textContent.toLowerCase().includes(words);

@@ -156,7 +156,40 @@ def test_the_status_page_of_a_big_inventory_shows_a_bounded_number_of_rows_faili
     assert table.count("<tr") == MAX_ROWS
     assert table.index(f"127.0.0.1:{closed_port}") < table.index("127.20.0.1:3306")  # the failing one is shown, first
     assert f'<b id="total">{MAX_ROWS + 501}</b> targets' in page
-    assert "501 more targets are not shown" in page
+    assert f"targets 1 to {MAX_ROWS:,} of {MAX_ROWS + 501:,} (failing ones first)" in page
+
+
+def test_every_target_of_a_big_inventory_is_found_by_the_search_and_on_a_later_page(tmp_path: Path) -> None:
+    addresses = [f"127.20.{index // 250}.{index % 250 + 1}:3306" for index in range(MAX_ROWS + 500)]
+    (tmp_path / "fleet.json").write_text(json.dumps([{"targets": addresses}]))
+    config = write_modules(tmp_path, {"m": {**module("127.0.0.1"), "inventory": ["fleet.json"]}}, SETS)
+    last = sorted(addresses)[-1]  # rows of one state are in order of name: this one is the last row of all
+
+    def table(**params: str) -> str:
+        page = client.get("/", params=params).text
+        return page[page.index('<tbody id="targets">') : page.index("</tbody>")]
+
+    with client_for(config) as client:
+        first, second, searched = table(), table(page="2"), table(q=f"{last} never")
+        navigation = client.get("/").text
+        beyond = table(page="9")
+    assert last not in first
+    assert second.count("<tr") == 500
+    assert last in second
+    assert searched.count("<tr") == 1
+    assert last in searched
+    assert 'href="/?page=2">next page</a>' in navigation
+    assert beyond == second  # a page past the last shows the last
+
+
+@pytest.mark.parametrize("params", [{"page": "0"}, {"page": "two"}, {"q": "x" * 201}])
+def test_a_bad_status_page_parameter_gets_a_sentence(tmp_path: Path, params: dict[str, str]) -> None:
+    config = write_modules(tmp_path, {"m": module("127.0.0.1")}, SETS)
+    with client_for(config) as client:
+        answer = client.get("/", params=params)
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert next(iter(params)) in answer.text
 
 
 def test_a_rotated_password_whose_reload_met_a_half_written_targets_file_takes_effect_once_the_file_is_whole(
