@@ -181,7 +181,8 @@ async def probe_logs(
     state = exporter.history.state(key)
     if state is None:
         raise BadRequest(f"target {key} has not been probed since sqlprobe started (or was reloaded)", 404)
-    return PlainTextResponse(probe_log(state, exporter.history.last_failed(key)))
+    # A big result's account takes a while to render: not on the event loop, which answers the probes.
+    return PlainTextResponse(await asyncio.to_thread(probe_log, state, exporter.history.last_failed(key)))
 
 
 @router.post("/-/reload", response_class=PlainTextResponse)

@@ -5,6 +5,7 @@ Request/Response objects, which together cost as much CPU as the probe's own wor
 and the headers from the ASGI scope and writes its answer as two ASGI messages.
 """
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -111,11 +112,11 @@ class ProbeEndpoint:
         result = await self._exporter.prober.probe(found, selected, budget, _arrived(scope))
         self._exporter.observe(result, selected)
         _log_failure(result)
-        if debug:
-            text, _ = render_probe(result, None)
-            return debug_report(result, text.decode()).encode(), _PLAIN_TEXT
-        body, content_type = render_probe(result, headers.get(_ACCEPT))
-        return body, content_type.encode("latin-1")
+        if debug or _rows(result) > _RENDERED_ON_THE_LOOP:
+            # A big answer takes the event loop for as long as it is rendered (500,000 rows: seconds), and every
+            # other probe would wait: rendered on a worker thread, the loop keeps its turns (the GIL switches).
+            return await asyncio.to_thread(_render, result, debug, headers.get(_ACCEPT))
+        return _render(result, debug, headers.get(_ACCEPT))
 
     def _module_target(self, module: str, address: str) -> Target:
         try:
@@ -124,6 +125,23 @@ class ProbeEndpoint:
             raise BadRequest(str(error), 403) from None
         except ModuleRequestError as error:
             raise BadRequest(str(error)) from None
+
+
+# Rows a probe's answer may hold and still be rendered on the event loop (a few milliseconds' work).
+_RENDERED_ON_THE_LOOP = 2000
+
+
+def _rows(result: ProbeResult) -> int:
+    return sum(query.rows or 0 for query in result.queries)
+
+
+def _render(result: ProbeResult, debug: bool, accept: str | None) -> tuple[bytes, bytes]:
+    """The answer's body and content type: the debug report, or the exposition the client accepts."""
+    if debug:
+        text, _ = render_probe(result, None)
+        return debug_report(result, text.decode()).encode(), _PLAIN_TEXT
+    body, content_type = render_probe(result, accept)
+    return body, content_type.encode("latin-1")
 
 
 async def _answer(
