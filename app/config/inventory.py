@@ -4,6 +4,7 @@ A file that stops parsing keeps its last good contents (and says so in the log a
 a file that is gone takes its servers with it.
 """
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -21,7 +22,7 @@ from app.config.addresses import Address, parse_address
 from app.config.model import Module
 from app.config.schema import LABEL_NAME_PATTERN
 from app.config.validation import at_root, validate
-from app.config.yamlfile import YamlDocument, load_yaml, read_named_file
+from app.config.yamlfile import YamlDocument, fast_yaml, load_yaml, read_named_file
 from app.errors import ConfigError, ConfigProblem
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,18 @@ Entry = tuple[Address, Labels]
 
 
 def read_inventory_file(path: Path) -> tuple[Entry, ...]:
-    """The servers ``path`` lists; ConfigError naming the file, line and key path of every problem."""
-    doc = _load(path)
+    """The servers ``path`` lists; ConfigError naming the file, line and key path of every problem.
+
+    A YAML file is read first by libyaml without noting lines (100,000 servers in seconds, not a minute); only if
+    that reading cannot be used, or finds a problem, is it read again the slow way, which says where.
+    """
+    if path.suffix != ".json" and (fast := fast_yaml(path)) is not None:
+        with contextlib.suppress(ConfigError):
+            return _entries(fast)
+    return _entries(_load(path))
+
+
+def _entries(doc: YamlDocument) -> tuple[Entry, ...]:
     problems: list[ConfigProblem] = []
     groups = validate(_FileSD, doc, at_root, problems)
     entries: list[Entry] = []

@@ -1,5 +1,6 @@
 """Read a YAML file into plain data plus the line of every key path, for error messages."""
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,3 +159,44 @@ def read_named_file(path: Path) -> bytes:
         raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
     except ValueError:  # a NUL in the name
         raise ValueError(f"cannot read {str(path)!r}: not a valid file name") from None
+
+
+class _DuplicateKey(Exception):
+    """A mapping with a key twice: the slow reading says where."""
+
+
+if yaml.__with_libyaml__:
+
+    class _FastLoader(yaml.CSafeLoader):
+        """libyaml's parser with PyYAML's safe constructor, refusing duplicate keys as load_yaml does."""
+
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+            keys = [key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode)]
+            if len(keys) != len(set(keys)):
+                raise _DuplicateKey
+            return super().construct_mapping(node, deep)
+
+
+def fast_yaml(path: Path) -> YamlDocument | None:
+    """``path`` read by libyaml, without the line of each key; None when it must be read by load_yaml instead: no
+    libyaml, anchors, aliases or tags in the text (load_yaml bounds their expansion), or any failure to read it."""
+    if not yaml.__with_libyaml__:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if any(mark in text for mark in "&*!"):
+        return None
+    # Building 100,000 groups sets off the collector's full collections over and over (most of a minute): off
+    # while the containers are built, on again after, whatever happens.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        data = yaml.load(text, Loader=_FastLoader)  # libyaml's parser, PyYAML's safe constructor
+    except (yaml.YAMLError, _DuplicateKey, RecursionError, ValueError, LookupError, AttributeError, OverflowError):
+        return None
+    finally:
+        if collecting:
+            gc.enable()
+    return YamlDocument(str(path), data, {})

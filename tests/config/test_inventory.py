@@ -11,6 +11,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from app.config.inventory import read_inventory_file
+from app.errors import ConfigError
 from tests.helpers import ITEMS_SET, client_for, parse_samples, value, wait_until
 from tests.probe.test_modules import mariadb_module, write_modules
 from tests.servers import MariaDB
@@ -131,3 +133,35 @@ def test_check_config_reports_inventory_problems_with_file_line_and_key_path(tmp
         "the address has a user@ part; a module's DSN gives the user, the target only host[:port]",
         f"  {bad_addresses}:4: [1].targets[0]: '[::1]:70000' is not an address: the port must be a number from 1 to 65535",
     ]
+
+
+def test_a_big_yaml_inventory_lists_what_the_same_inventory_in_json_lists(tmp_path: Path) -> None:
+    # YAML is read by libyaml first (fast, without lines): the same servers and labels as the exact JSON reading.
+    groups = [
+        {"targets": [f"127.0.{index // 250}.{index % 250 + 1}:3306"], "labels": {"rack": f"r{index % 7}"}}
+        for index in range(2000)
+    ]
+    (tmp_path / "fleet.json").write_text(json.dumps(groups))
+    (tmp_path / "fleet.yml").write_text(yaml.safe_dump(groups, default_flow_style=True))
+    from_json = read_inventory_file(tmp_path / "fleet.json")
+    assert read_inventory_file(tmp_path / "fleet.yml") == from_json
+    assert len(from_json) == 2000
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("- targets: ['127.0.0.1:3306']\n  targets: ['127.0.0.2:3306']\n", ":2: [0].targets: duplicate key"),
+        (
+            "- targets: ['127.0.0.1:3306']\n  labels: {rack: r1}\n- targets: ['not an address']\n",
+            ":3: [1].targets[0]: ",
+        ),
+    ],
+    ids=["duplicate-key", "bad-address"],
+)
+def test_a_problem_in_a_yaml_inventory_is_still_told_with_its_line(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "fleet.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        read_inventory_file(path)
+    assert f"{path}{problem}" in str(refused.value)
