@@ -79,7 +79,7 @@ def test_rows_matching_a_family_rule_become_one_labelled_family_and_the_others_t
     assert text.count("# TYPE query_exporter_status_commands_total counter\n") == 1
     assert "# TYPE query_exporter_status_uptime untyped\n" in text
     assert "# TYPE up untyped\n" in text  # prefix: false: the key is the whole name
-    families = {family.name: family.type for family in parse_openmetrics(openmetrics)}
+    families = {family.name: family.type for family in parse_openmetrics(openmetrics)}  # type: ignore[no-untyped-call]
     assert families["query_exporter_status_commands"] == "counter"
     assert families["query_exporter_status_uptime"] == "unknown"
     assert families["up"] == "unknown"
