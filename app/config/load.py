@@ -10,7 +10,7 @@ from sqlalchemy.engine import URL
 
 from app.config.addresses import AllowRule, parse_allow_rule
 from app.config.dsn import dsn_template, resolve_dsn
-from app.config.model import BUILTIN_FAMILIES, Config, Metric, Module, Query, Target
+from app.config.model import BUILTIN_FAMILIES, Config, FamilyRule, Metric, Module, Query, Target
 from app.config.parameters import ParameterSets
 from app.config.schema import MetricSpec, ModuleSpec, QueriesFile, TargetsFile, TargetSpec
 from app.config.secret_files import Digests, Locate, load_tls, with_password_file
@@ -78,6 +78,9 @@ def _compile_query_sets(
         owners: dict[str, str] = {}
         for key, spec in metric_specs.items():
             metric = _compile_metric(queries.namespace, set_name, key, spec)
+            if metric.name_from is not None and any(name.startswith(f"{metric.name}_") for name in BUILTIN_FAMILIES):
+                message = f"metric name {metric.name!r}: the names of its families may be reserved by sqlprobe"
+                problems.append(doc.problem(("query_sets", set_name, key), message))
             for sample_name in _sample_names(metric):
                 if sample_name in BUILTIN_FAMILIES:
                     problems.append(
@@ -90,15 +93,39 @@ def _compile_query_sets(
                     problems.append(doc.problem(("query_sets", set_name, key), message))
                 owners.setdefault(sample_name, key)
             metrics.append(metric)
+        for _, metric, message in _prefix_clashes(metrics):
+            problems.append(doc.problem(("query_sets", set_name, metric.key), message))
         compiled[set_name] = tuple(metrics)
     return compiled
 
 
+def _prefix_clashes(metrics: list[Metric]) -> list[tuple[Metric, Metric, str]]:
+    """Metrics whose names fall under a ``name_from`` metric's (``name_…``), which names its families at probe time."""
+    clashes = []
+    for owner in metrics:
+        if owner.name_from is None:
+            continue
+        prefix = f"{owner.name}_"
+        for metric in metrics:
+            names = (metric.name,) if metric.name_from is not None else _sample_names(metric)
+            if metric is not owner and any(name.startswith(prefix) or f"{name}_" == prefix for name in names):
+                message = f"metric name {metric.name!r} falls under {prefix}*, named from rows by metric {owner.key!r}"
+                clashes.append((owner, metric, message))
+    return clashes
+
+
 def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -> Metric:
-    name = f"{namespace}_{key}" if namespace else key
-    if spec.type == "counter":
-        # The family is named without _total; its sample carries it (as prometheus-client does).
-        name = name.removesuffix("_total")
+    name = _family_name(f"{namespace}_{key}" if namespace and spec.prefix else key, spec.type)
+    families = tuple(
+        FamilyRule(
+            pattern=family.match,
+            name=None if family.name is None else _family_name(f"{name}_{family.name}", family.type),
+            kind=family.type or "untyped",
+            documentation=family.description or "",
+            label_names=tuple(family.match.groupindex),
+        )
+        for family in spec.families
+    )
     return Metric(
         key=key,
         name=name,
@@ -116,7 +143,15 @@ def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -
         max_rows=spec.max_rows,
         max_label_length=spec.max_label_length,
         min_interval=spec.min_interval,
+        name_from=spec.name_from,
+        families=families,
+        numbers=spec.numbers,
     )
+
+
+def _family_name(name: str, kind: str | None) -> str:
+    """A family's exposed name: a counter's without _total, which its samples carry (as prometheus-client does)."""
+    return name.removesuffix("_total") if kind == "counter" else name
 
 
 def _compile_targets(
@@ -270,6 +305,10 @@ def _target_metrics(
                 problems.append(queries_doc.problem(("query_sets", set_name, metric.key, key), located))
                 ok = False
             metrics.append(metric)
+    for owner, metric, message in _prefix_clashes(metrics):
+        if owner.query_set != metric.query_set:  # within one set, said where the set is written
+            problems.append(doc.problem(locate(("query_sets",)), f"query set {metric.query_set!r}: {message}"))
+            ok = False
     return tuple(metrics) if ok else None
 
 
@@ -294,8 +333,14 @@ def _read_only_refusal(metric: Metric, syntax: Syntax, codec: str | None) -> tup
 
 
 def _sample_names(metric: Metric) -> tuple[str, ...]:
-    """Every name the metric puts into the exposition (family and sample names)."""
-    return (metric.name, f"{metric.name}_total") if metric.kind == "counter" else (metric.name,)
+    """Every name the metric puts into the exposition (family and sample names) that is known at load."""
+    if metric.name_from is not None:
+        return tuple(name for rule in metric.families if rule.name for name in _names_of(rule.name, rule.kind))
+    return _names_of(metric.name, metric.kind)
+
+
+def _names_of(name: str, kind: str) -> tuple[str, ...]:
+    return (name, f"{name}_total") if kind == "counter" else (name,)
 
 
 def _group_by_sql(metrics: tuple[Metric, ...]) -> tuple[Query, ...]:

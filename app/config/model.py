@@ -1,5 +1,6 @@
 """What sqlprobe serves, as loaded from targets.yml and queries.yml: frozen, and derived once at load."""
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -25,6 +26,20 @@ BUILTIN_FAMILIES = frozenset(
 )
 
 
+MetricKind = Literal["gauge", "counter", "untyped"]
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyRule:
+    """Rows of a ``name_from`` metric whose name matches ``pattern`` go to the family ``name`` (None: dropped)."""
+
+    pattern: re.Pattern[str]
+    name: str | None  # the family's full exposed name (counters without _total)
+    kind: MetricKind
+    documentation: str
+    label_names: tuple[str, ...]  # the pattern's named groups, in order
+
+
 @dataclass(frozen=True, slots=True)
 class Metric:
     """One user metric, resolved: full exposed name and the columns it reads."""
@@ -32,7 +47,7 @@ class Metric:
     key: str
     name: str
     sql: str
-    kind: Literal["gauge", "counter"]
+    kind: MetricKind
     documentation: str
     labels: tuple[str, ...]  # columns that become labels
     values: tuple[str, ...]  # columns that hold values: one sample each per row; none with static_value
@@ -45,6 +60,10 @@ class Metric:
     max_rows: int
     max_label_length: int
     min_interval: float | None
+    # A family per row, named from this column's text after the metric's name (None: one family, the metric's own).
+    name_from: str | None
+    families: tuple[FamilyRule, ...]  # rows mapped to labelled families, first match wins
+    numbers: Literal["sql", "mysqld_exporter"]  # which cell texts are numbers (mysqld_exporter: also ON, YES, …)
     # Every label name a sample carries, in order: label columns, the value label, static labels.
     label_names: tuple[str, ...] = field(init=False)
 

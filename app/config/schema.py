@@ -70,12 +70,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
+MetricKind = Literal["gauge", "counter", "untyped"]
+
+
+def _compile_pattern(value: object) -> object:
+    """A regular expression, compiled; its named groups must be label names."""
+    if not isinstance(value, str):
+        return value
+    try:
+        pattern = re.compile(value)
+    except re.error as error:
+        raise ValueError(f"invalid regular expression {value!r}: {error}") from None
+    for group in pattern.groupindex:
+        if not re.match(LABEL_NAME_PATTERN, group) or group.startswith("__") or group in TARGET_LABELS:
+            raise ValueError(f"group {group!r}: a named group becomes a label, and {group!r} cannot be one")
+    return pattern
+
+
+class FamilySpec(_Strict):
+    """A rule of ``families``: rows whose name matches go to one labelled family (or are dropped)."""
+
+    match: Annotated[re.Pattern[str], BeforeValidator(_compile_pattern)]
+    name: MetricName | None = None
+    type: MetricKind | None = None
+    description: Annotated[str, Field(min_length=1)] | None = None
+    drop: StrictBool = False
+
+    @model_validator(mode="after")
+    def _names_a_family_or_drops(self) -> "FamilySpec":
+        if self.drop:
+            if self.name is not None or self.type is not None or self.description is not None:
+                raise ValueError("drop: a dropped row has no name, type or description")
+        elif self.name is None or self.type is None or self.description is None:
+            raise ValueError("give name, type and description (or drop: true)")
+        return self
+
+
 class MetricSpec(_Strict):
     """One metric of a query set: the SQL that feeds it and how its rows become samples."""
 
     query: Annotated[str, Field(min_length=1)]
-    type: Literal["gauge", "counter"]
+    type: MetricKind
     description: Annotated[str, Field(min_length=1)]
+    prefix: StrictBool = True
+    numbers: Literal["sql", "mysqld_exporter"] = "sql"
+    name_from: Annotated[str, Field(min_length=1)] | None = None
+    families: tuple[FamilySpec, ...] = ()
     labels: tuple[LabelName, ...] = ()
     value: Annotated[str, Field(min_length=1)] | None = None
     values: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1)] | None = None
@@ -113,7 +153,24 @@ class MetricSpec(_Strict):
             raise ValueError(f"value_label: label {self.value_label_name!r} is also a label of the metric")
         if self.parameters is not None:
             check_sql_names(self.query, self.parameters)
+        self._name_from_fits()
         return self
+
+    def _name_from_fits(self) -> None:
+        if self.name_from is None:
+            if self.families:
+                raise ValueError("families: only goes with name_from")
+            return
+        if self.value is None:
+            raise ValueError("name_from: goes with value (one value column), not values or static_value")
+        if self.timestamp_value is not None:
+            raise ValueError("name_from: does not go with timestamp_value")
+        if self.name_from.lower() in {self.value.lower(), *(label.lower() for label in self.labels)}:
+            raise ValueError(f"name_from: column {self.name_from!r} is also the value or a label")
+        for index, family in enumerate(self.families):
+            clash = next((g for g in family.match.groupindex if g in {*self.labels, *self.static_labels}), None)
+            if clash is not None:
+                raise ValueError(f"families.{index}.match: group {clash!r} is also a label of the metric")
 
     @property
     def value_label_name(self) -> str:

@@ -14,6 +14,16 @@ _NOTHING_SKIPPED: Mapping[str, int] = MappingProxyType({})
 # a frozen dataclass's __init__ (object.__setattr__ per field) costs three times as much.
 
 
+class Family(NamedTuple):
+    """One family a ``name_from`` metric made from its rows: its name, type, help, label names and samples."""
+
+    name: str  # a counter's without _total
+    kind: str
+    documentation: str
+    label_names: tuple[str, ...]
+    samples: tuple[tuple[LabelValues, float], ...]
+
+
 class MetricResult(NamedTuple):
     """The samples one metric got from its query, the rows it skipped, or why it failed."""
 
@@ -23,6 +33,12 @@ class MetricResult(NamedTuple):
     error: ProbeError | None = None
     # Each sample's time in Unix seconds (None: none in its row), in the order of samples; () without timestamp_value.
     timestamps: tuple[float | None, ...] = ()
+    families: tuple[Family, ...] = ()  # a name_from metric's families (its samples are theirs, not in samples)
+
+    @property
+    def sample_count(self) -> int:
+        """Samples the metric gave, in all its families."""
+        return len(self.samples) + sum(len(family.samples) for family in self.families)
 
 
 class QueryResult(NamedTuple):

@@ -1,6 +1,6 @@
 """Rows to samples: a metric's values, labels and timestamps read from the rows its query returned."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -8,10 +8,18 @@ from typing import Any
 
 from app.config import Metric
 from app.errors import ColumnAmbiguous, ColumnMissing, ProbeError
+from app.probe.families import family_result, mysqld_exporter_number
 from app.probe.results import LabelValues, MetricResult
 
 
 def metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> MetricResult:
+    number = _number if metric.numbers == "sql" else _mysqld_exporter_number
+    if metric.name_from is not None:
+        named = (*metric.values, metric.name_from)
+        values_at, label_at, _, unusable = _positions(named, metric.labels, None, columns)
+        if unusable is not None:
+            return MetricResult(metric, error=unusable)
+        return family_result(metric, rows, values_at[0], values_at[1], label_at, number)
     values_at, label_at, timestamp_at, unusable = _positions(metric.values, metric.labels, metric.timestamp, columns)
     if unusable is not None:
         return MetricResult(metric, error=unusable)
@@ -23,7 +31,7 @@ def metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Seque
         value_at = values_at[0]
         for row in rows:
             reason = (
-                _add_sample(samples, row, value_at, label_at, static, metric.max_label_length)
+                _add_sample(samples, row, value_at, label_at, static, metric.max_label_length, number)
                 if len(samples) < metric.max_rows
                 else "max_rows"
             )
@@ -32,7 +40,9 @@ def metric_result(metric: Metric, columns: tuple[str, ...], rows: Sequence[Seque
         return MetricResult(metric, tuple(samples.items()), skipped)
     timestamps: list[float | None] = []
     for row in rows:
-        for reason in _add_row_samples(samples, timestamps, row, metric, values_at, label_at, timestamp_at, static):
+        for reason in _add_row_samples(
+            samples, timestamps, row, metric, values_at, label_at, timestamp_at, static, number
+        ):
             skipped[reason] = skipped.get(reason, 0) + 1
     return MetricResult(
         metric, tuple(samples.items()), skipped, timestamps=tuple(timestamps) if timestamp_at is not None else ()
@@ -75,11 +85,12 @@ def _add_sample(
     label_at: tuple[int, ...],
     static: LabelValues,
     max_label_length: int,
+    number: Callable[[object], float | str],
 ) -> str | None:
     """Add ``row``'s sample; the reason it was skipped, if it was."""
     raw = row[value_at]
     # Most cells are numbers already: they need no more than float().
-    value = float(raw) if type(raw) in _NUMBER_TYPES else _number(raw)
+    value = float(raw) if type(raw) in _NUMBER_TYPES else number(raw)
     if isinstance(value, str):
         return value
     labels = tuple([_label(row[position]) for position in label_at]) if label_at else ()
@@ -102,6 +113,7 @@ def _add_row_samples(
     label_at: tuple[int, ...],
     timestamp_at: int | None,
     static: LabelValues,
+    number: Callable[[object], float | str],
 ) -> list[str]:
     """Add ``row``'s samples (one per value column, or one of the static value); the reasons of those skipped."""
     stamp = None if timestamp_at is None else _timestamp(row[timestamp_at])
@@ -115,7 +127,7 @@ def _add_row_samples(
         [((), metric.static_value)]
         if metric.static_value is not None
         else [
-            ((() if metric.value_label is None else (column,)), _number(row[position]))
+            ((() if metric.value_label is None else (column,)), number(row[position]))
             for column, position in zip(metric.values, values_at, strict=True)
         ]
     )
@@ -172,6 +184,10 @@ def _number(raw: object) -> float | str:
         except ValueError:
             return "non_numeric_value"
     return "non_numeric_value"
+
+
+def _mysqld_exporter_number(raw: object) -> float | str:
+    return mysqld_exporter_number(raw, _number)
 
 
 def _label(raw: object) -> str:

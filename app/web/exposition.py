@@ -35,7 +35,22 @@ def render_probe(result: ProbeResult, accept: str | None) -> tuple[bytes, str]:
     age: list[tuple[str, float]] = []
     for metric_result, query_result in result.metric_results():
         metric = metric_result.metric
-        parts.append(_header(metric, openmetrics))
+        for family in metric_result.families:
+            parts.append(
+                _family_header(
+                    family.name if openmetrics else _sample_of(family.name, family.kind),
+                    family.documentation,
+                    family.kind,
+                    openmetrics,
+                )
+            )
+            sample_name = _sample_of(family.name, family.kind)
+            parts.extend(
+                f"{sample_name}{_labels(family.label_names, labels)} {_number(value)}\n"
+                for labels, value in family.samples
+            )
+        if metric.name_from is None:
+            parts.append(_header(metric, openmetrics))
         sample_name = _sample_name(metric)
         if metric_result.timestamps:
             for (labels, value), stamp in zip(metric_result.samples, metric_result.timestamps, strict=True):
@@ -131,15 +146,21 @@ def _header(metric: Metric, openmetrics: bool) -> str:
     return _family_header(name, metric.documentation, metric.kind, openmetrics)
 
 
+@lru_cache(maxsize=16384)
 def _family_header(name: str, documentation: str, kind: str, openmetrics: bool) -> str:
     help_text = documentation.replace("\\", r"\\").replace("\n", r"\n")
     if openmetrics:
         help_text = help_text.replace('"', r"\"")
+        kind = "unknown" if kind == "untyped" else kind  # OpenMetrics' name for it
     return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
 
 
 def _sample_name(metric: Metric) -> str:
-    return f"{metric.name}_total" if metric.kind == "counter" else metric.name
+    return _sample_of(metric.name, metric.kind)
+
+
+def _sample_of(name: str, kind: str) -> str:
+    return f"{name}_total" if kind == "counter" else name
 
 
 def _labels(names: Sequence[str], values: Iterable[str]) -> str:

@@ -69,7 +69,7 @@ def debug_report(result: ProbeResult, exposition: str, ended: float | None = Non
         elif query.error is not None:
             lines.append(f"  error ({query.error.reason}): {query.error}")
         for metric in query.metrics:
-            status = f"{len(metric.samples)} samples"
+            status = f"{metric.sample_count} samples"
             if metric.skipped:
                 status += ", skipped rows: " + ", ".join(
                     f"{reason}={count}" for reason, count in metric.skipped.items()

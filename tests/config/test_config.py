@@ -59,7 +59,21 @@ BAD_CASES = {
         "3: query_sets.basic.up.description: required key is missing",
         "6: query_sets.basic.up.descripton: unknown key",
     ],
-    "unknown_type.queries.yml": ["5: query_sets.basic.up.type: Input should be 'gauge' or 'counter'"],
+    "unknown_type.queries.yml": ["5: query_sets.basic.up.type: Input should be 'gauge', 'counter' or 'untyped'"],
+    "name_from_bad.queries.yml": [
+        "3: query_sets.basic.status: name_from: goes with value (one value column), not values or static_value",
+        "16: query_sets.basic.variables.families[0].match: group 'instance': a named group becomes a label,"
+        " and 'instance' cannot be one",
+        "20: query_sets.basic.variables.families[1].match: invalid regular expression 'handler_(': missing ),"
+        " unterminated subpattern at position 8",
+        "22: query_sets.basic.variables.families[2]: give name, type and description (or drop: true)",
+        "24: query_sets.basic.plain: families: only goes with name_from",
+    ],
+    "name_from_clash.queries.yml": [
+        "14: query_sets.basic.probe: metric name 'probe': the names of its families may be reserved by sqlprobe",
+        "9: query_sets.basic.status_uptime: metric name 'query_exporter_status_uptime' falls under"
+        " query_exporter_status_*, named from rows by metric 'status'",
+    ],
     "bad_metric_name.queries.yml": [
         "3: query_sets.basic.bad-name: invalid name 'bad-name': must match ^[a-zA-Z_:][a-zA-Z0-9_:]*$"
     ],
@@ -311,7 +325,7 @@ def test_check_config_prints_every_problem_and_exits_1() -> None:
     lines = result.stderr.splitlines()
     assert lines[0] == "sqlprobe: the configuration has 3 problem(s):"
     assert (
-        f"  {BAD / 'unknown_type.queries.yml'}:5: query_sets.basic.up.type: Input should be 'gauge' or 'counter'"
+        f"  {BAD / 'unknown_type.queries.yml'}:5: query_sets.basic.up.type: Input should be 'gauge', 'counter' or 'untyped'"
         in lines
     )
     assert f"  {BAD / 'unknown_target_key.targets.yml'}:4: targets.one.query_set: unknown key" in lines

@@ -75,13 +75,16 @@ def test_promtool_accepts_probes_of_every_shipped_query_set(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the demo target's SQLite file is created in the working directory
     queries = load_config(SHIPPED / "targets.yml", SHIPPED / "queries.yml", environ={"MYSQL_EXPORTER_PASSWORD": ""})
-    mysql_sets = [name for name in queries.query_sets if not name.startswith(("sqlite_", "postgresql_"))]
+    mysql_sets = [
+        name for name in queries.query_sets if not name.startswith(("sqlite_", "postgresql_", "mysqld_exporter"))
+    ]
     (tmp_path / "targets.yml").write_text(
         yaml.safe_dump(
             {
                 "targets": {
                     "demo": target("sqlite:///demo.sqlite", "sqlite_demo"),
                     "db": target(fleet[0].dsn, *mysql_sets),
+                    "mysqld": target(fleet[0].dsn, "mysqld_exporter"),
                 }
             }
         )
@@ -90,8 +93,16 @@ def test_promtool_accepts_probes_of_every_shipped_query_set(
     with client_for(config) as client:
         pages = {name: client.get("/probe", params={"target": name}).text for name in config.targets}
     assert "query_exporter_mysql_schema_data_bytes" in pages["db"]
+    assert "mysql_global_status_commands_total" in pages["mysqld"]
     for name, text in pages.items():
         result = promtool_check(promtool, text)
+        if name == "mysqld":
+            # mysqld_exporter's own names, kept on purpose, break promtool's naming advice (max_error_count is
+            # no summary's count): its lint lines name only those; text it cannot parse would say otherwise.
+            lines = (result.stdout + result.stderr).splitlines()
+            assert result.returncode in (0, 3), result.stderr
+            assert [line for line in lines if not line.startswith("mysql_global_variables_")] == []
+            continue
         assert (result.returncode, result.stdout + result.stderr) == (0, ""), name
 
 
