@@ -8,7 +8,7 @@ from typing import Literal
 from sqlalchemy.engine import URL
 
 from app.config.addresses import Address, AllowRule, parse_address
-from app.config.dsn_secrets import displayed
+from app.config.dsn_secrets import displayed, masked
 from app.config.parameters import ParameterSets
 from app.config.secret_files import TLS
 from app.config.sql_lexer import Syntax
@@ -94,6 +94,11 @@ class Target:
     def display_dsn(self) -> str:
         """The DSN with its password masked and its query-string values left out, safe to show anywhere."""
         return displayed(self.url)
+
+    def scrubbed(self, text: str) -> str:
+        """``text`` (a driver's message) with the password starred where it stands on its own, not inside the
+        target's name or host (see masked)."""
+        return masked(text, self.url.password, (self.name, self.url.host or ""))
 
     def queries_for(self, query_sets: frozenset[str] | None) -> tuple[Query, ...]:
         """The queries to run for a probe restricted to ``query_sets`` (all when None)."""
