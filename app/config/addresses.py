@@ -76,16 +76,17 @@ def _split_port(text: str) -> tuple[str, int | None]:
         host, rest = text[:end], text[end:]
         if rest and not rest.startswith(":"):
             raise ValueError(f"{text!r} is not an address: expected [IPv6]:port")
-        return host, _port(rest[1:], text) if rest else None
+        return host, _port(rest[1:], f"{text!r} is not an address") if rest else None
     if text.count(":") == 1:
         host, _, port = text.partition(":")
-        return host, _port(port, text)
+        return host, _port(port, f"{text!r} is not an address")
     return text, None
 
 
-def _port(text: str, address: str) -> int:
+def _port(text: str, what: str) -> int:
+    """``text`` as a port; ValueError opening with ``what`` (what the text it stands in is not) otherwise."""
     if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
-        raise ValueError(f"{address!r} is not an address: the port must be a number from 1 to 65535")
+        raise ValueError(f"{what}: the port must be a number from 1 to 65535")
     return int(text)
 
 
@@ -105,9 +106,11 @@ class AllowRule:
     network: IPNetwork | None = None  # an IP address is a network of one
     port: int | None = None
 
-    def allows(self, address: Address) -> bool:
-        """Whether ``address`` (its default port applied) may be connected to under this rule."""
-        if self.port is not None and address.port != self.port:
+    def allows(self, address: Address, default_port: int | None) -> bool:
+        """Whether ``address`` may be connected to under this rule; an address or a rule without a port stands for
+        ``default_port`` (the module's, or its driver's), so a rule without one allows that port only."""
+        wanted = default_port if self.port is None else self.port
+        if (default_port if address.port is None else address.port) != wanted:
             return False
         if self.network is not None:
             ip = address.ip
@@ -123,8 +126,9 @@ class AllowRule:
 def parse_allow_rule(text: str) -> AllowRule:
     """An ``allow`` entry; ValueError saying what is wrong with it."""
     if "/" in text:
+        cidr, port = _split_cidr_port(text)
         try:
-            return AllowRule(text, network=ipaddress.ip_network(text, strict=True))
+            return AllowRule(text, network=ipaddress.ip_network(cidr, strict=True), port=port)
         except ValueError as error:
             raise ValueError(f"{text!r} is not a valid CIDR: {error}") from None
     if "*" not in text:
@@ -144,3 +148,18 @@ def parse_allow_rule(text: str) -> AllowRule:
         raise ValueError(f"{text!r} is not a valid name glob: a glob matches names; write IP ranges as CIDRs")
     regex = r"\.".join(re.escape(label).replace(r"\*", "[^.]*") for label in labels)
     return AllowRule(text, pattern=re.compile(regex + r"\Z"), port=port)
+
+
+def _split_cidr_port(text: str) -> tuple[str, int | None]:
+    """``10.0.0.0/8``, ``10.0.0.0/8:3306``, ``[2001:db8::/32]:3306``: the CIDR and the port if one is given."""
+    if text.startswith("[") and "]" in text:
+        end = text.index("]")
+        rest = text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not a valid CIDR: expected [IPv6 CIDR]:port, e.g. [2001:db8::/32]:3306")
+        return text[1:end], _port(rest[1:], f"{text!r} is not a valid CIDR") if rest else None
+    network, _, length = text.rpartition("/")
+    if ":" in length:  # an IPv6 CIDR's colons all stand before the '/'
+        length, _, port = length.partition(":")
+        return f"{network}/{length}", _port(port, f"{text!r} is not a valid CIDR")
+    return text, None

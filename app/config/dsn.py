@@ -13,6 +13,10 @@ from app.config.model import ADDRESS, ADDRESS_PLACEHOLDER
 from app.config.yamlfile import KeyPath, YamlDocument
 from app.errors import ConfigProblem
 
+PASSWORD_AT = (
+    "the host part holds an '@': an '@' in the user or password must be percent-encoded (%40), as must any of"
+    " : / ? # [ ] % there; or give the password in password_file"
+)
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -57,6 +61,10 @@ def resolve_dsn(
         problems.append(
             doc.problem(path, "not a valid SQLAlchemy URL (expected e.g. mysql+pymysql://user:pass@host:3306/)")
         )
+        return None
+    if url.host is not None and "@" in url.host:
+        # What follows the password's '@' was read as the host, and would be sent to DNS: never quoted.
+        problems.append(doc.problem(path, PASSWORD_AT))
         return None
     secrets = secret_query_keys(url)
     refused = [

@@ -9,7 +9,7 @@ from typing import Literal
 from sqlalchemy.engine import URL
 
 from app.config.addresses import Address, AllowRule, parse_address
-from app.config.dsn_secrets import displayed
+from app.config.dsn_secrets import displayed, masked
 from app.config.parameters import ParameterSets
 from app.config.secret_files import TLS
 from app.config.sql_lexer import Syntax
@@ -114,6 +114,11 @@ class Target:
         """The DSN with its password masked and its query-string values left out, safe to show anywhere."""
         return displayed(self.url)
 
+    def scrubbed(self, text: str) -> str:
+        """``text`` (a driver's message) with the password starred where it stands on its own, not inside the
+        target's name or host (see masked)."""
+        return masked(text, self.url.password, (self.name, self.url.host or ""))
+
     def queries_for(self, query_sets: frozenset[str] | None) -> tuple[Query, ...]:
         """The queries to run for a probe restricted to ``query_sets`` (all when None)."""
         if query_sets is None:
@@ -148,6 +153,10 @@ class AddressNotAllowed(ModuleRequestError):
     """The address is neither in the module's inventory nor matched by its allow list."""
 
 
+# The port each driver connects to when the URL names none.
+DRIVER_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
+
+
 @dataclass(frozen=True, slots=True)
 class Module:
     """One module of targets.yml, compiled: its target template and where it may connect."""
@@ -171,9 +180,17 @@ class Module:
         except ValueError as error:
             raise InvalidAddress(f"invalid target for module {self.name!r}: {error}") from None
 
+    @property
+    def implied_port(self) -> int | None:
+        """The port of an address or allow entry written without one: default_port, else the driver's."""
+        if self.default_port is not None:
+            return self.default_port
+        return DRIVER_PORTS.get(self.template.url.get_backend_name())
+
     def allows(self, address: Address) -> bool:
-        """Whether an allow rule matches ``address`` (inventory files are checked apart)."""
-        return any(rule.allows(address) for rule in self.allow)
+        """Whether an allow rule matches ``address`` (inventory files are checked apart); an entry without a port
+        allows the implied port only."""
+        return any(rule.allows(address, self.implied_port) for rule in self.allow)
 
     def target_for(self, address: Address) -> Target:
         """The target that probes ``address`` with this module's settings (call only once it is allowed)."""

@@ -143,12 +143,25 @@ def _construct(
         return loader.construct_object(node, deep=True)
     except (ValueError, LookupError, AttributeError, OverflowError):
         # PyYAML's constructors let these through: 2024-13-45, an integer of 5000 digits, !!bool maybe.
-        text = node.value if len(node.value) <= 40 else node.value[:37] + "..."
         tag = node.tag.replace("tag:yaml.org,2002:", "!!")
         problems.append(
-            ConfigProblem(file, format_path(path), f"{text!r} is not a valid {tag}", node.start_mark.line + 1)
+            ConfigProblem(
+                file, format_path(path), f"{_quoted(node.value, path)} is not a valid {tag}", node.start_mark.line + 1
+            )
         )
         return _INVALID
+
+
+# Keys whose values may hold a password (a DSN's user:password@, a password itself): never quoted in an error.
+_SECRET_KEY_PARTS = ("dsn", "password", "passwd", "pwd", "secret", "token", "credentials")
+
+
+def _quoted(text: str, path: KeyPath) -> str:
+    """A value that failed its tag, as an error quotes it: not at all if it may hold a secret."""
+    keys = " ".join(str(key).lower() for key in path)
+    if "@" in text or "://" in text or any(part in keys for part in _SECRET_KEY_PARTS):
+        return "the value (not quoted: it may hold a password)"
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def read_named_file(path: Path) -> bytes:

@@ -63,7 +63,7 @@ class _Request:
     connection_id: int | None
     kill: Callable[[], Awaitable[None]]  # sends the KILL, or raises KillSkipped
     discard: Callable[[], object]  # gives up on the probe's connection instead
-    secret: str | None  # the target's password, never to be logged
+    scrub: Callable[[str], str]  # stars the target's password, never to be logged (Target.scrubbed)
     asked_at: float
 
 
@@ -89,12 +89,12 @@ class Killer:
         connection_id: int | None,
         kill: Callable[[], Awaitable[None]],
         discard: Callable[[], object],
-        secret: str | None = None,
+        scrub: Callable[[str], str] = str,
     ) -> None:
         """Ask for ``kill`` of the statement on driver connection ``key``; returns at once (call it on the loop)."""
         if self._closed or id(key) in self._pending or id(key) in self._running:
             return  # one kill per connection is enough
-        request = _Request(target, connection_id, kill, discard, secret, time.monotonic())
+        request = _Request(target, connection_id, kill, discard, scrub, time.monotonic())
         if len(self._pending) >= MAX_PENDING:
             self._skip(request, "queue_full")
             return
@@ -133,7 +133,7 @@ class Killer:
                     "could not stop the running query of target %s (connection id %s): %s",
                     request.target,
                     request.connection_id,
-                    failure_reason(error, request.secret),
+                    failure_reason(error, request.scrub),
                     extra={"event": "kill_failed", "target": request.target, "connection_id": request.connection_id},
                 )
             finally:
@@ -152,10 +152,10 @@ class Killer:
         request.discard()
 
 
-def failure_reason(error: Exception, secret: str | None) -> str:
+def failure_reason(error: Exception, scrub: Callable[[str], str]) -> str:
     """The driver's code and message (the user and host at most, and never the password), or the error's type."""
     args: tuple[Any, ...] = getattr(error, "args", ())
     if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
         reason = f"{type(error).__name__} ({args[0]}, {args[1]})"
-        return reason.replace(secret, "***") if secret else reason
+        return scrub(reason)
     return type(error).__name__

@@ -76,21 +76,27 @@ def connect_args(target: Target) -> dict[str, Any]:
 async def connect(*, require_tls: bool = False, **arguments: Any) -> Any:
     """aiomysql's connection; closed if connecting is cancelled or fails half-way. With ``require_tls``, refused
     (2026) unless the session is encrypted: aiomysql goes on in clear text when the server does not offer TLS.
+    Without TLS, the password is never sent in a form the server could read back (see _Credential).
 
     It is made unconnected and connected by aiomysql's public way for that, ping(reconnect=True), so that the
-    password can be withheld until TLS is known to be on (see _Withheld).
+    credentials can be given the connection, whose greeting tells whether TLS is on, before they are encoded.
     """
     if require_tls and arguments.get("read_default_file"):
         # aiomysql reads the user and password from the option file after it is given them: not to be withheld.
         raise pymysql.err.OperationalError(2026, TLS_OPTION_FILE)
-    # The user name too: it is encoded first, before anything is sent after the greeting, so a session that would
-    # go in clear gets no login at all, even for a user without a password.
-    withheld = [key for key in ("user", "password") if require_tls and arguments.get(key)]
-    for key in withheld:
-        arguments[key] = _Withheld(arguments[key])
+    # The user name too when TLS is required: it is encoded first, before anything is sent after the greeting, so a
+    # session that would go in clear gets no login at all, even for a user without a password.
+    credentials = {
+        key: _Credential(arguments[key])
+        for key in ("user", "password")
+        if arguments.get(key) and (require_tls or key == "password")
+    }
+    arguments |= credentials
     connection = aiomysql.Connection(**arguments)
-    for key in withheld:
-        arguments[key].connection = connection
+    for credential in credentials.values():
+        credential.connection = connection
+        credential.tls_given = arguments.get("ssl") is not None
+        credential.require_tls = require_tls
     try:
         await connection.ping(reconnect=True)
         if require_tls and not connection.server_capabilities & CLIENT.SSL:
@@ -106,24 +112,49 @@ TLS_OPTION_FILE = (
     "TLS is required (the target's tls: key), but credentials read from the DSN's read_default_file could go out"
     " before TLS is known to be on: give them in the DSN or password_file"
 )
+CLEAR_TEXT_REFUSED = (
+    "the server asked for the password in a form it can read (the mysql_clear_password plugin, or encrypted with a"
+    " key the server sends itself) on a connection without TLS: refused, as the mysql client does (give the server"
+    " TLS and the target tls:)"
+)
 
 
-class _Withheld(str):
-    """A password (or user name) that aiomysql can encode for authentication only once TLS is on.
+class _Credential(str):
+    """A password (or, when TLS is required, a user name) that aiomysql encodes for authentication.
 
-    aiomysql sends the password (hashed, or in clear text if the server asks for mysql_clear_password) right after
-    the greeting, and encrypts the session first only if the greeting offers TLS: a man in the middle who strips
-    that offer would get the session in clear, and the password too. aiomysql has no setting against it, so the
-    password refuses to be encoded unless the server's capabilities (public: Connection.server_capabilities) offer
-    TLS, which aiomysql then always starts before authenticating, as it is given a context.
+    aiomysql sends the password right after the greeting: hashed, or as it is if the server asks for
+    mysql_clear_password (in its greeting or by an authentication switch), and it encrypts the session first only if
+    the greeting offers TLS. aiomysql has no setting against either, so the credential decides when it is encoded,
+    from the server's capabilities (public: Connection.server_capabilities; given a context, aiomysql always starts
+    TLS when they offer it, before authenticating):
+    - with TLS required (tls:) and no TLS offered, it refuses to be encoded: a man in the middle who strips the
+      offer gets no login at all;
+    - a password without TLS is encoded into bytes that can only be hashed (_HashOnly): the clear-text plugin (and
+      RSA with a key the server sends) append a NUL to the password before sending it, and that append is refused.
+    Both rest on how aiomysql (pinned <0.4 in pyproject.toml) forms what it sends; tests/drivers/test_tls.py and
+    tests/drivers/test_clear_text_auth.py fail if that changes.
     """
 
     connection: Any = None
+    tls_given = False
+    require_tls = False
 
     def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        if self.connection is None or not self.connection.server_capabilities & CLIENT.SSL:
+        data = str(self).encode(encoding, errors)
+        if self.tls_given and self.connection is not None and self.connection.server_capabilities & CLIENT.SSL:
+            return data
+        if self.require_tls or self.connection is None:
             raise pymysql.err.OperationalError(2026, TLS_REFUSED)
-        return str(self).encode(encoding, errors)
+        # Called only for the password without require_tls: the user name is not wrapped then.
+        return _HashOnly(data)
+
+
+class _HashOnly(bytes):
+    """A password's bytes on a session without TLS: they may be hashed (mysql_native_password, the fast path of
+    caching_sha2_password), never joined to anything to be sent as they are."""
+
+    def __add__(self, other: object) -> bytes:
+        raise pymysql.err.OperationalError(2059, CLEAR_TEXT_REFUSED)
 
 
 async def set_up(connection: Any, target: Target) -> Identity | None:

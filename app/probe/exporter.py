@@ -67,9 +67,12 @@ class Exporter:
             raise UnknownModule(f"unknown module {module_name!r}: no module of that name is configured")
         address = module.address(address_text)
         if not self._allowed(module, address):
+            ports = (
+                "" if module.implied_port is None else f" (an entry without a port allows {module.implied_port} only)"
+            )
             raise AddressNotAllowed(
                 f"module {module_name!r} may not connect to {address}: "
-                "it is neither listed in the module's inventory nor matched by its allow list"
+                f"it is neither listed in the module's inventory nor matched by its allow list{ports}"
             )
         return self.module_targets.target(module, address)
 

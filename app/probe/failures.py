@@ -2,9 +2,9 @@
 failure's frames let go of at once."""
 
 import os
+import socket
 import ssl
 import traceback
-from urllib.parse import quote, quote_plus
 
 from app.config import Target
 
@@ -33,6 +33,9 @@ def with_cause(error: BaseException) -> str:
         detail = unexpected_message(cause)  # never the text it failed on: that may be the password
     elif isinstance(cause, ssl.SSLError):
         detail = str(cause)
+    elif isinstance(cause, socket.gaierror):
+        # Its errno is getaddrinfo's (-2, -3...), which os.strerror knows nothing of ("Unknown error -2").
+        detail = f"the host name could not be resolved ({cause.strerror})"
     elif isinstance(cause, TimeoutError):
         detail = "timed out"
     elif isinstance(cause, OSError) and cause.errno:
@@ -54,14 +57,12 @@ def unexpected_message(error: BaseException) -> str:
 
 
 def scrub(message: str, target: Target) -> str:
-    """Driver messages never hold the password (as written or URL-escaped); this makes sure of it.
+    """Driver messages never hold the password (as written or URL-escaped); this makes sure of it, without starring
+    it inside the host or target name (see masked).
 
     A refused login or missing privilege also says where the grants sqlprobe needs are documented.
     """
-    password = target.url.password
-    if password:
-        for form in {password, quote(password, safe=""), quote_plus(password)}:
-            message = message.replace(form, "***")
+    message = target.scrubbed(message)
     if "Access denied" in message or "command denied" in message:
         message += f" (the exporter user and its grants: {GRANTS_DOC})"
     return message

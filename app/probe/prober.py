@@ -98,9 +98,7 @@ class Prober:
         if stop is not None:
             target = run.target
             connection_id = None if session.identity is None else session.identity.connection_id
-            self._engines.killer.request(
-                session.connection, target.name, connection_id, stop, sever, target.url.password
-            )
+            self._engines.killer.request(session.connection, target.name, connection_id, stop, sever, target.scrubbed)
         loop.call_later(SEVER_AFTER, sever)
 
     def forget_results(self) -> None:

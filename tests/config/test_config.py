@@ -179,6 +179,18 @@ BAD_CASES = {
         "4: targets.one.dsn: query parameter 'charset' has a value the mysql+pymysql driver does not take",
         "7: targets.two.dsn: query parameter 'charset' has a value the mysql+pymysql driver does not take",
     ],
+    # The host would be the password's tail, sent to DNS.
+    "dsn_password_with_at.targets.yml": [
+        f"{line}: targets.{name}.dsn: the host part holds an '@': an '@' in the user or password must be"
+        " percent-encoded (%40), as must any of : / ? # [ ] % there; or give the password in password_file"
+        for line, name in ((4, "one"), (7, "module_like"))
+    ],
+    # A value under a key that may hold a secret, or that looks like a DSN, is never quoted.
+    "dsn_yaml_tag.targets.yml": [
+        "4: targets.one.dsn: the value (not quoted: it may hold a password) is not a valid !!float",
+        "7: targets.two.dsn: the value (not quoted: it may hold a password) is not a valid !!int",
+        "8: targets.two.timeout: '1x' is not a valid !!int",
+    ],
     "listed_twice.targets.yml": ["4: targets.one.query_sets[1]: query set 'basic' is listed twice"],
     "not_a_mapping.targets.yml": ["1: expected a mapping (key: value), got a list"],
     "target_label_instance.queries.yml": [
@@ -231,6 +243,7 @@ BAD_CASES = {
         "7: modules.mysql_prod.allow[1]: 'db .example.net' is not a DNS name, an IP address or a CIDR: 'db .example.net' is not an address: expected host, host:port or [IPv6]:port",
         "8: modules.mysql_prod.allow[2]: '*.db.example.net:99999' is not an address: the port must be a number from 1 to 65535",
         "9: modules.mysql_prod.allow[3]: '127.*.*.*' is not a valid name glob: a glob matches names; write IP ranges as CIDRs",
+        "11: modules.mysql_prod.allow[5]: '10.0.0.0/8:99999' is not a valid CIDR: the port must be a number from 1 to 65535",
     ],
     "module_bad_keys.targets.yml": [
         "6: modules.mysql_prod.default_port: Input should be greater than or equal to 1",
@@ -274,10 +287,13 @@ def test_errors_never_quote_a_dsn_password() -> None:
         "secret_in_query_string.targets.yml",
         "dsn_unknown_query_key.targets.yml",
         "dsn_bad_query_value.targets.yml",
+        "dsn_password_with_at.targets.yml",
+        "dsn_yaml_tag.targets.yml",
     ):
         with pytest.raises(ConfigError) as raised:
             load_config(*_files_for(case), environ=ENV)
-        assert "hunter2secret" not in str(raised.value)
+        assert "hunter2" not in str(raised.value)
+        assert "secret@" not in str(raised.value)
 
 
 def test_problems_in_both_files_are_all_reported_at_once() -> None:

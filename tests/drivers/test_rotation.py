@@ -48,7 +48,7 @@ def test_a_rotated_password_file_takes_effect_without_a_reload_and_an_unreadable
     password_file.write_text(first + "\n")
     dsn = f"mysql+pymysql://{USER}@127.0.0.1:{server.port}/probe"
     named = {"dsn": dsn, "password_file": "password", "query_sets": ["items"], "timeout": "3s"}
-    module = {**named, "dsn": f"mysql+pymysql://{USER}@{{address}}/probe", "allow": ["127.0.0.1"]}
+    module = {**named, "dsn": f"mysql+pymysql://{USER}@{{address}}/probe", "allow": [f"127.0.0.1:{server.port}"]}
     config = write_modules(tmp_path, {"m": module}, {"items": ITEMS_SET}, {"db": named})
     probes = [{"target": "db"}, {"target": f"127.0.0.1:{server.port}", "module": "m"}]
     with client_for(config, refresh_interval=REFRESH) as client:

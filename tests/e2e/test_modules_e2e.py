@@ -66,7 +66,7 @@ def monitored(
         "query_sets": ["items"],
         "timeout": "5s",
     }
-    modules = {"m": {**module, "inventory": ["inventory/*.yml"]}, "mysql_prod": {**module, "allow": ["127.0.0.1"]}}
+    modules = {"m": {**module, "inventory": ["inventory/*.yml"]}, "mysql_prod": {**module, "allow": addresses}}
     try:
         with serve(
             root / "sqlprobe", {}, {"items": ITEMS_SET}, "--refresh-interval", "1s", modules=modules

@@ -52,7 +52,7 @@ def test_a_module_probe_of_an_allowed_address_gives_the_values_of_its_sql(
 ) -> None:
     server = fleet[1]
     config = write_modules(
-        tmp_path, {"mysql_prod": mariadb_module(tmp_path, server, ["127.0.0.1"])}, {"items": ITEMS_SET}
+        tmp_path, {"mysql_prod": mariadb_module(tmp_path, server, [f"127.0.0.1:{server.port}"])}, {"items": ITEMS_SET}
     )
     address = f"127.0.0.1:{server.port}"
     with client_for(config) as client:
@@ -124,11 +124,39 @@ def test_a_refused_address_gets_403_naming_the_module_and_sqlprobe_opens_no_sock
     assert [answer.status_code for answer in answers] == [403] * 5
     assert answers[0].text == (
         f"module 'mysql_prod' may not connect to 127.0.0.1:{other_port}: "
-        "it is neither listed in the module's inventory nor matched by its allow list\n"
+        "it is neither listed in the module's inventory nor matched by its allow list"
+        " (an entry without a port allows 3306 only)\n"
     )
     assert resolved == []
     assert engines == 0
     assert server.password not in "".join(answer.text for answer in answers) + caplog.text
+
+
+@pytest.mark.parametrize("default_port", [None, 3307])
+def test_an_allow_entry_without_a_port_allows_only_the_default_port_and_another_port_gets_403_and_no_connection(
+    tmp_path: Path, default_port: int | None
+) -> None:
+    # The attacker's case: any process listening on another port of an allowed host collected the module's login.
+    with listener("127.0.0.1") as (other, other_port), listener("127.0.0.2") as (named, named_port):
+        module = {
+            "dsn": "mysql+pymysql://u:opensesame42@{address}/",
+            "query_sets": ["basic"],
+            "allow": ["127.0.0.1/32", "127.0.0.1", f"127.0.0.2/32:{named_port}"],
+            "timeout": "2s",
+        } | ({} if default_port is None else {"default_port": default_port})
+        config = write_modules(tmp_path, {"m": module}, {"basic": {"one": {**ITEMS_SET["items_created"]}}})
+        with client_for(config) as client:
+            refused = client.get("/probe", params={"target": f"127.0.0.1:{other_port}", "module": "m"})
+            elsewhere = client.get("/probe", params={"target": f"127.0.0.2:{other_port}", "module": "m"})
+            allowed = client.get("/probe", params={"target": f"127.0.0.2:{named_port}", "module": "m"})
+            assert not connection_attempted(other)
+            assert connection_attempted(named)
+    implied = 3306 if default_port is None else default_port
+    assert (refused.status_code, elsewhere.status_code, allowed.status_code) == (403, 403, 200)
+    assert refused.text == (
+        f"module 'm' may not connect to 127.0.0.1:{other_port}: it is neither listed in the module's inventory nor"
+        f" matched by its allow list (an entry without a port allows {implied} only)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -192,7 +220,7 @@ def test_probing_more_addresses_than_max_targets_keeps_that_many_engines_and_ser
     module = {
         "dsn": "mysql+pymysql://u:p@{address}/",
         "query_sets": ["basic"],
-        "allow": ["127.0.0.0/8"],
+        "allow": [f"127.0.0.0/8:{closed_port}"],
         "max_targets": 3,
         "timeout": "2s",
     }
@@ -211,23 +239,23 @@ def test_probing_more_addresses_than_max_targets_keeps_that_many_engines_and_ser
 
 
 def test_a_target_let_go_while_its_probe_runs_leaves_no_series_or_engine_behind(tmp_path: Path) -> None:
-    module = {
-        "dsn": "mysql+pymysql://u:p@{address}/",
-        "query_sets": ["basic"],
-        "allow": ["127.0.0.1"],
-        "max_targets": 1,
-        "timeout": "1s",
-    }
-    config = write_modules(tmp_path, {"m": module}, {"basic": {"one": {**ITEMS_SET["items_created"]}}})
-    with silent_listener() as first_port, silent_listener() as second_port, client_for(config) as client:
+    with silent_listener() as first_port, silent_listener() as second_port:
         first, second = f"127.0.0.1:{first_port}", f"127.0.0.1:{second_port}"
-        with ThreadPoolExecutor(1) as pool:
+        module = {
+            "dsn": "mysql+pymysql://u:p@{address}/",
+            "query_sets": ["basic"],
+            "allow": [first, second],
+            "max_targets": 1,
+            "timeout": "1s",
+        }
+        config = write_modules(tmp_path, {"m": module}, {"basic": {"one": {**ITEMS_SET["items_created"]}}})
+        with client_for(config) as client, ThreadPoolExecutor(1) as pool:
             # The first probe hangs on its silent server while the second address takes its place.
             running = pool.submit(client.get, "/probe", params={"target": first, "module": "m"})
             assert wait_until(lambda: connections_to(os.getpid(), first_port) > 0, 5)
             client.get("/probe", params={"target": second, "module": "m"})
             assert value(parse_samples(running.result().text), "probe_success") == 0.0
-        own = parse_samples(client.get("/metrics").text)
+            own = parse_samples(client.get("/metrics").text)
     assert {dict(labels)["target"] for labels in own["sqlprobe_probes_total"]} == {f"m/{second}"}
     assert value(own, "sqlprobe_engines") == 1
 
@@ -236,7 +264,7 @@ def test_a_reload_keeps_the_engines_of_an_unchanged_module_and_lets_go_of_a_remo
     tmp_path: Path, fleet: Sequence[MariaDB]
 ) -> None:
     server = fleet[1]
-    module = mariadb_module(tmp_path, server, ["127.0.0.1"])
+    module = mariadb_module(tmp_path, server, [f"127.0.0.1:{server.port}"])
     config = write_modules(tmp_path, {"mysql_prod": module}, {"items": ITEMS_SET})
     probe = {"target": f"127.0.0.1:{server.port}", "module": "mysql_prod"}
     other = {"dsn": "sqlite://", "query_sets": ["items"]}
@@ -264,7 +292,7 @@ def test_probing_thousands_of_allowed_addresses_keeps_engines_at_max_targets_and
     module = {
         "dsn": "mysql+pymysql://u:p@{address}/",
         "query_sets": ["basic"],
-        "allow": ["127.0.0.0/8"],
+        "allow": [f"127.0.0.0/8:{closed_port}"],
         "max_targets": 20,
         "timeout": "1s",
     }
@@ -298,7 +326,9 @@ def test_probing_thousands_of_allowed_addresses_keeps_engines_at_max_targets_and
 
 def test_an_idle_module_target_is_let_go_with_its_engine_and_series(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
     server = fleet[1]
-    config = write_modules(tmp_path, {"m": mariadb_module(tmp_path, server, ["127.0.0.1"])}, {"items": ITEMS_SET})
+    config = write_modules(
+        tmp_path, {"m": mariadb_module(tmp_path, server, [f"127.0.0.1:{server.port}"])}, {"items": ITEMS_SET}
+    )
     with client_for(config, idle_engine_timeout=0.5) as client:
         client.get("/probe", params={"target": f"127.0.0.1:{server.port}", "module": "m"})
 
@@ -316,7 +346,7 @@ def test_a_module_login_that_fails_shows_no_password_in_the_answer_the_debug_pag
     tmp_path: Path, fleet: Sequence[MariaDB], caplog: pytest.LogCaptureFixture
 ) -> None:
     server = fleet[1]
-    module = mariadb_module(tmp_path, server, ["127.0.0.1"])
+    module = mariadb_module(tmp_path, server, [f"127.0.0.1:{server.port}"])
     wrong = "wrong-" + server.password
     (tmp_path / "password").write_text(wrong)
     config = write_modules(tmp_path, {"m": module}, {"items": ITEMS_SET})

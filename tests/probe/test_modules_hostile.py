@@ -60,7 +60,7 @@ def test_an_ipv4_mapped_address_is_not_allowed_by_an_ipv6_network_that_merely_sp
     # [::ffff:127.0.0.2] is 127.0.0.2 reached over IPv6: allowing "any IPv6 server" must not allow every IPv4 one.
     with listener("127.0.0.2") as (outside, port):
         mapped = module("::/0", "2001:db8::/32", "127.0.0.1")
-        written = module("::ffff:127.0.0.0/104")
+        written = module(f"[::ffff:127.0.0.0/104]:{port}")
         with serve(tmp_path, {}, SETS, modules={"m": mapped, "written": written}) as served, httpx.Client() as client:
             refused = client.get(f"{served.url}/probe", params={"target": f"[::ffff:127.0.0.2]:{port}", "module": "m"})
             attempted = connection_attempted(outside)
@@ -146,7 +146,7 @@ def test_the_status_page_of_a_big_inventory_shows_a_bounded_number_of_rows_faili
     # 20,000 inventory servers made an 8 MB page that held every probe back for 1.6 s per request, for anyone.
     servers = [{"targets": [f"127.20.{index // 250}.{index % 250 + 1}:3306"]} for index in range(MAX_ROWS + 500)]
     (tmp_path / "fleet.json").write_text(json.dumps(servers))
-    modules = {"m": {**module("127.0.0.1"), "inventory": ["fleet.json"]}}
+    modules = {"m": {**module(f"127.0.0.1:{closed_port}"), "inventory": ["fleet.json"]}}
     config = write_modules(tmp_path, modules, SETS)
     with client_for(config) as client:
         failed = client.get("/probe", params={"target": f"127.0.0.1:{closed_port}", "module": "m"})
@@ -205,7 +205,7 @@ def test_a_rotated_password_whose_reload_met_a_half_written_targets_file_takes_e
         "dsn": f"mysql+pymysql://{ROTATING_USER}@{{address}}/probe",
         "password_file": "password",
         "query_sets": ["items"],
-        "allow": ["127.0.0.1"],
+        "allow": [f"127.0.0.1:{server.port}"],
         "timeout": "3s",
     }
     config = write_modules(tmp_path, {"m": module}, {"items": ITEMS_SET})

@@ -278,7 +278,8 @@ def test_module_targets_in_an_inventory_or_probed_lately_have_rows_and_logs_of_t
     server = fleet[0]
     listed, refused, legacy = f"127.0.0.1:{server.port}", f"127.0.0.1:{closed_port}", "db-legacy.example.org:3306"
     write_inventory(tmp_path / "inventory" / "prod.yml", [{"targets": [listed, "db-legacy.example.org"]}])
-    module = mariadb_module(tmp_path, server, ["127.0.0.1"], inventory=["inventory/*.yml"], default_port=3306)
+    allow = [f"127.0.0.1:{closed_port}"]
+    module = mariadb_module(tmp_path, server, allow, inventory=["inventory/*.yml"], default_port=3306)
     config = write_modules(tmp_path, {"mysql_prod": module}, {"items": ITEMS_SET})
     with client_for(config) as client:
         for address in (listed, refused):

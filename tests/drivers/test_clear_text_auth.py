@@ -1,0 +1,123 @@
+"""A server that asks for the password in clear text, on a connection without TLS, gets none of it."""
+
+import contextlib
+import socket
+import struct
+import threading
+from pathlib import Path
+
+import pytest
+from pymysql.constants import CLIENT
+
+from tests.helpers import client_for, metric, probe_views, target, value, write_config
+
+PASSWORD = "opensesame42"
+REFUSED = "the server asked for the password in a form it can read (the mysql_clear_password plugin"
+CAPABILITIES = (
+    CLIENT.LONG_PASSWORD
+    | CLIENT.LONG_FLAG
+    | CLIENT.CONNECT_WITH_DB
+    | CLIENT.PROTOCOL_41
+    | CLIENT.TRANSACTIONS
+    | CLIENT.SECURE_CONNECTION
+    | CLIENT.MULTI_RESULTS
+    | CLIENT.PLUGIN_AUTH
+)  # no CLIENT.SSL: the session stays in clear text
+
+
+class FakeServer:
+    """Just enough of a MySQL server on loopback to collect a login: a greeting naming ``greeting_plugin``, then (if
+    ``switch_to``) an AuthSwitchRequest to that plugin; it keeps every byte each client sent, then denies access."""
+
+    def __init__(self, greeting_plugin: str, switch_to: str | None) -> None:
+        self._greeting_plugin = greeting_plugin
+        self._switch_to = switch_to
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.received = bytearray()
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                threading.Thread(target=self._login, args=(client,), daemon=True).start()
+
+    def _login(self, client: socket.socket) -> None:
+        with client, contextlib.suppress(OSError):
+            self.connections += 1
+            client.settimeout(5)
+            client.sendall(_packet(0, self._greeting()))
+            if not self._collect(client):
+                return
+            sequence = 2
+            if self._switch_to is not None:
+                client.sendall(_packet(sequence, b"\xfe" + self._switch_to.encode() + b"\0" + b"s" * 20 + b"\0"))
+                if not self._collect(client):
+                    return
+                sequence += 2
+            # ERR 1045: access denied.
+            client.sendall(_packet(sequence, b"\xff" + struct.pack("<H", 1045) + b"#28000Access denied (fake)"))
+
+    def _collect(self, client: socket.socket) -> bool:
+        """One packet from the client, kept; False if the client closed the connection instead."""
+        header = _read(client, 4)
+        if len(header) < 4:
+            self.received += header
+            return False
+        self.received += header + _read(client, int.from_bytes(header[:3], "little"))
+        return True
+
+    def _greeting(self) -> bytes:
+        return (
+            b"\x0a5.7.99-fake\0"
+            + struct.pack("<I", 7)
+            + b"abcdefgh\0"
+            + struct.pack("<H", CAPABILITIES & 0xFFFF)
+            + bytes([33])
+            + struct.pack("<H", 2)
+            + struct.pack("<H", CAPABILITIES >> 16)
+            + bytes([21])
+            + b"\0" * 10
+            + b"ijklmnopqrst\0"
+            + self._greeting_plugin.encode()
+            + b"\0"
+        )
+
+
+def _packet(sequence: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "little") + bytes([sequence]) + payload
+
+
+def _read(client: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size and (chunk := client.recv(size - len(data))):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize(
+    ("greeting_plugin", "switch_to"),
+    [("mysql_native_password", "mysql_clear_password"), ("mysql_clear_password", None)],
+    ids=["auth_switch", "greeting"],
+)
+def test_a_server_asking_for_the_clear_text_password_without_tls_gets_none_and_the_probe_says_why(
+    tmp_path: Path, greeting_plugin: str, switch_to: str | None
+) -> None:
+    server = FakeServer(greeting_plugin, switch_to)
+    try:
+        dsn = f"mysql+pymysql://exporter:{PASSWORD}@127.0.0.1:{server.port}/probe"
+        config = write_config(tmp_path, {"db": target(dsn, "one")}, {"one": {"one": metric("select 1 as v", "v")}})
+        with client_for(config) as client:
+            views = probe_views(client, "db")
+    finally:
+        server.close()
+    assert server.connections >= 1
+    assert PASSWORD.encode() not in bytes(server.received)
+    assert value(views.samples, "probe_success") == 0.0
+    assert REFUSED in views.debug, views.debug
+    assert PASSWORD not in views.debug
