@@ -37,7 +37,7 @@ def dsn_template(
 def resolve_dsn(
     dsn: str, doc: YamlDocument, path: KeyPath, environ: Mapping[str, str], problems: list[ConfigProblem]
 ) -> URL | None:
-    """``dsn`` with its ${VAR}s (and ${VAR:-default}s) filled in, as a URL; None (with the problems said) if unusable."""
+    """``dsn`` with its ${VAR}s and ${VAR:-default}s filled in, as a URL; None (with the problems said) if unusable."""
     missing = [
         match.group(1)
         for match in _ENV_REFERENCE.finditer(dsn)
