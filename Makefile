@@ -69,7 +69,7 @@ IMAGE ?= sqlprobe:latest
 BASE ?= python:3.11-slim
 CONTAINER_TOOL ?= podman
 image:
-	$(CONTAINER_TOOL) build --build-arg BASE=$(BASE) --build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) $(PODMAN_ARGS) -t $(IMAGE) -f Containerfile .
+	$(CONTAINER_TOOL) build $(if $(filter podman,$(CONTAINER_TOOL)),--format docker) --build-arg BASE=$(BASE) --build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) $(PODMAN_ARGS) -t $(IMAGE) -f Containerfile .
 
 clean:
 	rm -rf $(VENV) $(PEERS) .pytest_cache .mypy_cache .ruff_cache
