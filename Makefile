@@ -2,18 +2,21 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The shipped targets.yml reads the local MySQL target's password from here; empty is fine for a first look.
-export MYSQL_EXPORTER_PASSWORD ?=
 
-.PHONY: install run test test-fast check bench bench-status-page screenshot clean peers
+.PHONY: install run test test-fast check bench bench-status-page screenshot clean peers dist image
 
+# Serving needs only the runtime dependencies (`make run`); the tests and linters add the dev extras (`make install`).
 $(BIN)/sqlprobe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-extras: $(BIN)/sqlprobe
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(BIN)/sqlprobe
+install: $(VENV)/.dev-extras
 
 # The exporters sqlprobe-convert is checked against (tests/convert/test_convert_query_exporter.py), in their own
 # virtualenv: never dependencies of sqlprobe. .ci/run makes it before `make test`; the tests skip without it.
@@ -26,7 +29,7 @@ $(PEERS)/bin/query-exporter: Makefile
 
 peers: $(PEERS)/bin/query-exporter
 
-run: install
+run: $(BIN)/sqlprobe
 	$(BIN)/sqlprobe --targets targets.yml --queries queries.yml --bind 127.0.0.1:9104
 
 test: install
@@ -53,6 +56,20 @@ check: install
 	$(BIN)/ruff format --check app tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Containerfile
+
+# A wheel and an sdist in dist/ (docs/deployment.md): `pipx install dist/sqlprobe-*.whl`.
+dist: install
+	rm -rf dist build
+	$(BIN)/python -m build --outdir dist .
+
+# The container image (Containerfile; docs/deployment.md). BASE=... builds on another Python image, e.g. one made
+# offline (tests/deploy/images.py); PODMAN_ARGS passes more to `podman build`.
+IMAGE ?= sqlprobe:latest
+BASE ?= python:3.11-slim
+CONTAINER_TOOL ?= podman
+image:
+	$(CONTAINER_TOOL) build $(if $(filter podman,$(CONTAINER_TOOL)),--format docker) --build-arg BASE=$(BASE) --build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) $(PODMAN_ARGS) -t $(IMAGE) -f Containerfile .
 
 clean:
 	rm -rf $(VENV) $(PEERS) .pytest_cache .mypy_cache .ruff_cache

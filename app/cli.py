@@ -18,6 +18,7 @@ import uvicorn
 from app import __version__
 from app.config import Config, load_config
 from app.config.inventory import check_inventory
+from app.config.library import default_queries
 from app.config.schema import duration_seconds
 from app.drivers.fdlimit import hard_limit, raise_soft_limit, shortfall_warning
 from app.errors import ConfigError, ConfigProblem
@@ -119,7 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The sqlprobe argument parser."""
     parser = _Parser(prog="sqlprobe", description="Prometheus exporter probing SQL servers.")
     parser.add_argument("--targets", type=Path, default=Path("targets.yml"), help="targets file (default: %(default)s)")
-    parser.add_argument("--queries", type=Path, default=Path("queries.yml"), help="queries file (default: %(default)s)")
+    parser.add_argument(
+        "--queries",
+        type=Path,
+        help="queries file (default: queries.yml in the working directory if there is one, else the shipped library)",
+    )
     parser.add_argument(
         "--bind", type=parse_bind, default=("0.0.0.0", 9104), help="HOST:PORT to listen on (default: 0.0.0.0:9104)"
     )
@@ -239,6 +244,8 @@ def _http_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run sqlprobe; the exit status is 1 for an invalid config."""
     args = build_parser().parse_args(argv)
+    if args.queries is None:
+        args.queries = default_queries()
     configure_logging(args.log_level, args.log_format)
     try:
         config, web_config = load_configs(args)
@@ -258,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_config:
         modules = f", {len(config.modules)} modules" if config.modules else ""
         counts = f"{len(config.targets)} targets, {len(config.query_sets)} query sets{modules}"
-        print(f"sqlprobe: configuration OK: {counts}")
+        print(f"sqlprobe: configuration OK: {counts} ({args.targets}, {args.queries})")
         shortfall = shortfall_warning(config, args.max_connections, hard_limit())
         if shortfall is not None:
             print(f"sqlprobe: warning: {shortfall}", file=sys.stderr)
@@ -268,12 +275,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in fallback_warnings():
         log.warning(warning, extra={"event": "fallback"})
     log.info(
-        "sqlprobe %s serving %d targets on %s:%d",
+        "sqlprobe %s serving %d targets on %s:%d (%s, %s)",
         __version__,
         len(config.targets),
         host,
         port,
-        extra={"event": "startup", "version": __version__, "targets": len(config.targets), "bind": f"{host}:{port}"},
+        args.targets,
+        args.queries,
+        extra={
+            "event": "startup",
+            "version": __version__,
+            "targets": len(config.targets),
+            "bind": f"{host}:{port}",
+            "files": [str(args.targets), str(args.queries)],
+        },
     )
     # uvicorn stops gracefully on SIGTERM, then re-raises it to the handler it found: a no-op one
     # makes that stop exit 0, as a service manager expects.

@@ -60,7 +60,7 @@ def promtool() -> str:
 
 
 # The suites that serve the process, start fleets or a browser: marked slow, left out by make test-fast.
-SLOW_SUITES = frozenset({"e2e", "faults", "browser"})
+SLOW_SUITES = frozenset({"e2e", "faults", "browser", "deploy"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,7 +17,8 @@ PASSWORD_AT = (
     "the host part holds an '@': an '@' in the user or password must be percent-encoded (%40), as must any of"
     " : / ? # [ ] % there; or give the password in password_file"
 )
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${NAME}, or ${NAME:-default} for a value used when NAME is not set (as in a shell).
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def dsn_template(
@@ -40,8 +41,12 @@ def dsn_template(
 def resolve_dsn(
     dsn: str, doc: YamlDocument, path: KeyPath, environ: Mapping[str, str], problems: list[ConfigProblem]
 ) -> URL | None:
-    """``dsn`` with its ${VAR}s filled in, as a URL; None (with the problems said) if it cannot be used."""
-    missing = [name for name in _ENV_REFERENCE.findall(dsn) if name not in environ]
+    """``dsn`` with its ${VAR}s and ${VAR:-default}s filled in, as a URL; None (with the problems said) if unusable."""
+    missing = [
+        match.group(1)
+        for match in _ENV_REFERENCE.finditer(dsn)
+        if match.group(1) not in environ and match.group(2) is None
+    ]
     if missing:
         names = ", ".join(dict.fromkeys(missing))
         problems.append(doc.problem(path, f"environment variable {names} is not set"))
@@ -86,7 +91,7 @@ def _substitute(dsn: str, environ: Mapping[str, str]) -> str:
     userinfo_end = scheme_end + 3 + authority.group().rfind("@") if authority else -1
 
     def value(match: re.Match[str]) -> str:
-        text = environ[match.group(1)]
+        text = environ.get(match.group(1), match.group(2) or "")
         return quote(text, safe="") if scheme_end < match.start() < userinfo_end else text
 
     return _ENV_REFERENCE.sub(value, dsn)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from app.config import load_config
 from app.errors import ConfigError
@@ -316,12 +317,12 @@ def test_empty_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "targets.yml", CONFIGS / "queries.yml", environ=ENV)
 
 
-def _check_config(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _check_config(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app", "--check-config", *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         env={"PATH": "/usr/bin:/bin", **(env or {})},
         check=False,
     )
@@ -331,6 +332,42 @@ def test_check_config_accepts_the_shipped_files() -> None:
     result = _check_config(env={"MYSQL_EXPORTER_PASSWORD": ""})
     assert result.returncode == 0, result.stderr
     assert "configuration OK: 2 targets" in result.stdout
+
+
+def test_check_config_accepts_the_shipped_targets_in_a_shell_without_the_password_variable() -> None:
+    result = _check_config()
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "configuration OK: 2 targets" in result.stdout
+
+
+def test_without_a_queries_yml_in_the_working_directory_the_shipped_library_is_used(tmp_path: Path) -> None:
+    (tmp_path / "targets.yml").write_text('targets:\n  demo: {dsn: "sqlite://", query_sets: [sqlite_demo]}\n')
+    shipped_sets = len(yaml.safe_load((ROOT / "app" / "config" / "queries.yml").read_text())["query_sets"])
+    result = _check_config(cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"sqlprobe: configuration OK: 1 targets, {shipped_sets} query sets (targets.yml, ")
+    assert result.stdout.rstrip().endswith("app/config/queries.yml)")
+    # A queries.yml of the working directory comes first.
+    (tmp_path / "queries.yml").write_text(
+        "query_sets:\n  sqlite_demo:\n    up: {query: 'select 1 as up', type: gauge, description: up, value: up}\n"
+    )
+    local = _check_config(cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert local.stdout == "sqlprobe: configuration OK: 1 targets, 1 query sets (targets.yml, queries.yml)\n"
+
+
+def test_a_variable_with_a_default_takes_it_when_unset_and_the_environment_when_set(tmp_path: Path) -> None:
+    (tmp_path / "targets.yml").write_text(
+        "targets:\n"
+        '  one: {dsn: "mysql+pymysql://u:${SQLPROBE_TEST_UNSET:-p@ss}@${SQLPROBE_TEST_HOST:-db1}:3306/", query_sets: [basic]}\n'
+    )
+    unset = load_config(tmp_path / "targets.yml", CONFIGS / "queries.yml", environ={})
+    assert (unset.targets["one"].url.password, unset.targets["one"].url.host) == ("p@ss", "db1")
+    given = load_config(
+        tmp_path / "targets.yml",
+        CONFIGS / "queries.yml",
+        environ={"SQLPROBE_TEST_UNSET": "", "SQLPROBE_TEST_HOST": "db2"},
+    )
+    assert (given.targets["one"].url.password, given.targets["one"].url.host) == ("", "db2")
 
 
 def test_check_config_prints_every_problem_and_exits_1() -> None:

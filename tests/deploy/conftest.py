@@ -1,0 +1,1 @@
+"""The deployment suite builds and runs the container image: slow (tests/conftest.py marks the folder)."""
