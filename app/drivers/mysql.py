@@ -95,7 +95,6 @@ async def connect(*, require_tls: bool = False, **arguments: Any) -> Any:
     connection = aiomysql.Connection(**arguments)
     for credential in credentials.values():
         credential.connection = connection
-        credential.tls_given = arguments.get("ssl") is not None
         credential.require_tls = require_tls
     try:
         await connection.ping(reconnect=True)
@@ -114,8 +113,8 @@ TLS_OPTION_FILE = (
 )
 CLEAR_TEXT_REFUSED = (
     "the server asked for the password in a form it can read (the mysql_clear_password plugin, or encrypted with a"
-    " key the server sends itself) on a connection without TLS: refused, as the mysql client does (give the server"
-    " TLS and the target tls:)"
+    " key the server sends itself) on a connection without verified TLS: refused (give the server TLS and the target"
+    " tls:, which verifies its certificate; a server without tls: may be anyone offering any certificate)"
 )
 
 
@@ -129,20 +128,22 @@ class _Credential(str):
     TLS when they offer it, before authenticating):
     - with TLS required (tls:) and no TLS offered, it refuses to be encoded: a man in the middle who strips the
       offer gets no login at all;
-    - a password without TLS is encoded into bytes that can only be hashed (_HashOnly): the clear-text plugin (and
-      RSA with a key the server sends) append a NUL to the password before sending it, and that append is refused.
+    - a password without verified TLS (no tls:, where the TLS a server offers is taken unverified, so any server
+      can offer it) is encoded into bytes that can only be hashed (_HashOnly): the clear-text plugin (and RSA with a
+      key the server sends, and caching_sha2_password's full login over TLS) append a NUL to the password before
+      sending it, and that append is refused. Only a target with tls: sends its password where the server can read
+      it, and only to a server whose certificate was verified.
     Both rest on how aiomysql (pinned <0.4 in pyproject.toml) forms what it sends; tests/drivers/test_tls.py and
     tests/drivers/test_clear_text_auth.py fail if that changes.
     """
 
     connection: Any = None
-    tls_given = False
     require_tls = False
 
     def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
         data = str(self).encode(encoding, errors)
-        if self.tls_given and self.connection is not None and self.connection.server_capabilities & CLIENT.SSL:
-            return data
+        if self.require_tls and self.connection is not None and self.connection.server_capabilities & CLIENT.SSL:
+            return data  # verified TLS (the target's tls:), which aiomysql starts before authenticating
         if self.require_tls or self.connection is None:
             raise pymysql.err.OperationalError(2026, TLS_REFUSED)
         # Called only for the password without require_tls: the user name is not wrapped then.
@@ -150,7 +151,7 @@ class _Credential(str):
 
 
 class _HashOnly(bytes):
-    """A password's bytes on a session without TLS: they may be hashed (mysql_native_password, the fast path of
+    """A password's bytes on a session without verified TLS: they may be hashed (mysql_native_password, the fast path of
     caching_sha2_password), never joined to anything to be sent as they are."""
 
     def __add__(self, other: object) -> bytes:

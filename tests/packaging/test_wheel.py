@@ -12,6 +12,8 @@ import pytest
 
 from tests.paths import ROOT_DIR
 
+pytestmark = pytest.mark.slow  # builds and installs a wheel: about 20 s
+
 VERSION = tomllib.loads((ROOT_DIR / "pyproject.toml").read_text())["project"]["version"]
 # What a fresh clone holds of the source, without the developer's caches and virtualenvs.
 _NOT_SOURCE = shutil.ignore_patterns(".git", ".venv*", ".*_cache", "build", "dist", "*.egg-info", "__pycache__")
