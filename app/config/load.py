@@ -116,6 +116,7 @@ def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -
         max_rows=spec.max_rows,
         max_label_length=spec.max_label_length,
         min_interval=spec.min_interval,
+        timeout=spec.timeout,
     )
 
 
@@ -151,6 +152,7 @@ def _compile_targets(
             timeout=spec.timeout,
             tls=tls,
             read_only=spec.read_only,
+            lock_wait_timeout=spec.lock_wait_seconds,
             queries=_group_by_sql(metrics),
             metrics=metrics,
             syntax=syntax,

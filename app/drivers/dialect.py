@@ -50,3 +50,10 @@ class Dialect:
     connect: Callable[..., Awaitable[Any]] | None = None
     # Sets up a new connection; the server it reached and its id there, if the dialect can stop a statement by id.
     set_up: Callable[[Any, Target], Awaitable[Identity | None]] | None = None
+    # sqlprobe's settings of a target's sessions (SET statements), as made at connect.
+    settings: Callable[[Target], str] | None = None
+    # Gives a reused connection back its state as new (nothing a probe before left), then runs the text given (the
+    # settings, and the begin for a read-only target) in the same round trip; closes the connection if it fails.
+    reset: Callable[[Any, str], Awaitable[None]] | None = None
+    # The end for a connection's server, if it differs from ``end`` by the server's version.
+    end_for: Callable[[Any], str] | None = None
