@@ -111,8 +111,10 @@ class Driver:
         last: bool,
         arguments: Arguments | None = None,
         max_rows: int = sys.maxsize,
+        timeout: float | None = None,
     ) -> Fetched:
-        """Run a statement of queries.yml in the read-only transaction (if the target is read-only).
+        """Run a statement of queries.yml in the read-only transaction (if the target is read-only), for at most
+        ``timeout`` seconds where the server enforces it.
 
         The transaction is begun before the first statement and ended after the ``last`` (where the dialect chains,
         in the same text as the statement, as is the next statement's own transaction begun). With ``arguments``,
@@ -137,7 +139,7 @@ class Driver:
         chained = self._read_only and dialect.chain
         after = (self._end(session) if last else dialect.begin) if chained else ""
         try:
-            step = dialect.fetch(session.connection, sql, max_rows, arguments, after, self._read_only)
+            step = dialect.fetch(session.connection, sql, max_rows, arguments, after, self._read_only, timeout)
             fetched = await self._guarded(session, step)
         except self.errors:
             # Where the transaction stands is not known: the next statement begins a new one, or the release ends it.

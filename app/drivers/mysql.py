@@ -211,6 +211,7 @@ async def fetch(
     arguments: Sequence[Any] | Mapping[str, Any] | None = None,
     after: str = "",
     reads_only: bool = False,
+    timeout: float | None = None,
 ) -> Fetched:
     """Run ``sql`` (one statement: see one_statement; with ``reads_only``, one that only reads), then ``after``
     (sqlprobe's own, without a result set) in the same text; the column names and at most ``max_rows`` rows of
@@ -231,6 +232,8 @@ async def fetch(
         # As the server reads it: in a charset that sends a character as a backslash's byte, that is a backslash.
         codec = backslash_codec(connection.encoding)
         refuse_unless_read(text if codec is None else as_the_server_reads(text, codec), "mysql")
+    if timeout is not None:
+        text = time_limited(text, timeout, "MariaDB" in connection.get_server_info())
     if after:
         # A comment that runs to the end of the line (#, -- ) must not swallow it: after one, on a line of its own
         # (only then: a session's statement, as SHOW PROCESSLIST tells it, is the query as written).
@@ -247,6 +250,23 @@ async def fetch(
         return columns, rows
     await cursor.close()
     return columns, rows
+
+
+_SELECT = re.compile(r"\s*select\b", re.IGNORECASE)
+
+
+def time_limited(text: str, seconds: float, mariadb: bool) -> str:
+    """``text`` (checked already: sqlprobe's wrapper is not the user's text) with the server's own time limit.
+
+    MariaDB: SET STATEMENT max_statement_time, for any statement. MySQL: the MAX_EXECUTION_TIME hint, which it
+    honours on a SELECT only (in whole milliseconds); other statements have the run's KILL QUERY as their limit.
+    """
+    if mariadb:
+        return f"SET STATEMENT max_statement_time={seconds:.3f} FOR {text}"
+    match = _SELECT.match(text)
+    if match is None:
+        return text
+    return f"{match.group(0)} /*+ MAX_EXECUTION_TIME({max(1, math.ceil(seconds * 1000))}) */{text[match.end() :]}"
 
 
 async def command(connection: Any, sql: str) -> None:
