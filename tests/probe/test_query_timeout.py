@@ -5,6 +5,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import psycopg
+import pytest
+
+from app.probe.failures import MAX_MESSAGE
 from tests.helpers import client_for, metric, parse_samples, target, value, write_config
 from tests.postgres import PostgreSQL
 from tests.servers import MariaDB
@@ -61,3 +65,20 @@ def test_a_postgresql_metric_past_its_timeout_fails_alone_and_stops_on_the_serve
     assert 1.0 <= elapsed < 2.5
     assert "the query's timeout of 1s passed" in debug
     assert "canceling statement due to statement timeout" in debug
+
+
+def test_a_servers_huge_error_message_is_kept_and_shown_cut(tmp_path: Path, postgres: PostgreSQL) -> None:
+    # PostgreSQL quotes the whole value it could not read in its message: 100,000 characters here.
+    sql = "select repeat('x', 100000)::int as n"
+    with pytest.raises(psycopg.Error) as direct:
+        postgres.query(sql)
+    sets = {"s": {"bad": metric(sql, "n"), "answers": metric("select 42 as n", "n")}}
+    config = write_config(tmp_path, {"db": target(postgres.dsn, "s")}, sets)
+    with client_for(config) as client:
+        debug = client.get("/probe", params={"target": "db", "debug": "true"}).text
+        logs = client.get("/logs", params={"target": "db"}).text
+    assert "invalid input syntax for type integer" in debug
+    assert f"(cut: {len(str(direct.value)) - MAX_MESSAGE} more characters)" in debug
+    assert len(debug) < 20_000
+    assert "x" * MAX_MESSAGE not in logs
+    assert len(logs) < 40_000
