@@ -45,6 +45,12 @@ class QueryFailed(ProbeError):
     reason = "query"
 
 
+class QueryTimedOut(QueryFailed):
+    """A query ran past its own timeout (the metric's ``timeout:``), and was stopped."""
+
+    reason = "query_timeout"
+
+
 class DeadlineExceeded(ProbeError):
     """The probe's deadline passed before this step finished."""
 

@@ -146,6 +146,7 @@ def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -
         name_from=spec.name_from,
         families=families,
         numbers=spec.numbers,
+        timeout=spec.timeout,
     )
 
 
@@ -186,6 +187,7 @@ def _compile_targets(
             timeout=spec.timeout,
             tls=tls,
             read_only=spec.read_only,
+            lock_wait_timeout=spec.lock_wait_seconds,
             queries=_group_by_sql(metrics),
             metrics=metrics,
             syntax=syntax,

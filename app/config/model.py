@@ -64,6 +64,7 @@ class Metric:
     name_from: str | None
     families: tuple[FamilyRule, ...]  # rows mapped to labelled families, first match wins
     numbers: Literal["sql", "mysqld_exporter"]  # which cell texts are numbers (mysqld_exporter: also ON, YES, …)
+    timeout: float | None = None  # seconds the statement may run, enforced by the server where it can
     # Every label name a sample carries, in order: label columns, the value label, static labels.
     label_names: tuple[str, ...] = field(init=False)
 
@@ -84,8 +85,12 @@ class Query:
     min_interval: float | None = field(init=False)
     # Rows read at most: one more than the largest max_rows of its metrics, to know that there were more.
     row_limit: int = field(init=False)
+    # Seconds its statement may run: the shortest timeout among its metrics; None: the probe's deadline only.
+    timeout: float | None = field(init=False)
 
     def __post_init__(self) -> None:
+        timeouts = [metric.timeout for metric in self.metrics if metric.timeout is not None]
+        object.__setattr__(self, "timeout", min(timeouts) if timeouts else None)
         intervals = [metric.min_interval for metric in self.metrics]
         # Only when every metric it feeds allows it, and then for the shortest interval among them.
         shortest = None if None in intervals else min(interval for interval in intervals if interval is not None)
@@ -107,6 +112,7 @@ class Target:
     queries: tuple[Query, ...]
     metrics: tuple[Metric, ...]
     module: str | None = None  # the module it was made from for one address, if any
+    lock_wait_timeout: float = 2.0  # seconds a statement waits for a lock before it fails
     syntax: Syntax = "standard"  # how its server reads a statement's text (app/config/statements.py)
 
     @property

@@ -58,6 +58,9 @@ LabelName = Annotated[str, Field(pattern=LABEL_NAME_PATTERN), BeforeValidator(_r
 Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, le=3600)]
 
 
+# Seconds a statement waits for a lock (a table another session locked) before it fails, as mysqld_exporter's.
+LOCK_WAIT_TIMEOUT = 2.0
+
 # Series one metric may give per probe: a query that suddenly returns a row per session or per table
 # must not flood Prometheus. Rows beyond it are counted as skipped (reason max_rows).
 DEFAULT_MAX_ROWS = 1000
@@ -127,6 +130,8 @@ class MetricSpec(_Strict):
     max_rows: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = DEFAULT_MAX_ROWS
     max_label_length: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = DEFAULT_MAX_LABEL_LENGTH
     min_interval: Seconds | None = None
+    # The statement's own time limit, enforced by the server where it can (docs/configuration.md).
+    timeout: Seconds | None = None
 
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> "MetricSpec":
@@ -219,6 +224,7 @@ class TargetDefaults(_Strict):
     tls: TLSSpec | None = None
     password_file: Annotated[str, Field(min_length=1)] | None = None
     read_only: StrictBool | None = None
+    lock_wait_timeout: Seconds | None = None
 
 
 class TargetSpec(_Strict):
@@ -231,6 +237,21 @@ class TargetSpec(_Strict):
     tls: TLSSpec | None = None
     password_file: Annotated[str, Field(min_length=1)] | None = None
     read_only: StrictBool = True
+    # How long a statement waits for a lock before it fails; by default LOCK_WAIT_TIMEOUT, at most the timeout.
+    lock_wait_timeout: Seconds | None = None
+
+    @model_validator(mode="after")
+    def _lock_wait_fits_the_timeout(self) -> "TargetSpec":
+        if self.lock_wait_timeout is not None and self.lock_wait_timeout > self.timeout:
+            raise ValueError(
+                f"lock_wait_timeout: {self.lock_wait_timeout:g}s is longer than the timeout ({self.timeout:g}s)"
+            )
+        return self
+
+    @property
+    def lock_wait_seconds(self) -> float:
+        """The lock-wait bound: as set, or LOCK_WAIT_TIMEOUT, never longer than the timeout."""
+        return self.lock_wait_timeout if self.lock_wait_timeout is not None else min(LOCK_WAIT_TIMEOUT, self.timeout)
 
 
 # Engines one module keeps at once (one per address probed): past it, the least recently probed is disposed.

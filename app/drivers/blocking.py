@@ -132,9 +132,11 @@ class BlockingDriver:
         last: bool = False,
         arguments: Arguments | None = None,
         max_rows: int = sys.maxsize,
+        timeout: float | None = None,
     ) -> Fetched:
         """Run a statement (at most ``max_rows`` rows read); the driver's errors as is. On a read-only target, one
-        that does not only read is refused (WriteRefused), as no read-only transaction holds it here."""
+        that does not only read is refused (WriteRefused), as no read-only transaction holds it here. A ``timeout``
+        is not the server's to enforce here (SQLite has none): the run's own stop is all."""
         if self._syntax is not None:
             refuse_unless_read(sql, self._syntax)
         session.sent = True

@@ -30,8 +30,9 @@ class Dialect:
     # arguments, the SQL is in the driver's parameter style and the driver binds them. The last argument is one of
     # sqlprobe's own statements to run after it in the same text ("" for none; only where ``chain`` says so). With the
     # last, True, a statement that does not only read is refused before it is sent (WriteRefused), as the server
-    # would get its text (app/config/statements.py).
-    fetch: Callable[[Any, str, int, Arguments | None, str, bool], Awaitable[Fetched]]
+    # would get its text (app/config/statements.py). The last, seconds the statement may run (the metric's timeout),
+    # enforced by the server where it can; None for no limit of its own.
+    fetch: Callable[[Any, str, int, Arguments | None, str, bool, float | None], Awaitable[Fetched]]
     command: Callable[[Any, str], Awaitable[None]]  # runs sqlprobe's own statements (no result set)
     ping: Callable[[Any], Awaitable[None]]  # the cheapest round trip
     close: Callable[[Any], None]  # closes a driver connection at once, its socket with it, without a round trip
@@ -50,3 +51,10 @@ class Dialect:
     connect: Callable[..., Awaitable[Any]] | None = None
     # Sets up a new connection; the server it reached and its id there, if the dialect can stop a statement by id.
     set_up: Callable[[Any, Target], Awaitable[Identity | None]] | None = None
+    # sqlprobe's settings of a target's sessions (SET statements), as made at connect.
+    settings: Callable[[Target], str] | None = None
+    # Gives a reused connection back its state as new (nothing a probe before left), then runs the text given (the
+    # settings, and the begin for a read-only target) in the same round trip; closes the connection if it fails.
+    reset: Callable[[Any, str], Awaitable[None]] | None = None
+    # The end for a connection's server, if it differs from ``end`` by the server's version.
+    end_for: Callable[[Any], str] | None = None

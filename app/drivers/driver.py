@@ -80,6 +80,9 @@ class Driver:
         self._slots = slots
         # What a connection of its own (a KILL QUERY's) is made with: the URL's arguments and the engine's.
         self._url_args = url_args
+        # What a reused connection runs after its reset: the settings it was made with, and the begin.
+        settings = "" if dialect.settings is None else dialect.settings(target)
+        self._after_reset = ";".join(text for text in (settings, dialect.begin if self._read_only else "") if text)
 
     async def checkout(self) -> Session:
         """A connection from the pool, or a new one set up; the driver's and SQLAlchemy's errors as is."""
@@ -108,8 +111,10 @@ class Driver:
         last: bool,
         arguments: Arguments | None = None,
         max_rows: int = sys.maxsize,
+        timeout: float | None = None,
     ) -> Fetched:
-        """Run a statement of queries.yml in the read-only transaction (if the target is read-only).
+        """Run a statement of queries.yml in the read-only transaction (if the target is read-only), for at most
+        ``timeout`` seconds where the server enforces it.
 
         The transaction is begun before the first statement and ended after the ``last`` (where the dialect chains,
         in the same text as the statement, as is the next statement's own transaction begun). With ``arguments``,
@@ -119,7 +124,11 @@ class Driver:
         connection is discarded first).
         """
         dialect = self._dialect
-        if self._read_only and (session.restart or not session.in_transaction):
+        if session.reused and not session.sent and dialect.reset is not None:
+            # The first round trip on a reused connection resets it, and sets it up and begins the transaction again.
+            await self._own(session, partial(dialect.reset, session.connection, self._after_reset))
+            session.in_transaction = self._read_only
+        elif self._read_only and (session.restart or not session.in_transaction):
             # The first round trip on a reused connection is sqlprobe's own: if the connection proves dead there,
             # nothing of the statement reached the server, and a new connection runs it.
             begin = dialect.restart if session.restart else dialect.begin
@@ -128,9 +137,9 @@ class Driver:
         elif session.reused and not session.sent:
             await self._own(session, partial(dialect.ping, session.connection))
         chained = self._read_only and dialect.chain
-        after = (dialect.end if last else dialect.begin) if chained else ""
+        after = (self._end(session) if last else dialect.begin) if chained else ""
         try:
-            step = dialect.fetch(session.connection, sql, max_rows, arguments, after, self._read_only)
+            step = dialect.fetch(session.connection, sql, max_rows, arguments, after, self._read_only, timeout)
             fetched = await self._guarded(session, step)
         except self.errors:
             # Where the transaction stands is not known: the next statement begins a new one, or the release ends it.
@@ -174,8 +183,12 @@ class Driver:
     async def end(self, session: Session) -> None:
         """End the read-only transaction still open on ``session``; the driver's errors as is."""
         if session.in_transaction:
-            await self._guarded(session, self._dialect.command(session.connection, self._dialect.end))
+            await self._guarded(session, self._dialect.command(session.connection, self._end(session)))
         session.in_transaction = False
+
+    def _end(self, session: Session) -> str:
+        end_for = self._dialect.end_for
+        return self._dialect.end if end_for is None else end_for(session.connection)
 
     def sever(self, session: Session) -> None:
         """Close ``session``'s connection at once, under whatever waits on it (a statement given up on)."""

@@ -5,14 +5,16 @@ given up is cancelled where it waits, and aiomysql closes the connection it was 
 """
 
 import asyncio
+import functools
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiomysql
 import pymysql
-from pymysql.constants import CLIENT, ER, FIELD_TYPE
+from pymysql.constants import CLIENT, COMMAND, ER, FIELD_TYPE
 
 from app.config import Target
 from app.config.statements import (
@@ -33,6 +35,24 @@ from app.drivers.tls import preferred_tls_context, tls_context
 # the next one's begin (which ends its own transaction), or, for the last, the COMMIT: one write per statement.
 BEGIN = "START TRANSACTION READ ONLY"
 END = "COMMIT"
+# And the named locks (GET_LOCK) a statement took let go at once, in the same text: they are not the transaction's.
+END_RELEASING_LOCKS = "COMMIT;DO RELEASE_ALL_LOCKS()"
+
+
+@functools.cache
+def _releases_all_locks(server_info: str) -> bool:
+    """Whether a server of this version has RELEASE_ALL_LOCKS() (MariaDB 10.5 on, MySQL 5.7 on)."""
+    # MariaDB before 11 says it is 5.5.5 first, for old clients' sake: "5.5.5-10.11.6-MariaDB".
+    match = re.match(r"(?:5\.5\.5-)?(\d+)\.(\d+)", server_info)
+    if match is None:
+        return False
+    version = (int(match.group(1)), int(match.group(2)))
+    return version >= ((10, 5) if "MariaDB" in server_info else (5, 7))
+
+
+def end(connection: Any) -> str:
+    """The text that ends a probe's read-only transaction on ``connection``'s server."""
+    return END_RELEASING_LOCKS if _releases_all_locks(connection.get_server_info()) else END
 
 
 class SeveralStatements(pymysql.err.ProgrammingError):  # type: ignore[misc]
@@ -63,14 +83,61 @@ def connect_args(target: Target) -> dict[str, Any]:
     """aiomysql's connect() arguments besides the URL's: a timeout, TLS, read-only sessions, BIT as numbers."""
     # Without tls: TLS when the server offers it, unverified, as PyMySQL does (one context for the process).
     tls = preferred_tls_context() if target.tls is None else tls_context(target.tls)
-    # Every statement of the session runs read-only; inside the READ ONLY transaction even
-    # SET STATEMENT tx_read_only=0 FOR DELETE ... fails.
-    read_only = {"init_command": "SET SESSION TRANSACTION READ ONLY"} if target.read_only else {}
     # No connect_timeout: aiomysql would wrap the TCP connect in asyncio.wait_for, which on Python 3.11 can lose a
     # connection made just as it is cancelled (its socket then stays open for good). The probe's deadline cancels
     # the connect, TLS and authentication as one; a KILL's connection has its own timeout around it.
     required = {"require_tls": True} if target.tls is not None else {}
-    return {"connect_timeout": None, "ssl": tls, "conv": _CONVERSIONS} | read_only | required
+    arguments = {"connect_timeout": None, "ssl": tls, "conv": _CONVERSIONS, "init_command": session_settings(target)}
+    return arguments | required
+
+
+def session_settings(target: Target) -> str:
+    """sqlprobe's settings of a session: applied when it is made, and again after each reset (reset_and_begin)."""
+    # Every statement of the session runs read-only; inside the READ ONLY transaction even
+    # SET STATEMENT tx_read_only=0 FOR DELETE ... fails.
+    read_only = "SET SESSION TRANSACTION READ ONLY;" if target.read_only else ""
+    # A statement behind a locked table (LOCK TABLES, an ALTER TABLE's metadata lock, a row lock) fails after the
+    # bound rather than holding the probe: whole seconds, at least 1, on both servers.
+    wait = max(1, math.ceil(target.lock_wait_timeout))
+    # A session cut off inside its read-only transaction (a partition) ends, and lets go of its metadata locks,
+    # soon after the deadline rather than at wait_timeout. MariaDB only (10.3 on, hence the executable comment):
+    # MySQL has no such setting.
+    idle = math.ceil(target.timeout + DEADLINE_GRACE)
+    idle_setting = f" /*M!100300 , idle_readonly_transaction_timeout = {idle} */" if target.read_only else ""
+    return (
+        f"{read_only}SET SESSION autocommit = 1, lock_wait_timeout = {wait}, innodb_lock_wait_timeout = {wait}"
+        f"{idle_setting}"
+    )
+
+
+# COM_RESET_CONNECTION (MySQL 5.7.3, MariaDB 10.2.4 on) gives a pooled session back as new: named locks, user
+# variables, temporary tables, prepared statements and session variables of the probe before are gone. Neither
+# aiomysql nor PyMySQL has a public call for it, so it is sent with aiomysql's own protocol steps (the ones its
+# ping() and kill() use), pipelined with sqlprobe's first statements so that it costs no round trip. aiomysql is
+# pinned in pyproject.toml; without these steps (a later aiomysql), a probe takes a new connection instead.
+# The command's number in the protocol (PyMySQL's constants stop at COM_BINLOG_DUMP_GTID).
+COM_RESET_CONNECTION = 0x1F
+_PROTOCOL_STEPS = ("_execute_command", "_read_ok_packet", "next_result")
+RESET_AVAILABLE = all(callable(getattr(aiomysql.Connection, step, None)) for step in _PROTOCOL_STEPS)
+
+
+async def reset_and_begin(connection: Any, then: str) -> None:
+    """Reset the session (COM_RESET_CONNECTION), then run ``then`` (sqlprobe's settings and begin), both written
+    before either answer is read: one round trip. On any failure the connection is closed (its answers are out of
+    step), and the error raised: the caller takes a new connection."""
+    try:
+        if not RESET_AVAILABLE:
+            raise pymysql.err.InterfaceError(0, "this aiomysql cannot reset a session: a new one is used")
+        await connection._execute_command(COM_RESET_CONNECTION, b"")
+        await connection._execute_command(COMMAND.COM_QUERY, then)
+        await connection._read_ok_packet()  # the reset's answer
+        connection._next_seq_id = 1  # the query's answer is numbered from 1, as the reset's was (a new command)
+        await connection.next_result()
+        while connection._result is not None and connection._result.has_next:
+            await connection.next_result()
+    except BaseException:
+        connection.close()
+        raise
 
 
 async def connect(*, require_tls: bool = False, **arguments: Any) -> Any:
@@ -159,13 +226,8 @@ class _HashOnly(bytes):
 
 
 async def set_up(connection: Any, target: Target) -> Identity | None:
-    """Set up a new session, and note which server it reached and its id there (app/drivers/kills.py)."""
-    if target.read_only and "MariaDB" in connection.get_server_info():
-        # A session cut off inside its read-only transaction (a partition) ends, and lets go of its metadata locks,
-        # soon after the deadline rather than at wait_timeout. MariaDB only (10.3 on): MySQL has no such setting.
-        await command(
-            connection, f"SET SESSION idle_readonly_transaction_timeout = {math.ceil(target.timeout + DEADLINE_GRACE)}"
-        )
+    """Note which server a new session reached and its id there (app/drivers/kills.py); its settings are the
+    init_command's (session_settings)."""
     try:
         return await read_identity(fetch, connection)
     except pymysql.err.MySQLError:
@@ -181,6 +243,7 @@ async def fetch(
     arguments: Sequence[Any] | Mapping[str, Any] | None = None,
     after: str = "",
     reads_only: bool = False,
+    timeout: float | None = None,
 ) -> Fetched:
     """Run ``sql`` (one statement: see one_statement; with ``reads_only``, one that only reads), then ``after``
     (sqlprobe's own, without a result set) in the same text; the column names and at most ``max_rows`` rows of
@@ -201,6 +264,8 @@ async def fetch(
         # As the server reads it: in a charset that sends a character as a backslash's byte, that is a backslash.
         codec = backslash_codec(connection.encoding)
         refuse_unless_read(text if codec is None else as_the_server_reads(text, codec), "mysql")
+    if timeout is not None:
+        text = time_limited(text, timeout, "MariaDB" in connection.get_server_info())
     if after:
         # A comment that runs to the end of the line (#, -- ) must not swallow it: after one, on a line of its own
         # (only then: a session's statement, as SHOW PROCESSLIST tells it, is the query as written).
@@ -217,6 +282,23 @@ async def fetch(
         return columns, rows
     await cursor.close()
     return columns, rows
+
+
+_SELECT = re.compile(r"\s*select\b", re.IGNORECASE)
+
+
+def time_limited(text: str, seconds: float, mariadb: bool) -> str:
+    """``text`` (checked already: sqlprobe's wrapper is not the user's text) with the server's own time limit.
+
+    MariaDB: SET STATEMENT max_statement_time, for any statement. MySQL: the MAX_EXECUTION_TIME hint, which it
+    honours on a SELECT only (in whole milliseconds); other statements have the run's KILL QUERY as their limit.
+    """
+    if mariadb:
+        return f"SET STATEMENT max_statement_time={seconds:.3f} FOR {text}"
+    match = _SELECT.match(text)
+    if match is None:
+        return text
+    return f"{match.group(0)} /*+ MAX_EXECUTION_TIME({max(1, math.ceil(seconds * 1000))}) */{text[match.end() :]}"
 
 
 async def command(connection: Any, sql: str) -> None:
@@ -259,6 +341,8 @@ MYSQL = Dialect(
     connect_args=connect_args,
     connect=connect,
     set_up=set_up,
+    settings=session_settings,
+    reset=reset_and_begin,
     fetch=fetch,
     command=command,
     ping=ping,
@@ -266,6 +350,7 @@ MYSQL = Dialect(
     begin=BEGIN,
     restart=BEGIN,
     end=END,
+    end_for=end,
     stop=lambda connection, url_args, identity: kill_query(url_args, identity),
     chain=True,
 )

@@ -1,9 +1,12 @@
 """PostgreSQL on the event loop, through psycopg 3's own asyncio connection, by its public API."""
 
+import contextlib
 import math
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from psycopg.pq import TransactionStatus
 
 from app.config import Target
 from app.config.secret_files import TLS
@@ -29,7 +32,14 @@ def connect_args(target: Target) -> dict[str, Any]:
     # The server itself ends a statement that outlives any probe's deadline (a probe waits at most the target's
     # timeout), even when the cancel request is lost. Appended to the DSN's own options: ours have the last word.
     milliseconds = _milliseconds(target.timeout)
-    options = [str(target.url.query.get("options", "")), f"-c statement_timeout={milliseconds}"]
+    # A statement behind a locked table (LOCK TABLE, an ALTER TABLE) fails after the bound rather than holding the
+    # probe. Both are the session's defaults: RESET ALL at a probe's end comes back to them.
+    lock_wait = math.ceil(target.lock_wait_timeout * 1000)
+    options = [
+        str(target.url.query.get("options", "")),
+        f"-c statement_timeout={milliseconds}",
+        f"-c lock_timeout={lock_wait}",
+    ]
     if target.read_only:
         # A session cut off inside its read-only transaction (a partition) ends, and lets go of its table locks, soon.
         options += ["-c default_transaction_read_only=on", f"-c idle_in_transaction_session_timeout={milliseconds}"]
@@ -61,6 +71,7 @@ async def fetch(
     arguments: Sequence[Any] | Mapping[str, Any] | None = None,
     after: str = "",
     reads_only: bool = False,
+    timeout: float | None = None,
 ) -> Fetched:
     """Run ``sql`` (one statement: the extended protocol takes no more, so a text cannot end the read-only
     transaction and go on writing); its columns and at most ``max_rows`` rows, read as they come. Closing the
@@ -69,6 +80,26 @@ async def fetch(
     binds the ``arguments``: its text is ``sql``)."""
     if reads_only:
         refuse_unless_read(sql, "postgresql")
+    if timeout is None:
+        return await _fetch(connection, sql, max_rows, arguments)
+    # The statement's own limit, as statement_timeout: for the probe's transaction only (SET LOCAL, which its end
+    # or a ROLLBACK undoes), or for the session of a target without it, set back after.
+    scope = "LOCAL " if connection.info.transaction_status == TransactionStatus.INTRANS else ""
+    await connection.execute(f"SET {scope}statement_timeout = {math.ceil(timeout * 1000)}")
+    try:
+        fetched = await _fetch(connection, sql, max_rows, arguments)
+    except Exception:
+        if not scope and not connection.closed:  # in a transaction, its ROLLBACK undoes the SET LOCAL
+            with contextlib.suppress(Exception):
+                await connection.execute("SET statement_timeout TO DEFAULT")
+        raise
+    await connection.execute(f"SET {scope}statement_timeout TO DEFAULT")
+    return fetched
+
+
+async def _fetch(
+    connection: Any, sql: str, max_rows: int, arguments: Sequence[Any] | Mapping[str, Any] | None
+) -> Fetched:
     cursor = connection.cursor()
     try:
         rows = []

@@ -8,6 +8,10 @@ import traceback
 
 from app.config import Target
 
+# Characters of a server's or driver's message kept (in results, the history, /logs) and logged: a hostile or
+# broken server can send megabytes of it, for every target it answers.
+MAX_MESSAGE = 4096
+
 # Where a refused login or privilege is explained: the user to create and what to grant it.
 GRANTS_DOC = "docs/quickstart-mysql.md"
 
@@ -58,11 +62,13 @@ def unexpected_message(error: BaseException) -> str:
 
 def scrub(message: str, target: Target) -> str:
     """Driver messages never hold the password (as written or URL-escaped); this makes sure of it, without starring
-    it inside the host or target name (see masked).
+    it inside the host or target name (see masked). They are cut to MAX_MESSAGE characters, with a note saying so.
 
     A refused login or missing privilege also says where the grants sqlprobe needs are documented.
     """
     message = target.scrubbed(message)
+    if len(message) > MAX_MESSAGE:
+        message = f"{message[:MAX_MESSAGE]}… (cut: {len(message) - MAX_MESSAGE} more characters)"
     if "Access denied" in message or "command denied" in message:
         message += f" (the exporter user and its grants: {GRANTS_DOC})"
     return message

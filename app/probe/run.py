@@ -5,6 +5,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -12,10 +13,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.config import Query, Target
 from app.config.parameters import ParameterSets, bind
-from app.drivers.dialect import Fetched
+from app.drivers.dialect import DEADLINE_GRACE, Fetched
 from app.drivers.driver import Session, Stale
 from app.drivers.engine_cache import AnyDriver, EngineCache
-from app.errors import ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, where_it_failed
+from app.errors import ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, QueryTimedOut, where_it_failed
 from app.probe.failures import let_go, scrub, unexpected_message, with_cause
 from app.probe.results import ProbeResult, QueryResult, failed_query
 from app.probe.samples import metric_result
@@ -205,7 +206,7 @@ class Run:
         async def execute(session: Session) -> Fetched:
             last = query is self._queries[-1]
             if not query.parameters:  # the SQL as written: % and :name need no escaping
-                step = driver.execute(session, query.sql, last, max_rows=query.row_limit)
+                step = driver.execute(session, query.sql, last, max_rows=query.row_limit, timeout=query.timeout)
                 return await self._tracked(session, driver, step, started)
             # The union of its runs, one per parameter set.
             columns: tuple[str, ...] = ()
@@ -213,7 +214,9 @@ class Run:
             for number, parameter_set in enumerate(query.parameters, start=1):
                 statement, arguments = bind(driver.sa_dialect, query.sql, parameter_set)
                 ends = last and number == len(query.parameters)
-                step = driver.execute(session, statement, ends, arguments, query.row_limit - len(rows))
+                step = driver.execute(
+                    session, statement, ends, arguments, query.row_limit - len(rows), timeout=query.timeout
+                )
                 fetched = await self._tracked(session, driver, step, started)
                 if fetched is None:
                     return None
@@ -223,11 +226,24 @@ class Run:
                     break  # the union is cut there, as one result would be
             return columns, rows
 
+        # The server enforces the query's timeout where it can; past it and the grace, the run stops the statement
+        # itself (KILL QUERY, a cancel request), as it would at the probe's deadline, and goes on with the next.
+        backstop = None
+        if query.timeout is not None:
+            loop = asyncio.get_running_loop()
+            backstop = loop.call_later(query.timeout + DEADLINE_GRACE, self._stop_running)
         try:
             fetched = await self._on_fresh_if_stale(driver, execute)
         except driver.errors as error:
-            failure = QueryFailed(scrub(str(error), self.target))
-            return failed_query(query, failure, time.monotonic() - started)
+            told = scrub(str(error), self.target)
+            duration = time.monotonic() - started
+            if query.timeout is not None and duration >= query.timeout:
+                timed_out = QueryTimedOut(f"the query's timeout of {query.timeout:g}s passed: {told}")
+                return failed_query(query, timed_out, duration)
+            return failed_query(query, QueryFailed(told), duration)
+        finally:
+            if backstop is not None:
+                backstop.cancel()
         if fetched is None:
             # A statement without a result set (SET, USE, COMMIT...) may have changed the session: it is not what
             # sqlprobe made it any more, so it is closed, and the next query gets a new connection.
@@ -241,6 +257,21 @@ class Run:
         columns, rows = fetched
         metrics = tuple(metric_result(metric, columns, rows) for metric in query.metrics)
         return QueryResult(query, duration, len(rows), None, metrics, ran_at=started)
+
+    def _stop_running(self) -> None:
+        """Stop the statement running now on the server (a query past its timeout); its connection is closed if
+        the stop cannot be sent, and the run goes on with the next query."""
+        if self._running is None or self._abandoned:
+            return
+        driver, session = self._running
+        stop = driver.stopper(session)
+        if stop is None:
+            return  # SQLite's statements: the probe's deadline is their limit
+        connection_id = None if session.identity is None else session.identity.connection_id
+        sever = partial(driver.sever, session)
+        self._engines.killer.request(
+            session.connection, self.target.name, connection_id, stop, sever, self.target.scrubbed
+        )
 
     def _fail_rest(self, error: ProbeError) -> None:
         """Every query that has no result yet fails with ``error`` (unless the probe was given up)."""

@@ -138,6 +138,8 @@ BAD_CASES = {
     "unset_variable.targets.yml": ["3: targets.one.dsn: environment variable SQLPROBE_TEST_UNSET is not set"],
     "bad_timeout.targets.yml": ["5: targets.one.timeout: '10 seconds' is not a duration such as 500ms, 10s or 1m"],
     "bad_default.targets.yml": ["2: defaults.timeout: '-1s' is not a duration such as 500ms, 10s or 1m"],
+    "lock_wait_above_timeout.targets.yml": ["2: targets.one: lock_wait_timeout: 6s is longer than the timeout (5s)"],
+    "metric_timeout_zero.queries.yml": ["8: query_sets.basic.up.timeout: Input should be greater than 0"],
     "missing_dsn.targets.yml": ["2: targets.one.dsn: required key is missing"],
     "unknown_driver.targets.yml": [
         "3: targets.one.dsn: unsupported database driver: Can't load plugin: sqlalchemy.dialects:nosuchdb.nosuchdriver"

@@ -123,9 +123,6 @@ def test_a_mariadb_session_cut_off_inside_its_read_only_transaction_ends_soon_af
     assert server.query(sql) == [(0,)]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="not fixed: needs RELEASE_ALL_LOCKS() or COM_RESET_CONNECTION at release (docs/correctness.md)"
-)
 def test_a_named_lock_taken_by_a_statement_is_not_held_after_the_probe(
     tmp_path: Path, fleet: Sequence[MariaDB]
 ) -> None:
@@ -139,7 +136,6 @@ def test_a_named_lock_taken_by_a_statement_is_not_held_after_the_probe(
         assert server.query("select is_free_lock('sqlprobe_leftover')") == [(1,)]
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed: needs COM_RESET_CONNECTION at release (docs/correctness.md)")
 def test_user_variables_set_by_a_statement_do_not_reach_the_next_probe(
     tmp_path: Path, fleet: Sequence[MariaDB]
 ) -> None:
