@@ -1,6 +1,7 @@
 """A target's credentials_command: the program checked at load (it exists and may be run), never run here."""
 
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,10 @@ from app.config.yamlfile import YamlDocument
 from app.errors import ConfigProblem
 
 
+# Characters of a command's name told in a message at most.
+MAX_NAME = 120
+
+
 @dataclass(frozen=True, slots=True)
 class CredentialsCommand:
     """A program that prints a target's credentials (a password, or JSON with a user name and password)."""
@@ -22,8 +27,9 @@ class CredentialsCommand:
 
     @property
     def name(self) -> str:
-        """How messages name it: the program's file name (its arguments may hold what is not for a page)."""
-        return Path(self.argv[0]).name
+        """How messages name it: as written in targets.yml, the program's path cut to its file name."""
+        named = shlex.join((Path(self.argv[0]).name, *self.argv[1:]))
+        return f"({named[:MAX_NAME]}…)" if len(named) > MAX_NAME else f"({named})"
 
 
 def load_credentials_command(
