@@ -13,7 +13,6 @@ from app.config.secret_files import Locate
 from app.config.yamlfile import YamlDocument
 from app.errors import ConfigProblem
 
-
 # Characters of a command's name told in a message at most.
 MAX_NAME = 120
 

@@ -162,7 +162,7 @@ class Run:
             await self._on_fresh_if_stale(driver, lambda session: self._tracked(session, driver, driver.ping(session)))
             return
         except driver.errors as error:
-            failure = ConnectFailed(f"the server did not answer a ping: {scrub(str(error), self.target)}")
+            failure = ConnectFailed(f"the server did not answer a ping: {scrub(str(error), self.target, error)}")
         except ConnectFailed as error:
             failure = error
         if not self._abandoned:  # the kept results are not served: the server did not answer this probe
@@ -195,11 +195,11 @@ class Run:
             return await driver.checkout(self._deadline)
         except driver.errors as error:  # raw_connection() leaves the driver's errors as they are
             _refused(driver, error)
-            failure = ConnectFailed(scrub(with_cause(error), self.target))
+            failure = ConnectFailed(scrub(with_cause(error), self.target, error))
             let_go(error)
         except DBAPIError as error:  # the driver's error, as SQLAlchemy's connect() wraps it
             _refused(driver, error.orig or error)
-            failure = ConnectFailed(scrub(with_cause(error.orig or error), self.target))
+            failure = ConnectFailed(scrub(with_cause(error.orig or error), self.target, error.orig))
             let_go(error)
         except PoolTimeoutError:
             failure = ConnectFailed("no free connection in the target's pool (too many probes of it at once)")
@@ -246,7 +246,7 @@ class Run:
         try:
             fetched = await self._on_fresh_if_stale(driver, execute)
         except driver.errors as error:
-            told = scrub(str(error), self.target)
+            told = scrub(str(error), self.target, error)
             duration = time.monotonic() - started
             if query.timeout is not None and duration >= query.timeout:
                 timed_out = QueryTimedOut(f"the query's timeout of {query.timeout:g}s passed: {told}")

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -113,17 +114,17 @@ def test_a_hanging_command_fails_the_probe_in_time_naming_the_command_and_is_kil
     pids = [int(pid) for pid in (tmp_path / "pid").read_text().split()]
     assert pids
     for pid in pids:
-        assert wait_until(lambda pid=pid: not _alive(pid), 5)
+        assert wait_until(partial(_gone, pid), 5)
     samples = parse_samples(own)
     assert value(samples, "sqlprobe_credentials_fetch_total", target="leased", module="", result="timeout") == 2
 
 
-def _alive(pid: int) -> bool:
+def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    return True
+        return True
+    return False
 
 
 def test_a_failing_command_fails_the_probe_with_its_status_and_first_stderr_line_scrubbed(
