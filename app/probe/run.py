@@ -240,14 +240,17 @@ class Run:
         # The server enforces the query's timeout where it can; past it and the grace, the run stops the statement
         # itself (KILL QUERY, a cancel request), as it would at the probe's deadline, and goes on with the next.
         backstop = None
+        stopped: list[bool] = []
         if query.timeout is not None:
             loop = asyncio.get_running_loop()
-            backstop = loop.call_later(query.timeout + DEADLINE_GRACE, self._stop_running)
+            backstop = loop.call_later(query.timeout + DEADLINE_GRACE, self._stop_running, stopped)
         try:
             fetched = await self._on_fresh_if_stale(driver, execute)
         except driver.errors as error:
             told = scrub(str(error), self.target, error)
             duration = time.monotonic() - started
+            if stopped:
+                await self._release(driver, discard=True)
             if query.timeout is not None and duration >= query.timeout:
                 timed_out = QueryTimedOut(f"the query's timeout of {query.timeout:g}s passed: {told}")
                 return failed_query(query, timed_out, duration)
@@ -255,6 +258,10 @@ class Run:
         finally:
             if backstop is not None:
                 backstop.cancel()
+        if stopped:
+            # A KILL QUERY is on its way and lands by connection id: had the statement ended first, it would stop
+            # whatever ran next on that connection. Closed, so the next query (or probe) runs on another.
+            await self._release(driver, discard=True)
         if fetched is None:
             # A statement without a result set (SET, USE, COMMIT...) may have changed the session: it is not what
             # sqlprobe made it any more, so it is closed, and the next query gets a new connection.
@@ -269,9 +276,9 @@ class Run:
         metrics = tuple(metric_result(metric, columns, rows) for metric in query.metrics)
         return QueryResult(query, duration, len(rows), None, metrics, ran_at=started)
 
-    def _stop_running(self) -> None:
+    def _stop_running(self, stopped: list[bool]) -> None:
         """Stop the statement running now on the server (a query past its timeout); its connection is closed if
-        the stop cannot be sent, and the run goes on with the next query."""
+        the stop cannot be sent, and the run goes on with the next query on another (``stopped`` says so)."""
         if self._running is None or self._abandoned:
             return
         driver, session = self._running
@@ -283,6 +290,7 @@ class Run:
         self._engines.killer.request(
             session.connection, self.target.name, connection_id, stop, sever, self.target.scrubbed
         )
+        stopped.append(True)
 
     def _fail_rest(self, error: ProbeError) -> None:
         """Every query that has no result yet fails with ``error`` (unless the probe was given up)."""

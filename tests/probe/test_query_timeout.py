@@ -82,3 +82,25 @@ def test_a_servers_huge_error_message_is_kept_and_shown_cut(tmp_path: Path, post
     assert len(debug) < 20_000
     assert "x" * MAX_MESSAGE not in logs
     assert len(logs) < 40_000
+
+
+def test_a_kill_sent_past_a_metrics_timeout_never_stops_the_next_metric(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    # The query lifts the server's limit itself, so sqlprobe's own KILL QUERY stops it, by connection id, a second
+    # after its timeout; when the statement ended first, that kill stopped whatever ran next on the connection (4
+    # probes in 6 on the code before, a healthy metric failing with 1317 'Query execution was interrupted').
+    server = fleet[0]
+    sets = {
+        "s": {
+            "racer": metric("set statement max_statement_time=0 for select sleep(2.0) as n", "n") | {"timeout": "1s"},
+            "victim": metric("select sleep(0.7) + 5 as n", "n"),
+        }
+    }
+    config = write_config(tmp_path, {"db": target(server.dsn, "s", timeout=f"{TIMEOUT:g}s")}, sets)
+    ((expected,),) = server.query("select 0 + 5")
+    with client_for(config) as client:
+        outcomes = [parse_samples(client.get("/probe", params={"target": "db"}).text) for _ in range(4)]
+    for samples in outcomes:
+        assert value(samples, "sqlprobe_query_success", metric="victim") == 1.0
+        assert value(samples, "query_exporter_victim") == float(expected)
