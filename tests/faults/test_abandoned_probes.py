@@ -85,7 +85,8 @@ def test_a_probe_whose_client_leaves_has_its_statement_killed_on_the_server(
         stopped = wait_until(lambda: _sleeping(server) == 0, 5)
         took = time.monotonic() - left
         # The issue allows ~2 s; the margin is for a loaded 2-core machine. Before, it ran its whole 15 s.
-        assert stopped and took < 3, f"the statement still ran {took:.1f}s after its client left"
+        assert stopped, "the statement still ran 5 s after its client left"
+        assert took < 3, f"the statement still ran {took:.1f}s after its client left"
         # sqlprobe serves on: the next probe of the target starts and answers.
         response = httpx.get(
             f"{served.url}/probe",
@@ -110,7 +111,7 @@ def test_a_flood_of_abandoned_probes_of_hung_module_targets_leaves_descriptors_a
         assert warm.status_code == 200
         descriptors, threads, rss = _descriptors(pid), thread_count(pid), _rss_kib(pid)
         sent, started = 0, time.monotonic()
-        for round_ in range(2):  # each hung host twice: 500 requests, every one closed as soon as it is sent
+        for _ in range(2):  # each hung host twice: 500 requests, every one closed as soon as it is sent
             for port in ports:
                 _request(served, f"/probe?module=m&target=127.0.0.1:{port}").close()
                 sent += 1
