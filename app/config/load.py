@@ -9,6 +9,7 @@ from types import MappingProxyType
 from sqlalchemy.engine import URL
 
 from app.config.addresses import AllowRule, parse_allow_rule
+from app.config.credentials import load_credentials_command
 from app.config.dsn import dsn_template, resolve_dsn
 from app.config.model import BUILTIN_FAMILIES, Config, FamilyRule, Metric, Module, Query, Target
 from app.config.parameters import ParameterSets
@@ -173,6 +174,10 @@ def _compile_targets(
             url = with_password_file(url, spec.password_file, doc, locate, problems, digests)
         tls = None if spec.tls is None else load_tls(spec.tls, doc, locate, problems, digests)
         tls_usable = spec.tls is None or tls is not None
+        credentials = None
+        if url is not None and spec.credentials_command is not None:
+            credentials = load_credentials_command(spec, url, doc, locate, problems)
+            tls_usable = tls_usable and credentials is not None
         syntax = syntax_of(url.get_backend_name()) if url is not None else "standard"
         charset = url.query.get("charset") if url is not None and syntax == "mysql" else None
         codec = backslash_codec(charset) if isinstance(charset, str) else None
@@ -191,6 +196,7 @@ def _compile_targets(
             queries=_group_by_sql(metrics),
             metrics=metrics,
             syntax=syntax,
+            credentials=credentials,
         )
 
     targets = {}

@@ -9,6 +9,7 @@ from typing import Literal
 from sqlalchemy.engine import URL
 
 from app.config.addresses import Address, AllowRule, parse_address
+from app.config.credentials import CredentialsCommand
 from app.config.dsn_secrets import displayed, masked
 from app.config.parameters import ParameterSets
 from app.config.secret_files import TLS
@@ -114,6 +115,8 @@ class Target:
     module: str | None = None  # the module it was made from for one address, if any
     lock_wait_timeout: float = 2.0  # seconds a statement waits for a lock before it fails
     syntax: Syntax = "standard"  # how its server reads a statement's text (app/config/statements.py)
+    # Where its password (and perhaps user name) comes from instead of the DSN, each time it expires.
+    credentials: CredentialsCommand | None = None
 
     @property
     def display_dsn(self) -> str:

@@ -56,6 +56,10 @@ Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")]
 MetricName = Annotated[str, Field(pattern=METRIC_NAME_PATTERN)]
 LabelName = Annotated[str, Field(pattern=LABEL_NAME_PATTERN), BeforeValidator(_reject_reserved_label)]
 Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, le=3600)]
+# A credentials_command: the program and its arguments, run without a shell (app/config/credentials.py).
+Argv = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1)]
+# How long credentials a command printed without a lifetime of their own stay good: up to a week.
+Lifetime = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, le=7 * 86400)]
 
 
 # Seconds a statement waits for a lock (a table another session locked) before it fails, as mysqld_exporter's.
@@ -223,6 +227,8 @@ class TargetDefaults(_Strict):
     timeout: Seconds | None = None
     tls: TLSSpec | None = None
     password_file: Annotated[str, Field(min_length=1)] | None = None
+    credentials_command: Argv | None = None
+    credentials_ttl: Lifetime | None = None
     read_only: StrictBool | None = None
     lock_wait_timeout: Seconds | None = None
 
@@ -236,6 +242,8 @@ class TargetSpec(_Strict):
     timeout: Seconds = 10.0
     tls: TLSSpec | None = None
     password_file: Annotated[str, Field(min_length=1)] | None = None
+    credentials_command: Argv | None = None
+    credentials_ttl: Lifetime | None = None
     read_only: StrictBool = True
     # How long a statement waits for a lock before it fails; by default LOCK_WAIT_TIMEOUT, at most the timeout.
     lock_wait_timeout: Seconds | None = None

@@ -101,8 +101,8 @@ class BlockingDriver:
         # Shielded: a probe given up stops waiting, and the call still ends on its thread before the release.
         return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._thread[id(session)], call))
 
-    async def checkout(self) -> Session:
-        """A connection from the pool, or a new one."""
+    async def checkout(self, deadline: float) -> Session:
+        """A connection from the pool, or a new one (``deadline`` is the probe's: the thread's call ends by it)."""
         await self._slots.acquire()
         thread = self._threads.pick()
         future = asyncio.get_running_loop().run_in_executor(thread, self.engine.raw_connection)

@@ -14,6 +14,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from app.config import Target
 from app.config.statements import WriteRefused
+from app.drivers.credentials import CredentialSource
 from app.drivers.dialect import Arguments, Dialect, Fetched
 from app.drivers.kills import Identity
 
@@ -69,6 +70,7 @@ class Driver:
         slots: asyncio.Semaphore,
         target: Target,
         url_args: Mapping[str, Any],
+        credentials: CredentialSource | None = None,
     ) -> None:
         self.engine = engine
         self._dialect = dialect
@@ -80,12 +82,16 @@ class Driver:
         self._slots = slots
         # What a connection of its own (a KILL QUERY's) is made with: the URL's arguments and the engine's.
         self._url_args = url_args
+        self.credentials = credentials  # a credentials_command's, for each new connection
         # What a reused connection runs after its reset: the settings it was made with, and the begin.
         settings = "" if dialect.settings is None else dialect.settings(target)
         self._after_reset = ";".join(text for text in (settings, dialect.begin if self._read_only else "") if text)
 
-    async def checkout(self) -> Session:
-        """A connection from the pool, or a new one set up; the driver's and SQLAlchemy's errors as is."""
+    async def checkout(self, deadline: float) -> Session:
+        """A connection from the pool, or a new one set up; the driver's and SQLAlchemy's errors as is. Leased
+        credentials are fetched first if they are due (by ``deadline``, time.monotonic(); CredentialsFailed)."""
+        if self.credentials is not None:
+            await self.credentials.get(deadline)
         async with _acquired_unless_failed(self._slots):
             # Through SQLAlchemy's AsyncConnection: the pool's checkout, check-in and invalidation then all run
             # where its asyncio adapters can await (a psycopg connection's close is a coroutine).
@@ -236,7 +242,10 @@ class Driver:
 
     def stopper(self, session: Session) -> Callable[[], Awaitable[None]]:
         """How to stop the statement running on ``session`` from outside it (KILL QUERY, a cancel request)."""
-        return partial(self._dialect.stop, session.connection, self._url_args, session.identity)
+        url_args = self._url_args
+        if self.credentials is not None:
+            url_args = {**url_args, **self.credentials.arguments()}
+        return partial(self._dialect.stop, session.connection, url_args, session.identity)
 
 
 def _told(error: Exception) -> str:

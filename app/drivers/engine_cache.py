@@ -5,19 +5,21 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
 from app.config import Target
 from app.drivers.blocking import BlockingDriver, Threads
+from app.drivers.credentials import CredentialSource
 from app.drivers.dialect import Dialect
 from app.drivers.driver import Driver
 from app.drivers.kills import Killer
@@ -45,9 +47,10 @@ def dialect_of(url: URL) -> Dialect | None:
     return None
 
 
-def _build(target: Target) -> AsyncEngine | Engine:
+def _build(target: Target, credentials: CredentialSource | None = None) -> AsyncEngine | Engine:
     """The engine for ``target``: its pool bounded, autocommit (probes only read: sqlprobe's own read-only
-    transaction is all), no reset round trip when a connection goes back to the pool."""
+    transaction is all), no reset round trip when a connection goes back to the pool. With ``credentials``, each new
+    connection is made with the ones current then (pooled connections keep those they were made with)."""
     url = target.url
     dialect = dialect_of(url)
     if dialect is None:
@@ -62,8 +65,12 @@ def _build(target: Target) -> AsyncEngine | Engine:
     async_url = _async_url(url, dialect)
     connecting: dict[str, Any] = {"connect_args": dialect.connect_args(target)}
     if dialect.connect is not None:  # SQLAlchemy's documented way to connect otherwise: async_creator
-        connecting = {"async_creator": partial(dialect.connect, **connect_arguments(async_url, dialect, target))}
-    return create_async_engine(
+        arguments = connect_arguments(async_url, dialect, target)
+        if credentials is None:
+            connecting = {"async_creator": partial(dialect.connect, **arguments)}
+        else:
+            connecting = {"async_creator": partial(_connect_leased, dialect.connect, arguments, credentials)}
+    engine = create_async_engine(
         async_url,
         pool_size=POOL_SIZE,
         max_overflow=MAX_OVERFLOW,
@@ -74,6 +81,19 @@ def _build(target: Target) -> AsyncEngine | Engine:
         skip_autocommit_rollback=True,
         **connecting,
     )
+    if credentials is not None and dialect.connect is None:
+        # SQLAlchemy's documented hook for arguments decided per connection.
+        event.listen(engine.sync_engine, "do_connect", partial(_leased_parameters, credentials))
+    return engine
+
+
+async def _connect_leased(connect: Callable[..., Any], arguments: dict[str, Any], credentials: CredentialSource) -> Any:
+    """A new connection, made with the credentials current now."""
+    return await connect(**(arguments | credentials.arguments()))
+
+
+def _leased_parameters(credentials: CredentialSource, _dialect: Any, _record: Any, _args: Any, params: Any) -> None:
+    params.update(credentials.arguments())
 
 
 def connect_arguments(async_url: URL, dialect: Dialect, target: Target) -> dict[str, Any]:
@@ -98,6 +118,7 @@ class _Cached:
     leases: int = 0
     retired: bool = False
     driver: "AnyDriver | None" = None  # how probes use the engine: made on its first lease, kept with it
+    credentials: CredentialSource | None = None  # where its connections' credentials come from, if leased
     last_used: float = field(default_factory=time.monotonic)
 
     @property
@@ -128,6 +149,8 @@ class EngineCache:
         self._threads = Threads(max_threads)  # for blocking drivers only; none start unless one is probed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._disposing: set[Any] = set()
+        # Runs of credentials commands by (target, module) and result: kept across reloads, as counters are.
+        self.credential_fetches: dict[tuple[str, str], Counter[str]] = {}
 
     @contextmanager
     def lease(self, target: Target) -> Iterator[AnyDriver]:
@@ -146,7 +169,9 @@ class EngineCache:
                 # First probe, or a probe on a reloaded config that changed this target's connection.
                 if cached is not None:
                     idle = self._retire(target.name)
-                cached = self._cached[target.name] = _Cached(_build(target), target)
+                credentials = self._credential_source(target)
+                cached = self._cached[target.name] = _Cached(_build(target, credentials), target)
+                cached.credentials = credentials
             cached.leases += 1
         if idle is not None:
             self._dispose(idle.engine)
@@ -172,7 +197,30 @@ class EngineCache:
             return BlockingDriver(engine, cached.slots, self._threads, cached.target)
         dialect = dialect_of(cached.target.url)
         assert dialect is not None  # asyncio engines are built only for these
-        return Driver(engine, dialect, cached.slots, cached.target, _kill_args(engine, dialect, cached.target))
+        kill_args = _kill_args(engine, dialect, cached.target)
+        return Driver(engine, dialect, cached.slots, cached.target, kill_args, cached.credentials)
+
+    def _credential_source(self, target: Target) -> CredentialSource | None:
+        """A new source of ``target``'s credentials, if it has a command; a module's command gets the address."""
+        if target.credentials is None:
+            return None
+        address = None
+        if target.module is not None:
+            address = target.name.removeprefix(f"{target.module}/")
+        owner = ("", target.module) if target.module is not None else (target.name, "")
+        return CredentialSource(target.credentials, address, self.credential_fetches.setdefault(owner, Counter()))
+
+    def credential_ages(self) -> dict[tuple[str, str], float]:
+        """Seconds since the credentials in use were fetched, by (target, module): a module's oldest."""
+        ages: dict[tuple[str, str], float] = {}
+        with self._lock:
+            sources = [(cached.target, cached.credentials) for cached in self._cached.values()]
+        for target, source in sources:
+            age = None if source is None else source.age()
+            if age is not None:
+                owner = ("", target.module) if target.module is not None else (target.name, "")
+                ages[owner] = max(age, ages.get(owner, 0.0))
+        return ages
 
     def _served_now(self, target: Target) -> Target:
         """The target of this name in the config served now."""

@@ -50,7 +50,12 @@ class Exporter:
         # Engines only for the targets served now: a run queued before a reload must not build one for its old config.
         self.engines = EngineCache(self._served_now, max_workers)
         self.prober = Prober(self.engines, probe_limits)
-        self.telemetry = Telemetry(self.engines.__len__, self.engines.killer.skipped)
+        self.telemetry = Telemetry(
+            self.engines.__len__,
+            self.engines.killer.skipped,
+            lambda: {owner: dict(counts) for owner, counts in list(self.engines.credential_fetches.items())},
+            self.engines.credential_ages,
+        )
         self.inventory = Inventory()
         self.module_targets = ModuleTargets(self._let_go)
         self._reloading = threading.Lock()

@@ -60,13 +60,27 @@ def unexpected_message(error: BaseException) -> str:
     return str(error)
 
 
-def scrub(message: str, target: Target) -> str:
+def sent_by_server(error: BaseException | None) -> bool:
+    """Whether ``error`` is the server's own answer, its text as the server sent it: MySQL's and MariaDB's server
+    errors (codes 1000-1999; the client's own are 2000 on), PostgreSQL's with a SQLSTATE."""
+    if error is None:
+        return False
+    code = error.args[0] if error.args else None
+    if isinstance(code, int) and not isinstance(code, bool) and 1000 <= code < 2000:
+        return True
+    return isinstance(getattr(error, "sqlstate", None), str)
+
+
+def scrub(message: str, target: Target, error: BaseException | None = None) -> str:
     """Driver messages never hold the password (as written or URL-escaped); this makes sure of it, without starring
     it inside the host or target name (see masked). They are cut to MAX_MESSAGE characters, with a note saying so.
 
+    The text of an ``error`` the server sent is left as it is: a server never has the password to quote, and
+    starring a password a hostile server wrote into its message would tell it whether its guess was right.
     A refused login or missing privilege also says where the grants sqlprobe needs are documented.
     """
-    message = target.scrubbed(message)
+    if not sent_by_server(error):
+        message = target.scrubbed(message)
     if len(message) > MAX_MESSAGE:
         message = f"{message[:MAX_MESSAGE]}… (cut: {len(message) - MAX_MESSAGE} more characters)"
     if "Access denied" in message or "command denied" in message:

@@ -155,7 +155,7 @@ class Prober:
         key = (target.name, query_sets)
         flight = self._flights.get(key)
         if flight is None or flight.run.target is not target or flight.landed or flight.run.abandoned:
-            run = Run(target, target.queries_for(query_sets), self._engines, self._cache)
+            run = Run(target, target.queries_for(query_sets), self._engines, self._cache, started + budget)
             flight = self._flights[key] = _Flight(run)
             run.task = loop.create_task(run.execute())
             run.task.add_done_callback(flight.land)

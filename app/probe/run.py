@@ -36,8 +36,17 @@ Running = tuple[AnyDriver, Session]
 class Run:
     """One run of a target's queries, as a task on the event loop; the probes waiting for it read its result."""
 
-    def __init__(self, target: Target, queries: tuple[Query, ...], engines: EngineCache, cache: ResultCache) -> None:
+    def __init__(
+        self,
+        target: Target,
+        queries: tuple[Query, ...],
+        engines: EngineCache,
+        cache: ResultCache,
+        deadline: float | None = None,
+    ) -> None:
         self.target = target
+        # When the first probe waiting for it gives up (time.monotonic()): a credentials command must end before.
+        self._deadline = time.monotonic() + target.timeout if deadline is None else deadline
         self.task: asyncio.Task[None] | None = None
         self._queries = queries
         self._engines = engines
@@ -153,7 +162,7 @@ class Run:
             await self._on_fresh_if_stale(driver, lambda session: self._tracked(session, driver, driver.ping(session)))
             return
         except driver.errors as error:
-            failure = ConnectFailed(f"the server did not answer a ping: {scrub(str(error), self.target)}")
+            failure = ConnectFailed(f"the server did not answer a ping: {scrub(str(error), self.target, error)}")
         except ConnectFailed as error:
             failure = error
         if not self._abandoned:  # the kept results are not served: the server did not answer this probe
@@ -183,12 +192,14 @@ class Run:
         if self._abandoned:
             raise _Abandoned
         try:
-            return await driver.checkout()
+            return await driver.checkout(self._deadline)
         except driver.errors as error:  # raw_connection() leaves the driver's errors as they are
-            failure = ConnectFailed(scrub(with_cause(error), self.target))
+            _refused(driver, error)
+            failure = ConnectFailed(scrub(with_cause(error), self.target, error))
             let_go(error)
         except DBAPIError as error:  # the driver's error, as SQLAlchemy's connect() wraps it
-            failure = ConnectFailed(scrub(with_cause(error.orig or error), self.target))
+            _refused(driver, error.orig or error)
+            failure = ConnectFailed(scrub(with_cause(error.orig or error), self.target, error.orig))
             let_go(error)
         except PoolTimeoutError:
             failure = ConnectFailed("no free connection in the target's pool (too many probes of it at once)")
@@ -235,7 +246,7 @@ class Run:
         try:
             fetched = await self._on_fresh_if_stale(driver, execute)
         except driver.errors as error:
-            told = scrub(str(error), self.target)
+            told = scrub(str(error), self.target, error)
             duration = time.monotonic() - started
             if query.timeout is not None and duration >= query.timeout:
                 timed_out = QueryTimedOut(f"the query's timeout of {query.timeout:g}s passed: {told}")
@@ -298,6 +309,18 @@ class Run:
             finished.append(failed_query(unfinished[0], error, in_flight))
             finished.extend(failed_query(query, error) for query in unfinished[1:])
         return ProbeResult(self.target, budget, duration, tuple(finished), at=time.monotonic())
+
+
+# MySQL's and MariaDB's error for a refused login; PostgreSQL's SQLSTATE for one.
+_REFUSED = (1045, "28P01")
+
+
+def _refused(driver: AnyDriver, error: BaseException) -> None:
+    """Leased credentials the server refused are fetched again early (rate-limited by the source)."""
+    credentials = getattr(driver, "credentials", None)
+    code = error.args[0] if error.args else None
+    if credentials is not None and (code in _REFUSED or getattr(error, "sqlstate", None) in _REFUSED):
+        credentials.refused()
 
 
 class _Abandoned(Exception):

@@ -5,7 +5,7 @@ import platform
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -20,7 +20,13 @@ PROBE_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 class Telemetry:
     """Counts probes, their durations and per-metric errors."""
 
-    def __init__(self, engine_count: Callable[[], int], kills_skipped: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(
+        self,
+        engine_count: Callable[[], int],
+        kills_skipped: Callable[[], Mapping[str, int]],
+        credential_fetches: Callable[[], Mapping[tuple[str, str], Mapping[str, int]]] = dict,
+        credential_ages: Callable[[], Mapping[tuple[str, str], float]] = dict,
+    ) -> None:
         # *_created series double the exporter's series count and tell Prometheus nothing it needs here.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
@@ -37,6 +43,7 @@ class Telemetry:
         engines = Gauge("sqlprobe_engines", "SQLAlchemy engines cached, one per probed target.", registry=self.registry)
         engines.set_function(lambda: float(engine_count()))
         self.registry.register(_KillsSkipped(kills_skipped))
+        self.registry.register(_Credentials(credential_fetches, credential_ages))
         self._probes = Counter(
             "sqlprobe_probes", "Probes by target and result.", ["target", "result"], registry=self.registry
         )
@@ -142,3 +149,36 @@ class _KillsSkipped(Collector):
         for reason, count in sorted(self._skipped().items()):
             family.add_metric([reason], count)
         yield family
+
+
+class _Credentials(Collector):
+    """sqlprobe_credentials_fetch_total{target,module,result} and sqlprobe_credentials_age_seconds{target,module}:
+    runs of credentials commands, and how old the credentials in use are (a module's oldest), read when scraped."""
+
+    def __init__(
+        self,
+        fetches: Callable[[], Mapping[tuple[str, str], Mapping[str, int]]],
+        ages: Callable[[], Mapping[tuple[str, str], float]],
+    ) -> None:
+        self._fetches = fetches
+        self._ages = ages
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        fetches = CounterMetricFamily(
+            "sqlprobe_credentials_fetch",
+            "Runs of a target's or module's credentials_command, by result: success, failed (a non-zero exit "
+            "status), timeout (killed at the probe's deadline), invalid_output.",
+            labels=["target", "module", "result"],
+        )
+        for (target, module), results in sorted(self._fetches().items()):
+            for result, count in sorted(results.items()):
+                fetches.add_metric([target, module, result], count)
+        yield fetches
+        ages = GaugeMetricFamily(
+            "sqlprobe_credentials_age_seconds",
+            "Seconds since the credentials in use were fetched by the credentials_command (a module's oldest).",
+            labels=["target", "module"],
+        )
+        for (target, module), age in sorted(self._ages().items()):
+            ages.add_metric([target, module], age)
+        yield ages

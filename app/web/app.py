@@ -18,6 +18,7 @@ from app.config import Config, ModuleRequestError
 from app.errors import ConfigError, where_it_failed
 from app.probe.exporter import Exporter
 from app.probe.history import DEFAULT_HISTORY_LIMIT, TargetKey
+from app.probe.pauses import Pauses
 from app.probe.prober import DEFAULT_PROBE_LIMITS, ProbeLimits
 from app.web.basicauth import BasicAuth
 from app.web.discovery import target_groups
@@ -66,6 +67,7 @@ def create_app(
     probes in flight.
     """
     exporter = Exporter(config, max_workers, history_limit, probe_limits)
+    pauses = Pauses(exporter.telemetry.registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -74,7 +76,11 @@ def create_app(
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload_logged(exporter)))
         sweeper = asyncio.create_task(_dispose_idle_engines(exporter, idle_engine_timeout))
         refresher = asyncio.create_task(_refresh_files(exporter, refresh_interval))
+        pauses.start()
+        watcher = asyncio.create_task(pauses.watch())
         yield
+        watcher.cancel()
+        pauses.stop()
         sweeper.cancel()
         refresher.cancel()
         await exporter.close()

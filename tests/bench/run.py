@@ -18,12 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.bench.client import Connection, Outcome, Probes, probe_request
 from tests.bench.fleet import QUERIES_PER_PROBE, Exporter, bench_setup
@@ -163,7 +165,18 @@ async def open_loop(running: Exporter, database_pids: Sequence[int], config: Map
     results["start_lag_p99_ms"] = percentile(late, 99) * 1000
     results["start_lag_max_ms"] = max(late, default=0) * 1000
     results["probes_expected"] = duration * len(requests) / interval
+    results["loop_lag_max_ms"] = _own_metric(running, "sqlprobe_event_loop_lag_max_seconds") * 1000
     return results
+
+
+def _own_metric(running: Exporter, name: str) -> float:
+    """One sample of sqlprobe's own /metrics (its longest event-loop stall since start, say)."""
+    with urllib.request.urlopen(f"http://{running.host}:{running.port}/metrics", timeout=10) as answer:
+        for family in text_string_to_metric_families(answer.read().decode()):
+            for sample in family.samples:
+                if sample.name == name:
+                    return float(sample.value)
+    return math.nan
 
 
 async def saturation(running: Exporter, database_pids: Sequence[int], config: Mapping[str, Any]) -> dict[str, Any]:
@@ -367,6 +380,7 @@ def print_table(report: Mapping[str, Any]) -> None:
         print(f"every target every {config['interval_s']:g} s, measured {config['duration_s']:g} s\n")
         _print_figures(results)
         print(f"  {'start lag p99 / max ms':34} {results['start_lag_p99_ms']:.1f} / {results['start_lag_max_ms']:.1f}")
+        print(f"  {'longest event-loop stall ms':34} {results.get('loop_lag_max_ms', math.nan):.1f}")
     else:
         print(f"closed loop, {config['step_s']:g} s per step, p99 bound {config['p99_bound_ms']:g} ms\n")
         print(

@@ -31,8 +31,15 @@ class FakeServer:
     """Just enough of a MySQL server on loopback to collect a login: a greeting naming ``greeting_plugin``, then (if
     ``switch_to``) an AuthSwitchRequest to that plugin; it keeps every byte each client sent, then denies access."""
 
-    def __init__(self, greeting_plugin: str, switch_to: str | None, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        greeting_plugin: str,
+        switch_to: str | None,
+        tls: ssl.SSLContext | None = None,
+        denial: bytes = b"Access denied (fake)",
+    ) -> None:
         self._greeting_plugin = greeting_plugin
+        self._denial = denial
         self._tls = tls
         self._switch_to = switch_to
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -74,7 +81,7 @@ class FakeServer:
             if not self._collect(client):
                 return
             sequence += 2
-        client.sendall(_packet(sequence, b"\xff" + struct.pack("<H", 1045) + b"#28000Access denied (fake)"))
+        client.sendall(_packet(sequence, b"\xff" + struct.pack("<H", 1045) + b"#28000" + self._denial))
 
     def _collect(self, client: socket.socket) -> bool:
         """One packet from the client, kept; False if the client closed the connection instead."""
