@@ -23,6 +23,7 @@ from app.config.schema import duration_seconds
 from app.drivers.fdlimit import hard_limit, raise_soft_limit, shortfall_warning
 from app.errors import ConfigError, ConfigProblem
 from app.probe.history import DEFAULT_HISTORY_LIMIT
+from app.probe.prober import DEFAULT_MAX_MODULE_PROBES, DEFAULT_MAX_PROBES, ProbeLimits
 from app.web.app import DEFAULT_IDLE_ENGINE_TIMEOUT, DEFAULT_MAX_WORKERS, DEFAULT_REFRESH_INTERVAL, create_app
 from app.web.http_protocol import (
     DEFAULT_HEADER_TIMEOUT,
@@ -181,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="open HTTP connections at most; the next gets 503 and is closed (default: %(default)s)",
     )
     parser.add_argument(
+        "--max-probes-in-flight",
+        type=_positive,
+        default=DEFAULT_MAX_PROBES,
+        metavar="N",
+        help="probes running at once at most; the next gets 503 with a sentence (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-module-probes-in-flight",
+        type=_positive,
+        default=DEFAULT_MAX_MODULE_PROBES,
+        metavar="N",
+        help="probes of one module's targets running at once at most; the next gets 503 (default: %(default)s)",
+    )
+    parser.add_argument(
         "--refresh-interval",
         type=_duration,
         default=DEFAULT_REFRESH_INTERVAL,
@@ -302,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             idle_engine_timeout=args.idle_engine_timeout,
             refresh_interval=args.refresh_interval,
             history_limit=args.history_limit,
+            probe_limits=ProbeLimits(args.max_probes_in_flight, args.max_module_probes_in_flight),
         ),
         host=host,
         port=port,

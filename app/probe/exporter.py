@@ -18,7 +18,7 @@ from app.drivers.engine_cache import EngineCache
 from app.errors import ConfigError
 from app.probe.history import DEFAULT_HISTORY_LIMIT, History, Selection, TargetKey
 from app.probe.module_targets import ModuleTargets
-from app.probe.prober import Prober
+from app.probe.prober import DEFAULT_PROBE_LIMITS, ProbeLimits, Prober
 from app.probe.reloads import SharedRuns
 from app.probe.results import ProbeResult
 from app.probe.telemetry import Telemetry
@@ -38,12 +38,18 @@ class Reloaded:
 class Exporter:
     """What the handlers share. ``config`` is replaced whole by a reload; a probe keeps the one it started with."""
 
-    def __init__(self, config: Config, max_workers: int, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
+    def __init__(
+        self,
+        config: Config,
+        max_workers: int,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        probe_limits: ProbeLimits = DEFAULT_PROBE_LIMITS,
+    ) -> None:
         self.config = config
         self.history = History(history_limit)
         # Engines only for the targets served now: a run queued before a reload must not build one for its old config.
         self.engines = EngineCache(self._served_now, max_workers)
-        self.prober = Prober(self.engines)
+        self.prober = Prober(self.engines, probe_limits)
         self.telemetry = Telemetry(
             self.engines.__len__,
             self.engines.killer.skipped,

@@ -19,6 +19,7 @@ from app.errors import ConfigError, where_it_failed
 from app.probe.exporter import Exporter
 from app.probe.history import DEFAULT_HISTORY_LIMIT, TargetKey
 from app.probe.pauses import Pauses
+from app.probe.prober import DEFAULT_PROBE_LIMITS, ProbeLimits
 from app.web.basicauth import BasicAuth
 from app.web.discovery import target_groups
 from app.web.exposition import encode
@@ -57,13 +58,15 @@ def create_app(
     idle_engine_timeout: float = DEFAULT_IDLE_ENGINE_TIMEOUT,
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
     history_limit: int = DEFAULT_HISTORY_LIMIT,
+    probe_limits: ProbeLimits = DEFAULT_PROBE_LIMITS,
 ) -> FastAPI:
     """Build the FastAPI app that serves ``config`` (``reload_on_sighup`` only where the app owns the process).
 
     With ``web_config`` naming basic-auth users, every request must carry one's credentials. The status page and
-    /logs keep each target's last probe and the last ``history_limit`` failed probes.
+    /logs keep each target's last probe and the last ``history_limit`` failed probes; ``probe_limits`` bound the
+    probes in flight.
     """
-    exporter = Exporter(config, max_workers, history_limit)
+    exporter = Exporter(config, max_workers, history_limit, probe_limits)
     pauses = Pauses(exporter.telemetry.registry)
 
     @asynccontextmanager

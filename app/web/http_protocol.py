@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 # The ASGI scope's extension that tells when the request began to arrive: {"monotonic": time.monotonic()}.
 ARRIVED = "sqlprobe.arrived"
+# The ASGI scope's extension that tells when the client has gone: {"future": an asyncio future, done then}. uvicorn
+# says so only to an app that calls receive() and waits for http.disconnect, a task per request; a future per
+# connection, done in connection_lost, costs /probe nothing while the client stays.
+GONE = "sqlprobe.gone"
 
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_HEADER_TIMEOUT = 5.0
@@ -103,7 +107,9 @@ class HttpProtocol(HttpToolsProtocol):
         self._in_request = True  # until the request's body, if any, has arrived whole
         self._heads = 0  # request heads completed on this connection
         self._head_timer: asyncio.TimerHandle | None = None
-        super().connection_made(_JoinedWrites(transport, asyncio.get_running_loop()))
+        loop = asyncio.get_running_loop()
+        self._gone: asyncio.Future[None] = loop.create_future()
+        super().connection_made(_JoinedWrites(transport, loop))
         if len(self.connections) > self.limits.max_connections:
             self._reject(503)
             return
@@ -112,6 +118,8 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
+        if not self._gone.done():
+            self._gone.set_result(None)  # a probe still running for this connection gives up
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
@@ -145,6 +153,7 @@ class HttpProtocol(HttpToolsProtocol):
         # run (under a burst of scrapes, requests wait their turn on the event loop, and Prometheus's timeout runs).
         extensions = dict(self.scope.get("extensions") or {})
         extensions[ARRIVED] = {"monotonic": time.monotonic()}
+        extensions[GONE] = {"future": self._gone}
         self.scope["extensions"] = extensions
 
     def on_headers_complete(self) -> None:

@@ -16,9 +16,10 @@ from starlette.types import Receive, Scope, Send
 from app.config import AddressNotAllowed, ModuleRequestError, Target
 from app.errors import where_it_failed
 from app.probe.exporter import Exporter
+from app.probe.prober import ClientGone, TooManyProbes
 from app.probe.results import ProbeResult
 from app.web.exposition import render_probe
-from app.web.http_protocol import ARRIVED
+from app.web.http_protocol import ARRIVED, GONE
 from app.web.report import debug_report, failures
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ OPENAPI_OPERATION: Mapping[str, Any] = {
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             },
             "404": {"description": "An unknown target", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "503": {
+                "description": "Too many probes in flight already",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
         },
     }
 }
@@ -75,18 +80,31 @@ class ProbeEndpoint:
         if scope["method"] != "GET":
             await _answer(send, 405, f"Method Not Allowed: {scope['method']} {PATH}\n".encode(), [(b"allow", b"GET")])
             return
+        gone = _gone(scope)
+        watcher = None
+        if gone is None:  # served by another protocol than sqlprobe's (tests, uvicorn's stock one): ASGI's way
+            gone = asyncio.get_running_loop().create_future()
+            watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         try:
-            body, content_type = await self._probe(scope)
+            body, content_type = await self._probe(scope, gone)
+        except ClientGone:
+            return  # nobody to answer; the run was stopped if this probe was the last waiting for it
         except BadRequest as error:
             await _answer(send, error.status_code, f"{error}\n".encode())
+            return
+        except TooManyProbes as error:
+            await _answer(send, 503, f"{error}\n".encode())
             return
         except Exception as error:  # noqa: BLE001 - a bug costs one answer, never a traceback to the client
             log.error("probe request failed unexpectedly: %s", where_it_failed(error))
             await _answer(send, 500, b"internal error, see sqlprobe's log\n")
             return
+        finally:
+            if watcher is not None:
+                watcher.cancel()
         await _answer(send, 200, body, content_type=content_type)
 
-    async def _probe(self, scope: Scope) -> tuple[bytes, bytes]:
+    async def _probe(self, scope: Scope, gone: "asyncio.Future[None]") -> tuple[bytes, bytes]:
         config = self._exporter.config
         parameters = _parameters(scope["query_string"].decode("latin-1"))
         headers = _read_headers(scope["headers"])
@@ -109,7 +127,7 @@ class ProbeEndpoint:
             )
         selected = _query_sets(found, [value for name, value in parameters if name == "query_set"])
         budget = _budget(found, headers.get(_SCRAPE_TIMEOUT))
-        result = await self._exporter.prober.probe(found, selected, budget, _arrived(scope))
+        result = await self._exporter.prober.probe(found, selected, budget, _arrived(scope), gone)
         self._exporter.observe(result, selected)
         _log_failure(result)
         if debug or _rows(result) > _RENDERED_ON_THE_LOOP:
@@ -192,6 +210,20 @@ def _arrived(scope: Scope) -> float | None:
     arrived = (scope.get("extensions") or {}).get(ARRIVED) or {}
     at = arrived.get("monotonic")
     return at if isinstance(at, float) else None
+
+
+def _gone(scope: Scope) -> "asyncio.Future[None] | None":
+    """Done when the client has gone, if the HTTP protocol says so (app/web/http_protocol.py)."""
+    gone = ((scope.get("extensions") or {}).get(GONE) or {}).get("future")
+    return gone if isinstance(gone, asyncio.Future) else None
+
+
+async def _watch_disconnect(receive: Receive, gone: "asyncio.Future[None]") -> None:
+    """Set ``gone`` when ASGI says the client disconnected (cancelled once the probe is answered)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if not gone.done():
+        gone.set_result(None)
 
 
 def _budget(target: Target, scrape_timeout: str | None) -> float:
