@@ -52,6 +52,13 @@ class Prometheus:
         assert body["data"]["resultType"] == "vector", body
         return [(series["metric"], float(series["value"][1])) for series in body["data"]["result"]]
 
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts pending or firing now, as /api/v1/alerts lists them (labels, state, annotations…)."""
+        response = httpx.get(f"{self.url}/api/v1/alerts", timeout=10)
+        response.raise_for_status()
+        alerts: list[dict[str, Any]] = response.json()["data"]["alerts"]
+        return alerts
+
     def wait_for(self, what: str, check: Callable[[], Found | None], seconds: float = 45) -> Found:
         """Poll ``check`` until it returns something; fail with ``what`` and Prometheus's log after ``seconds``."""
         deadline = time.monotonic() + seconds

@@ -57,9 +57,13 @@ def serve_files(
     scheme: str = "http",
     client: httpx.Client | None = None,
     wrapper: Sequence[str] = (),
+    port: int | None = None,
 ) -> Iterator[Served]:
-    """sqlprobe serving the targets.yml and queries.yml already in ``directory``, as ``serve`` does."""
-    port = free_port()
+    """sqlprobe serving the targets.yml and queries.yml already in ``directory``, as ``serve`` does.
+
+    ``port`` is where to listen (a replica started again where it was), a free one by default.
+    """
+    port = free_port() if port is None else port
     log = directory / "sqlprobe.log"
     command = [
         *wrapper,

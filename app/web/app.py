@@ -176,9 +176,7 @@ async def probe_logs(
         raise BadRequest("give one 'target' (and at most one 'module') parameter to /logs")
     config = exporter.config
     if module is None:
-        if target not in config.targets:
-            raise BadRequest(f"unknown target {target!r}: it is not in {config.targets_file}", 404)
-        key = TargetKey(None, target)
+        key = TargetKey(None, target) if target in config.targets else _probed_with_a_module(exporter, target)
     else:
         found = config.modules.get(module)
         if found is None:
@@ -192,6 +190,30 @@ async def probe_logs(
         raise BadRequest(f"target {key} has not been probed since sqlprobe started (or was reloaded)", 404)
     # A big result's account takes a while to render: not on the event loop, which answers the probes.
     return PlainTextResponse(await asyncio.to_thread(probe_log, state, exporter.history.last_failed(key)))
+
+
+def _probed_with_a_module(exporter: Exporter, target: str) -> TargetKey:
+    """The module target an address without its module names (as in the shipped alerts' links, which know only the
+    instance): the one module that has probed it. Otherwise a 404 saying what to give instead."""
+    config = exporter.config
+    probed = []
+    for name, found in config.modules.items():
+        try:
+            key = TargetKey(name, str(found.address(target)))
+        except ModuleRequestError:
+            continue
+        if exporter.history.state(key) is not None:
+            probed.append(key)
+    if len(probed) == 1:
+        return probed[0]
+    if probed:
+        modules = ", ".join(sorted(str(key.module) for key in probed))
+        raise BadRequest(f"target {target!r} has been probed with modules {modules}: add &module= to say which")
+    message = f"unknown target {target!r}: it is not in {config.targets_file}"
+    if config.modules:
+        modules = ", ".join(sorted(config.modules))
+        message += f", and no module has probed it since sqlprobe started (modules: {modules})"
+    raise BadRequest(message, 404)
 
 
 @router.post("/-/reload", response_class=PlainTextResponse)

@@ -1,6 +1,7 @@
 """The Containerfile's image, built offline on a Debian base made by mmdebstrap and run as docs/deployment.md says:
 read-only, every capability dropped, a non-root user, configuration and password files mounted at /etc/sqlprobe/."""
 
+import os
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -8,22 +9,53 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.images import build_image, podman, require_tools
+from tests.deploy.images import BASE_IMAGE, build_image, podman, require_tools
 from tests.helpers import parse_samples, value
 from tests.paths import ROOT_DIR
 from tests.servers import EXPORTER_USER, MariaDB, free_port
 
-TAG = "localhost/sqlprobe:deploy-test"
+# A tag of this run's own: test runs from several checkouts at once must not run each other's images.
+TAG = f"localhost/sqlprobe:deploy-test-{os.getpid()}"
 UID = 65532
+MiB = 2**20
+
+
+def _size(image: str) -> int:
+    return int(podman("image", "inspect", image, "--format", "{{.Size}}").stdout)
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
+def image() -> Iterator[str]:
     require_tools()
     seconds = build_image(TAG, ROOT_DIR)
-    size = int(podman("image", "inspect", TAG, "--format", "{{.Size}}").stdout)
-    print(f"\nimage {TAG}: built in {seconds:.1f} s, {size / 2**20:.0f} MiB")
-    return TAG
+    print(f"\nimage {TAG}: built in {seconds:.1f} s, {_size(TAG) / MiB:.1f} MiB")
+    try:
+        yield TAG
+    finally:
+        podman("rmi", TAG, check=False)  # the tag only: the layers stay cached for the next build
+
+
+# Every compiled module of the virtualenv (but packages' own tests), imported: stripping them (Containerfile) left them loadable.
+IMPORT_EVERY_EXTENSION = """
+import importlib, pathlib, sys
+import psycopg  # before psycopg_binary, which refuses to be imported first
+site = pathlib.Path(sys.prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+names = sorted(".".join(p.relative_to(site).with_suffix("").with_suffix("").parts) for p in site.rglob("*.so"))
+for name in names:
+    if ".tests." not in name:  # greenlet's own test helpers need its test dependencies
+        importlib.import_module(name)
+print(len(names), psycopg.pq.__impl__)
+"""
+
+
+def test_the_image_is_under_200_mib_and_every_stripped_extension_module_loads(image: str) -> None:
+    size, base = _size(image), _size(BASE_IMAGE)
+    print(f"\nimage {size / MiB:.1f} MiB: base {base / MiB:.1f} MiB, sqlprobe's layers {(size - base) / MiB:.1f} MiB")
+    imported = podman("run", "--rm", "--network=none", "--entrypoint", "python3", image, "-c", IMPORT_EVERY_EXTENSION)
+    assert size < 200 * MiB
+    count, psycopg_implementation = imported.stdout.split()
+    assert int(count) >= 10  # uvloop, httptools, pydantic_core, cryptography, sqlalchemy's, yaml's…
+    assert psycopg_implementation == "binary"
 
 
 def _config_dir(directory: Path, server: MariaDB) -> Path:

@@ -9,22 +9,13 @@ import httpx2 as httpx
 import pytest
 
 from tests.config.test_inventory import write_inventory
-from tests.helpers import ITEMS_SET, Samples, missing, parse_samples, value
+from tests.helpers import ITEMS_SET, Samples, parse_samples, value
 from tests.paths import ROOT_DIR
-from tests.prometheus import Prometheus, config_for_test, prometheus_binary, running_prometheus
+from tests.prometheus import Prometheus, config_for_test, running_prometheus
 from tests.served import Served, serve
 from tests.servers import MariaDB
 
 EXAMPLES = ROOT_DIR / "examples"
-
-
-@pytest.fixture(scope="module")
-def prometheus() -> str:
-    """Debian's prometheus; without it these tests fail under CI and skip elsewhere."""
-    binary = prometheus_binary()
-    if binary is None:
-        missing("prometheus is not installed: apt-get install prometheus")
-    return binary
 
 
 FLEET_USER = "fleet_exporter"

@@ -1,6 +1,5 @@
 """A real Prometheus discovers sqlprobe's targets through /sd, scrapes them, and stores what the SQL says."""
 
-import hashlib
 import json
 import re
 import time
@@ -9,25 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-import pytest
 
-from tests.helpers import ITEMS_SET, metric, missing, parse_samples, target
+from tests.helpers import ITEMS_SET, metric, target
 from tests.paths import ROOT_DIR
-from tests.prometheus import Prometheus, config_for_test, prometheus_binary, running_prometheus
+from tests.prometheus import Prometheus, config_for_test, running_prometheus
 from tests.served import serve
 from tests.servers import MariaDB
 
 EXAMPLES = ROOT_DIR / "examples"
-REPLICAS = 2
-
-
-@pytest.fixture(scope="module")
-def prometheus() -> str:
-    """Debian's prometheus; without it these tests fail under CI and skip elsewhere."""
-    binary = prometheus_binary()
-    if binary is None:
-        missing("prometheus is not installed: apt-get install prometheus")
-    return binary
 
 
 def test_prometheus_scrapes_every_discovered_target_with_the_values_of_its_sql(
@@ -66,44 +54,6 @@ def test_prometheus_scrapes_every_discovered_target_with_the_values_of_its_sql(
         for kind, qty in server.query(ITEMS_SET["qty_by_kind"]["query"])
     }
     assert stored == expected
-
-
-def _hashmod(name: str, modulus: int) -> int:
-    """Prometheus's hashmod relabeling: the last 8 bytes of the MD5 of the value, big-endian, modulo."""
-    return int.from_bytes(hashlib.md5(name.encode()).digest()[8:], "big") % modulus
-
-
-def test_two_replicas_split_by_hashmod_scrape_each_target_exactly_once(tmp_path: Path, prometheus: str) -> None:
-    names = [f"db-{index:02d}" for index in range(6)]
-    owner = {name: _hashmod(name, REPLICAS) for name in names}
-    assert set(owner.values()) == set(range(REPLICAS)), "the names must give each replica some targets"
-    targets = {name: target("sqlite://", "basic") for name in names}
-    sets = {"basic": {"one": metric("select 1 as n", "n")}}
-    with (
-        serve(tmp_path / "sqlprobe-0", targets, sets) as replica_0,
-        serve(tmp_path / "sqlprobe-1", targets, sets) as replica_1,
-    ):
-        replicas = (replica_0, replica_1)
-        shipped = {
-            f"sqlprobe-{index}:9104": replica.url.removeprefix("http://") for index, replica in enumerate(replicas)
-        }
-        config = config_for_test((EXAMPLES / "prometheus-hashmod.yml").read_text(), shipped)
-        with running_prometheus(prometheus, config) as server:
-
-            def probed_twice() -> list[set[str]] | None:
-                # The targets each replica has probed at least twice, from its own /metrics.
-                probed = []
-                for replica in replicas:
-                    samples = parse_samples(httpx.get(f"{replica.url}/metrics").text)
-                    counts = samples.get("sqlprobe_probes_total", {})
-                    probed.append({dict(labels)["target"] for labels, count in counts.items() if count >= 2})
-                return probed if set().union(*probed) == set(names) else None
-
-            probed = server.wait_for("two probes of every target", probed_twice)
-            jobs = {labels["instance"]: labels["job"] for labels, _ in server.query('up{job=~"sqlprobe_[0-9]+"} == 1')}
-    # Each target in exactly one job, the one its hash picks, and probed by that job's replica alone.
-    assert jobs == {name: f"sqlprobe_{owner[name]}" for name in names}
-    assert probed == [{name for name in names if owner[name] == index} for index in range(REPLICAS)]
 
 
 DASHBOARD = EXAMPLES / "grafana-dashboard.json"
