@@ -18,9 +18,8 @@ _NOT_IN_NAMES = re.compile(r"[^a-zA-Z0-9_]")
 # cut short (two long names would become one family). MySQL's own names (variables, tables, users) have at most 64.
 MAX_ROW_NAME_LENGTH = 200
 
-# Where a row goes: (family name, kind, help, label names it adds, their values); None to drop it (a drop: rule);
-# or the reason it is skipped.
-_Destination = tuple[str, str, str, tuple[str, ...], LabelValues] | str | None
+# Where a row goes: (family name, kind, help, label names it adds, their values), or None to drop it.
+_Destination = tuple[str, str, str, tuple[str, ...], LabelValues] | None
 
 
 def family_result(
@@ -39,12 +38,14 @@ def family_result(
     static_names = tuple(name for name, _ in metric.static_labels)
     count = 0
     for row in rows:
-        reason = None
-        destination = _destination(metric.name, metric.kind, metric.documentation, metric.families, _text(row[name_at]))
-        if destination is None:
+        text = _label(row[name_at])  # NULL: ""
+        # Before the cache and any pattern: a long name is neither kept nor matched.
+        reason = "empty_name" if not text else "name_too_long" if len(text) > MAX_ROW_NAME_LENGTH else None
+        if reason is not None:
+            skipped[reason] = skipped.get(reason, 0) + 1
             continue
-        if isinstance(destination, str):
-            skipped[destination] = skipped.get(destination, 0) + 1
+        destination = _destination(metric.name, metric.kind, metric.documentation, metric.families, text)
+        if destination is None:
             continue
         value = number(row[value_at])
         name, kind, documentation, group_names, group_values = destination
@@ -83,20 +84,12 @@ def _samples(name: str, kind: str) -> tuple[str, ...]:
     return (name, f"{name}_total", f"{name}_created") if kind == "counter" else (name,)
 
 
-def _text(raw: object) -> str | None:
-    """A row's name as text (None for NULL): what names it, so 1, 1.0 and True, equal in Python, name three."""
-    return None if raw is None else _label(raw)
-
-
 @lru_cache(maxsize=16384)
-def _destination(
-    name: str, kind: str, documentation: str, rules: tuple[FamilyRule, ...], text: str | None
-) -> _Destination:
-    """Where a row named ``text`` goes (once per metric and row name: the same names come back every probe)."""
-    if not text:
-        return "empty_name"
-    if len(text) > MAX_ROW_NAME_LENGTH:  # before any pattern sees it; the name below has as many characters
-        return "name_too_long"
+def _destination(name: str, kind: str, documentation: str, rules: tuple[FamilyRule, ...], text: str) -> _Destination:
+    """Where a row named ``text`` goes (once per metric and row name: the same names come back every probe).
+
+    Keyed on the text, not the cell: 1 == 1.0 == True in Python, and a cache keyed on the cell named rows after
+    whichever of them came first in the process."""
     row_name = _NOT_IN_NAMES.sub("_", text).lower()
     for rule in rules:
         values = rule.pattern.fullmatch(row_name)
