@@ -123,7 +123,7 @@ def _compile_metric(namespace: str, set_name: str, key: str, spec: MetricSpec) -
             name=None if family.name is None else _family_name(f"{name}_{family.name}", family.type),
             kind=family.type or "untyped",
             documentation=family.description or "",
-            label_names=tuple(family.match.groupindex),
+            label_names=family.match.group_names,
         )
         for family in spec.families
     )

@@ -1,6 +1,5 @@
 """What sqlprobe serves, as loaded from targets.yml and queries.yml: frozen, and derived once at load."""
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -12,6 +11,7 @@ from app.config.addresses import Address, AllowRule, parse_address
 from app.config.credentials import CredentialsCommand
 from app.config.dsn_secrets import displayed, masked
 from app.config.parameters import ParameterSets
+from app.config.patterns import RowPattern
 from app.config.secret_files import TLS
 from app.config.sql_lexer import Syntax
 
@@ -34,7 +34,7 @@ MetricKind = Literal["gauge", "counter", "untyped"]
 class FamilyRule:
     """Rows of a ``name_from`` metric whose name matches ``pattern`` go to the family ``name`` (None: dropped)."""
 
-    pattern: re.Pattern[str]
+    pattern: RowPattern  # matched in time linear in the row name (app/config/patterns.py)
     name: str | None  # the family's full exposed name (counters without _total)
     kind: MetricKind
     documentation: str

@@ -3,9 +3,10 @@
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictBool, model_validator
 
 from app.config.parameters import ParameterSets, check_sql_names, parse_parameters
+from app.config.patterns import RowPattern, compile_row_pattern
 
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -80,15 +81,14 @@ class _Strict(BaseModel):
 MetricKind = Literal["gauge", "counter", "untyped"]
 
 
-def _compile_pattern(value: object) -> object:
-    """A regular expression, compiled; its named groups must be label names."""
-    if not isinstance(value, str):
+def _compile_pattern(value: object) -> RowPattern:
+    """A regular expression, compiled to match in linear time; its named groups must be label names."""
+    if isinstance(value, RowPattern):
         return value
-    try:
-        pattern = re.compile(value)
-    except re.error as error:
-        raise ValueError(f"invalid regular expression {value!r}: {error}") from None
-    for group in pattern.groupindex:
+    if not isinstance(value, str):
+        raise ValueError("give a regular expression as text")
+    pattern = compile_row_pattern(value)
+    for group in pattern.group_names:
         if not re.match(LABEL_NAME_PATTERN, group) or group.startswith("__") or group in TARGET_LABELS:
             raise ValueError(f"group {group!r}: a named group becomes a label, and {group!r} cannot be one")
     return pattern
@@ -97,7 +97,7 @@ def _compile_pattern(value: object) -> object:
 class FamilySpec(_Strict):
     """A rule of ``families``: rows whose name matches go to one labelled family (or are dropped)."""
 
-    match: Annotated[re.Pattern[str], BeforeValidator(_compile_pattern)]
+    match: Annotated[RowPattern, PlainValidator(_compile_pattern)]
     name: MetricName | None = None
     type: MetricKind | None = None
     description: Annotated[str, Field(min_length=1)] | None = None
@@ -177,7 +177,7 @@ class MetricSpec(_Strict):
         if self.name_from.lower() in {self.value.lower(), *(label.lower() for label in self.labels)}:
             raise ValueError(f"name_from: column {self.name_from!r} is also the value or a label")
         for index, family in enumerate(self.families):
-            clash = next((g for g in family.match.groupindex if g in {*self.labels, *self.static_labels}), None)
+            clash = next((g for g in family.match.group_names if g in {*self.labels, *self.static_labels}), None)
             if clash is not None:
                 raise ValueError(f"families.{index}.match: group {clash!r} is also a label of the metric")
 

@@ -1,5 +1,6 @@
 """Rows to families: a ``name_from`` metric's families named from a column, and mysqld_exporter's numbers."""
 
+import math
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -12,6 +13,10 @@ from app.probe.results import Family, LabelValues, MetricResult
 
 # mysqld_exporter's validPrometheusName: every character but a-z, A-Z, 0-9 and _ becomes _, then lower case.
 _NOT_IN_NAMES = re.compile(r"[^a-zA-Z0-9_]")
+
+# Characters a row's name (its text in the name_from column) may have: a longer one is skipped (name_too_long), not
+# cut short (two long names would become one family). MySQL's own names (variables, tables, users) have at most 64.
+MAX_ROW_NAME_LENGTH = 200
 
 # Where a row goes: (family name, kind, help, label names it adds, their values), or None to drop it.
 _Destination = tuple[str, str, str, tuple[str, ...], LabelValues] | None
@@ -33,11 +38,16 @@ def family_result(
     static_names = tuple(name for name, _ in metric.static_labels)
     count = 0
     for row in rows:
-        reason = None
-        destination = _destination(metric.name, metric.kind, metric.documentation, metric.families, row[name_at])
-        value = number(row[value_at])
+        text = _label(row[name_at])  # NULL: ""
+        # Before the cache and any pattern: a long name is neither kept nor matched.
+        reason = "empty_name" if not text else "name_too_long" if len(text) > MAX_ROW_NAME_LENGTH else None
+        if reason is not None:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        destination = _destination(metric.name, metric.kind, metric.documentation, metric.families, text)
         if destination is None:
             continue
+        value = number(row[value_at])
         name, kind, documentation, group_names, group_values = destination
         labels = tuple(_label(row[position]) for position in label_at) + group_values + static
         if count >= metric.max_rows:
@@ -69,21 +79,23 @@ def family_result(
 
 
 def _samples(name: str, kind: str) -> tuple[str, ...]:
-    return (name, f"{name}_total") if kind == "counter" else (name,)
+    """The names a family of ``kind`` reserves in OpenMetrics: a counter's _total and _created, though sqlprobe
+    writes no _created (a family named ``…_created`` beside a counter makes the exposition unparseable)."""
+    return (name, f"{name}_total", f"{name}_created") if kind == "counter" else (name,)
 
 
 @lru_cache(maxsize=16384)
-def _destination(name: str, kind: str, documentation: str, rules: tuple[FamilyRule, ...], raw: object) -> _Destination:
-    """Where a row named ``raw`` goes (once per metric and row name: the same names come back every probe)."""
-    row_name = _NOT_IN_NAMES.sub("_", _label(raw)).lower()
-    if not row_name:
-        return None
+def _destination(name: str, kind: str, documentation: str, rules: tuple[FamilyRule, ...], text: str) -> _Destination:
+    """Where a row named ``text`` goes (once per metric and row name: the same names come back every probe).
+
+    Keyed on the text, not the cell: 1 == 1.0 == True in Python, and a cache keyed on the cell named rows after
+    whichever of them came first in the process."""
+    row_name = _NOT_IN_NAMES.sub("_", text).lower()
     for rule in rules:
-        match = rule.pattern.fullmatch(row_name)
-        if match is not None:
+        values = rule.pattern.fullmatch(row_name)
+        if values is not None:
             if rule.name is None:
                 return None
-            values = tuple(match.group(group) or "" for group in rule.label_names)
             return rule.name, rule.kind, rule.documentation, rule.label_names, values
     return f"{name}_{row_name}", kind, documentation, (), ()
 
@@ -110,9 +122,11 @@ _WORDS = {
 }
 # Go's strconv.ParseFloat: decimal or hexadecimal, with exponent, inf/infinity/nan; no spaces, no underscores
 # (it takes them only in base-prefixed literals, which mysqld_exporter never sees).
+# ASCII digits only (re.ASCII): Python's \d and float() also take full-width and Arabic-Indic digits, Go's do not.
 _GO_FLOAT = re.compile(
     r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)[pP][+-]?\d+"
-    r"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])"
+    r"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])",
+    re.ASCII,
 )
 
 
@@ -134,6 +148,11 @@ def mysqld_exporter_number(raw: object, plain: Any) -> float | str:
     if _GO_FLOAT.fullmatch(raw) is None:
         return "non_numeric_value"
     try:
-        return float.fromhex(raw) if "x" in raw.lower() else float(raw)
+        number = float.fromhex(raw) if "x" in raw.lower() else float(raw)
     except (ValueError, OverflowError):
         return "non_numeric_value"
+    # Go's ParseFloat says ErrRange (mysqld_exporter drops the row) where float() rounds past the largest float64 to
+    # infinity: only "inf" and "infinity" are infinite. Below the smallest, both give 0 (Go without an error).
+    if math.isinf(number) and "n" not in raw.lower():
+        return "non_numeric_value"
+    return number

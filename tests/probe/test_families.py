@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from tests.helpers import client_for, parse_samples, target, value, write_config
+from tests.helpers import client_for, parse_samples, probe_views, target, value, write_config
 from tests.servers import MariaDB
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -83,3 +83,102 @@ def test_rows_matching_a_family_rule_become_one_labelled_family_and_the_others_t
     assert families["query_exporter_status_commands"] == "counter"
     assert families["query_exporter_status_uptime"] == "unknown"
     assert families["up"] == "unknown"
+
+
+def _named(query: str, kind: str = "gauge", **more: Any) -> dict[str, Any]:
+    return {"query": query, "type": kind, "description": "d", "name_from": "n", "value": "v", **more}
+
+
+def _name(text: object) -> str:
+    """A row name as mysqld_exporter makes it (computed here, not by sqlprobe)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in str(text)).lower()
+
+
+def test_rows_with_an_empty_null_or_overlong_name_are_skipped_and_counted_not_named(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    sql = (
+        "select 'ok' as n, 1 as v union all select repeat('x', 200), 2 union all select repeat('y', 201), 3"
+        " union all select repeat('z', 50000), 4 union all select '', 5 union all select null, 6"
+    )
+    families = [{"match": "(?P<what>y+)", "name": "ys", "type": "gauge", "description": "y"}]
+    sets = {"s": {"s": _named(sql, families=families)}}
+    config = write_config(tmp_path, {"db": target(server.dsn, "s")}, sets, namespace="")
+    with client_for(config) as client:
+        views = probe_views(client, "db")
+    rows = server.query(sql)
+    kept = {f"s_{_name(n)}": float(v) for n, v in rows if n and len(n) <= 200}
+    assert {name: number for name, series in views.samples.items() if name.startswith("s_")
+            for number in series.values()} == kept  # fmt: skip
+    assert max(map(len, views.samples)) <= len("s_") + 200
+    too_long = sum(1 for n, _ in rows if n and len(n) > 200)
+    empty = sum(1 for n, _ in rows if not n)
+    own = views.own
+    assert value(own, "sqlprobe_query_errors_total", target="db", metric="s", reason="name_too_long") == 2 * too_long
+    assert value(own, "sqlprobe_query_errors_total", target="db", metric="s", reason="empty_name") == 2 * empty
+    assert f"metric s: {len(kept)} samples, skipped rows: " in views.debug
+    assert value(views.samples, "probe_success") == 1.0
+
+
+def test_row_names_come_from_the_cells_text_whatever_another_target_named_before(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    # 1 == 1.0 == Decimal("1.0") in Python: a cache keyed on the cell named a target's rows after another's.
+    server = fleet[0]
+    decimals = "select 1.0 as n, 10 as v union all select 2.0, 20"
+    integers = "select 1 as n, 30 as v union all select 2, 40"
+    sets = {"decimals": {"s": _named(decimals)}, "integers": {"s": _named(integers)}}
+    targets = {"d": target(server.dsn, "decimals"), "i": target(server.dsn, "integers")}
+    config = write_config(tmp_path, targets, sets, namespace="")
+    with client_for(config) as client:
+        seen = {name: parse_samples(client.get("/probe", params={"target": name}).text) for name in ("d", "i", "d")}
+    for name, sql in (("d", decimals), ("i", integers)):
+        expected = {f"s_{_name(n)}": float(v) for n, v in server.query(sql)}
+        assert {n: value(seen[name], n) for n in seen[name] if n.startswith("s_")} == expected
+
+
+def test_a_counter_row_named_like_another_rows_created_sample_is_skipped_so_openmetrics_parses(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    sql = "select 'a' as n, 1 as v union all select 'a_created', 2 union all select 'b', 3"
+    config = write_config(tmp_path, {"db": target(server.dsn, "s")}, {"s": {"s": _named(sql, "counter")}}, namespace="")
+    with client_for(config) as client:
+        openmetrics = client.get("/probe", params={"target": "db"}, headers={"Accept": OPENMETRICS}).text
+        views = probe_views(client, "db")
+    parsed = {family.name: family for family in parse_openmetrics(openmetrics)}  # type: ignore[no-untyped-call]
+    assert {name for name in parsed if name.startswith("s_")} == {"s_a", "s_b"}  # the first row named it wins
+    assert value(views.samples, "s_a_total") == 1.0
+    assert "s_a_created_total" not in views.samples
+    probes = 3  # OpenMetrics, text, debug page: each skips the row once
+    assert value(views.own, "sqlprobe_query_errors_total", target="db", metric="s", reason="name_clash") == probes
+
+
+def test_mysqld_exporter_numbers_are_gos_parsefloat_out_of_range_and_non_ascii_digits_are_not_numbers(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    cells = {
+        "big": "1e400",
+        "small": "-1e400",
+        "wide": "\uff11\uff12",
+        "arabic": "\u0663",
+        "inf": "+Inf",
+        "ok": "12",
+        "tiny": "1e-400",
+    }
+    sql = " union all ".join(f"select '{n}' as n, '{v}' as v" for n, v in cells.items())
+    sets = {"s": {"s": _named(sql, numbers="mysqld_exporter")}}
+    config = write_config(tmp_path, {"db": target(server.dsn, "s")}, sets, namespace="")
+    with client_for(config) as client:
+        views = probe_views(client, "db")
+    texts = dict(server.query(sql))
+    # Go's strconv.ParseFloat: ASCII digits only, and ErrRange (the row dropped) past the largest float64.
+    assert {name: value(views.samples, name) for name in views.samples if name.startswith("s_")} == {
+        "s_inf": float(texts["inf"]),
+        "s_ok": float(texts["ok"]),
+        "s_tiny": 0.0,
+    }
+    dropped = value(views.own, "sqlprobe_query_errors_total", target="db", metric="s", reason="non_numeric_value")
+    assert dropped == 2 * 4
