@@ -20,8 +20,8 @@ SEVER_AFTER = DEADLINE_GRACE / 2
 
 # Probes in flight at most, in all and per module: each may hold a connection to its server (and, given up, a
 # KILL QUERY's) until its deadline, so a flood of probes of hung addresses costs at most this many of each.
-DEFAULT_MAX_PROBES = 2048
-DEFAULT_MAX_MODULE_PROBES = 1024
+DEFAULT_MAX_PROBES = 4096
+DEFAULT_MAX_MODULE_PROBES = 2048
 # Refused probes are logged at most this often (seconds), with how many there were.
 _LOG_EVERY = 60.0
 

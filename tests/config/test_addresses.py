@@ -56,10 +56,10 @@ def test_addresses_are_compared_in_one_form() -> None:
 @pytest.mark.parametrize(
     ("rule", "problem"),
     [
-        ("10.0.0.0/8:99999", "'10.0.0.0/8:99999' is not a valid CIDR: the port must be a number from 1 to 65535"),
-        ("10.0.0.0/8:", "'10.0.0.0/8:' is not a valid CIDR: the port must be a number from 1 to 65535"),
+        ("127.0.0.0/8:99999", "'127.0.0.0/8:99999' is not a valid CIDR: the port must be a number from 1 to 65535"),
+        ("127.0.0.0/8:", "'127.0.0.0/8:' is not a valid CIDR: the port must be a number from 1 to 65535"),
         ("[2001:db8::/32]3306", "'[2001:db8::/32]3306' is not a valid CIDR: expected [IPv6 CIDR]:port"),
-        ("10.0.0.1/8:3306", "'10.0.0.1/8:3306' is not a valid CIDR: 10.0.0.1/8 has host bits set"),
+        ("127.0.0.1/8:3306", "'127.0.0.1/8:3306' is not a valid CIDR: 127.0.0.1/8 has host bits set"),
     ],
 )
 def test_a_cidr_with_a_bad_port_is_refused_with_a_sentence(rule: str, problem: str) -> None:

@@ -251,7 +251,7 @@ BAD_CASES = {
         "7: modules.mysql_prod.allow[1]: 'db .example.net' is not a DNS name, an IP address or a CIDR: 'db .example.net' is not an address: expected host, host:port or [IPv6]:port",
         "8: modules.mysql_prod.allow[2]: '*.db.example.net:99999' is not an address: the port must be a number from 1 to 65535",
         "9: modules.mysql_prod.allow[3]: '127.*.*.*' is not a valid name glob: a glob matches names; write IP ranges as CIDRs",
-        "11: modules.mysql_prod.allow[5]: '10.0.0.0/8:99999' is not a valid CIDR: the port must be a number from 1 to 65535",
+        "11: modules.mysql_prod.allow[5]: '127.0.0.0/8:99999' is not a valid CIDR: the port must be a number from 1 to 65535",
     ],
     "module_bad_keys.targets.yml": [
         "6: modules.mysql_prod.default_port: Input should be greater than or equal to 1",
