@@ -20,7 +20,7 @@ from pymysql.constants import CR, FIELD_TYPE
 from sqlalchemy.engine import make_url
 
 from app.config import Target
-from app.drivers import mysql
+from app.drivers import mysql, mysql_login
 from app.drivers.dialect import Fetched
 from tests.helpers import client_for, metric, probe_views, target, value, wait_until, write_config
 from tests.relay import Relay
@@ -107,7 +107,7 @@ def on_connection(server: MariaDB, steps: Callable[[Any], Awaitable[T]], port: i
             queries=(),
             metrics=(),
         )
-        connection = await mysql.connect(
+        connection = await mysql_login.connect(
             host="127.0.0.1",
             port=port or server.port,
             user=EXPORTER_USER,

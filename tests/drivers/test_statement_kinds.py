@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from app.config.statements import WriteRefused
-from app.drivers.mysql import connect, fetch
+from app.drivers.mysql import fetch
+from app.drivers.mysql_login import connect
 from app.errors import ConfigError
 from tests.helpers import client_for, metric, parse_samples, target, value, write_config
 from tests.postgres import PostgreSQL

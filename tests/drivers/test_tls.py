@@ -18,7 +18,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from app.drivers import mysql, postgresql
+from app.drivers import mysql, mysql_login, postgresql
 from app.drivers.tls import preferred_tls_context, tls_context
 from app.errors import ConfigError
 from tests.helpers import (
@@ -555,7 +555,7 @@ def test_a_proxy_that_strips_the_tls_offer_gets_no_login_for_credentials_from_an
 
     async def attempt() -> BaseException:
         with pytest.raises(pymysql.err.OperationalError) as raised:
-            await mysql.connect(
+            await mysql_login.connect(
                 host="127.0.0.1",
                 port=stripper.port,
                 db="probe",
