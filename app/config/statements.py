@@ -179,28 +179,14 @@ def _lead_refusal(words: _Words, start: int, lead: str, syntax: Syntax, level: i
     if lead == "ANALYZE" and syntax == "mysql" and words.at(start + 1) in {"TABLE", "NO_WRITE_TO_BINLOG", "LOCAL"}:
         return "ANALYZE TABLE writes the table's statistics"
     if lead in {"EXPLAIN", "DESCRIBE", "DESC"} or (lead == "ANALYZE" and syntax == "mysql"):
-        explained = next(
-            (
-                index
-                for index in range(start + 1, words.stop)
-                if words.tokens[index].depth == base and words.at(index) in _EXPLAINED
-            ),
-            None,
-        )
+        explained = _first_at(words, start + 1, base, _EXPLAINED)
         if explained is None:
             # DESCRIBE a table, EXPLAIN FOR CONNECTION.
             return None if lead != "ANALYZE" else "ANALYZE is followed by no statement"
         inner = _refusal(words.rest(explained), syntax, level + 1)
         return None if inner is None else f"{lead} runs the statement it explains, and {inner}"
     if lead == "WITH":
-        main = next(
-            (
-                index
-                for index in range(start + 1, words.stop)
-                if words.tokens[index].depth == base and words.at(index) in _NESTED
-            ),
-            None,
-        )
+        main = _first_at(words, start + 1, base, _NESTED)
         if main is None:
             return "WITH is followed by no statement"
         return _lead_refusal(words, main, words.at(main), syntax, level + 1)
@@ -209,6 +195,18 @@ def _lead_refusal(words: _Words, start: int, lead: str, syntax: Syntax, level: i
     if lead in {"CALL", "DO", "EXECUTE"}:
         return f"{lead} runs code that may write and commit"
     return f"{lead} is not a statement that only reads"
+
+
+def _first_at(words: _Words, start: int, depth: int, keywords: frozenset[str]) -> int | None:
+    """Where the first of ``keywords`` stands from ``start`` on at ``depth`` (not inside parentheses opened there)."""
+    return next(
+        (
+            index
+            for index in range(start, words.stop)
+            if words.tokens[index].depth == depth and words.at(index) in keywords
+        ),
+        None,
+    )
 
 
 def _set_statement_refusal(words: _Words, start: int, base: int, syntax: Syntax, level: int) -> str | None:

@@ -124,43 +124,24 @@ def _read(client: socket.socket, size: int) -> bytes:
     return data
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["without_tls", "tls_with_its_own_certificate"])
 @pytest.mark.parametrize(
     ("greeting_plugin", "switch_to"),
     [("mysql_native_password", "mysql_clear_password"), ("mysql_clear_password", None)],
     ids=["auth_switch", "greeting"],
 )
-def test_a_server_asking_for_the_clear_text_password_without_tls_gets_none_and_the_probe_says_why(
-    tmp_path: Path, greeting_plugin: str, switch_to: str | None
-) -> None:
-    server = FakeServer(greeting_plugin, switch_to)
-    try:
-        dsn = f"mysql+pymysql://exporter:{PASSWORD}@127.0.0.1:{server.port}/probe"
-        config = write_config(tmp_path, {"db": target(dsn, "one")}, {"one": {"one": metric("select 1 as v", "v")}})
-        with client_for(config) as client:
-            views = probe_views(client, "db")
-    finally:
-        server.close()
-    assert server.connections >= 1
-    assert PASSWORD.encode() not in bytes(server.received)
-    assert value(views.samples, "probe_success") == 0.0
-    assert REFUSED in views.debug, views.debug
-    assert PASSWORD not in views.debug
-
-
-@pytest.mark.parametrize(
-    ("greeting_plugin", "switch_to"),
-    [("mysql_native_password", "mysql_clear_password"), ("mysql_clear_password", None)],
-    ids=["auth_switch", "greeting"],
-)
-def test_a_server_offering_tls_with_any_certificate_gets_no_clear_text_password_from_a_target_without_tls(
+def test_a_server_asking_for_the_clear_text_password_without_verified_tls_gets_none_and_the_probe_says_why(
     tmp_path: Path,
     certificates: Certificates,  # noqa: F811 - the fixture imported above
     greeting_plugin: str,
     switch_to: str | None,
+    tls: bool,
 ) -> None:
     # Without tls: the TLS a server offers is taken unverified: anyone can offer it, and read what is sent inside.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificates.server_cert, certificates.server_key)
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certificates.server_cert, certificates.server_key)
     server = FakeServer(greeting_plugin, switch_to, tls=context)
     try:
         dsn = f"mysql+pymysql://exporter:{PASSWORD}@127.0.0.1:{server.port}/probe"
@@ -173,3 +154,4 @@ def test_a_server_offering_tls_with_any_certificate_gets_no_clear_text_password_
     assert PASSWORD.encode() not in bytes(server.received)
     assert value(views.samples, "probe_success") == 0.0
     assert REFUSED in views.debug, views.debug
+    assert PASSWORD not in views.debug
