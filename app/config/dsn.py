@@ -86,8 +86,11 @@ def resolve_dsn(
 
 def _substitute(dsn: str, environ: Mapping[str, str]) -> str:
     """Replace each ${VAR}; a value in the user:password part is URL-escaped, so any password works as it is."""
-    scheme_end = dsn.find("://")
-    authority = re.match(r"[^/?#]*", dsn[scheme_end + 3 :]) if scheme_end >= 0 else None
+    # Where the user:password part ends is read with each reference blanked out (same length): a default holding
+    # '/', '?', '#' or '@' must not move it.
+    blank = _ENV_REFERENCE.sub(lambda match: "x" * len(match.group()), dsn)
+    scheme_end = blank.find("://")
+    authority = re.match(r"[^/?#]*", blank[scheme_end + 3 :]) if scheme_end >= 0 else None
     userinfo_end = scheme_end + 3 + authority.group().rfind("@") if authority else -1
 
     def value(match: re.Match[str]) -> str:

@@ -377,6 +377,21 @@ def test_a_variable_with_a_default_takes_it_when_unset_and_the_environment_when_
     assert (given.targets["one"].url.password, given.targets["one"].url.host) == ("", "db2")
 
 
+@pytest.mark.parametrize("default", ["x/y", "x?y", "x#y", "x@y"])
+def test_a_default_with_a_url_delimiter_leaves_the_password_escaped_as_it_is(tmp_path: Path, default: str) -> None:
+    # Where the user:password part ends was read from the text with the default in it: a '/' there switched the
+    # escaping off, and a password from the environment was read as URL syntax (p%41ss became pAss).
+    (tmp_path / "targets.yml").write_text(
+        "targets:\n"
+        f'  one: {{dsn: "mysql+pymysql://u:${{SQLPROBE_TEST_PW:-{default}}}@db1:3306/", query_sets: [basic]}}\n'
+    )
+    for password in ("p%41ss", "p@ss", default):
+        config = load_config(tmp_path / "targets.yml", CONFIGS / "queries.yml", environ={"SQLPROBE_TEST_PW": password})
+        assert (config.targets["one"].url.password, config.targets["one"].url.host) == (password, "db1")
+    unset = load_config(tmp_path / "targets.yml", CONFIGS / "queries.yml", environ={})
+    assert (unset.targets["one"].url.password, unset.targets["one"].url.host) == (default, "db1")
+
+
 def test_check_config_prints_every_problem_and_exits_1() -> None:
     result = _check_config(
         "--targets", str(BAD / "unknown_target_key.targets.yml"), "--queries", str(BAD / "unknown_type.queries.yml")

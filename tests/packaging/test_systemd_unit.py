@@ -47,3 +47,10 @@ def test_the_unit_reloads_with_sighup_and_runs_as_a_dynamic_user_without_capabil
     assert settings["DynamicUser"] == "yes"
     assert settings["CapabilityBoundingSet"] == ""
     assert settings["WorkingDirectory"] == "/etc/sqlprobe"
+
+
+def test_the_unit_leaves_sqlprobe_the_proc_files_its_process_metrics_read() -> None:
+    # ProcSubset=pid hides /proc/stat: prometheus-client's process collector then reads no boot time and reports
+    # nothing, so process_cpu_seconds_total, process_resident_memory_bytes and process_open_fds were gone.
+    settings = dict(line.split("=", 1) for line in UNIT.read_text().splitlines() if re.match(r"^[A-Za-z]+=", line))
+    assert settings.get("ProcSubset", "all") == "all"
