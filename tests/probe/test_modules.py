@@ -319,9 +319,11 @@ def test_probing_thousands_of_allowed_addresses_keeps_engines_at_max_targets_and
             after = own()
     assert (settled_engines, after_engines) == (20, 20)
     assert len(after["sqlprobe_probes_total"]) == 20
-    # Without the bound the same 600 addresses cost about 10 MiB (1.7 MiB per 100 engines, measured).
+    # Without the bound the same 600 addresses cost about 10 MiB (1.7 MiB per 100 engines, measured). With it, the
+    # allocator's own noise: 2.6 to 4.25 MiB over ten runs (five on the code of 54f1606, five on this one), so a
+    # bound of 4 MiB failed one run in five; 6 MiB still tells an unbounded cache from a bounded one.
     growth = value(after, "process_resident_memory_bytes") - value(settled, "process_resident_memory_bytes")
-    assert growth < 4 * 2**20, (growth, value(settled, "process_resident_memory_bytes"))
+    assert growth < 6 * 2**20, (growth, value(settled, "process_resident_memory_bytes"))
 
 
 def test_an_idle_module_target_is_let_go_with_its_engine_and_series(tmp_path: Path, fleet: Sequence[MariaDB]) -> None:
