@@ -94,6 +94,8 @@ class Exporter:
         """
         self.telemetry.observe(result)
         target = result.target
+        if result.success:
+            self.module_targets.answered(target)
         if target.module is not None and not self.module_targets.holds(target):
             self._let_go([target.name])
         elif target.module is not None or target.name in self.config.targets:  # not removed by a reload meanwhile

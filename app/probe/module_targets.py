@@ -1,4 +1,6 @@
-"""The targets made from modules for the addresses probed: at most max_targets per module, least recently probed out."""
+"""The targets made from modules for the addresses probed: at most max_targets per module. A new address takes the
+place of the least recently probed target that never answered; one whose server answered is never let go for it,
+so clients cycling through allowed addresses cannot evict the fleet or reset its series (ModuleFull instead)."""
 
 import threading
 from collections import OrderedDict
@@ -14,6 +16,10 @@ if TYPE_CHECKING:
 Dispose = Callable[[list[str]], None]
 
 
+class ModuleFull(Exception):
+    """A new address, and every target of its module at max_targets has answered: none is let go for it."""
+
+
 class ModuleTargets:
     """One target per (module, address), the same object from probe to probe so runs and results are shared.
 
@@ -25,20 +31,42 @@ class ModuleTargets:
         self._dispose = dispose
         # Per module, in order of last probe: each address's target and the module object it was made from.
         self._targets: dict[str, OrderedDict[Address, tuple[Module, Target]]] = {}
+        # Per module, the addresses kept whose server answered a probe (probe_success 1) since they were made.
+        self._answered: dict[str, set[Address]] = {}
         self._lock = threading.Lock()
 
     def target(self, module: Module, address: Address) -> "Target":
         """The target of ``address`` (allowed by the caller) in ``module``; the least recently probed may go."""
+        evicted: list[str] = []
         with self._lock:
             targets = self._targets.setdefault(module.name, OrderedDict())
+            answered = self._answered.setdefault(module.name, set())
             made = targets.get(address)
+            if made is None and len(targets) >= module.max_targets:
+                silent = next((kept for kept in targets if kept not in answered), None)  # least recently probed first
+                if silent is None:
+                    raise ModuleFull(
+                        f"module {module.name!r} keeps {len(targets)} targets (its max_targets), and every one of"
+                        f" them answers: {address} is not probed in place of one (raise max_targets for more)"
+                    )
+                evicted.append(targets.pop(silent)[1].name)
             if made is None or made[0] is not module:  # new, or its module was reloaded
                 made = targets[address] = (module, module.target_for(address))
             targets.move_to_end(address)
-            evicted = _beyond(targets, module.max_targets)
+            evicted.extend(_beyond(targets, module.max_targets))
+            answered.intersection_update(targets)
         if evicted:
             self._dispose(evicted)
         return made[1]
+
+    def answered(self, target: "Target") -> None:
+        """The server of a module target answered a probe: it keeps its place against new addresses."""
+        if target.module is None:
+            return
+        address = parse_address(target.name.partition("/")[2])
+        with self._lock:
+            if address in self._targets.get(target.module, {}):
+                self._answered.setdefault(target.module, set()).add(address)
 
     def retain(
         self, modules: Mapping[str, Module], keep: Callable[[Module, Address], bool]
@@ -59,8 +87,10 @@ class ModuleTargets:
                         targets[address] = (module, module.target_for(address))
                 if module is None:
                     del self._targets[name]
+                    self._answered.pop(name, None)
                 else:
                     evicted.extend(_beyond(targets, module.max_targets))
+                    self._answered.get(name, set()).intersection_update(targets)
             kept = {target.name: target for targets in self._targets.values() for _, target in targets.values()}
         if evicted:
             self._dispose(evicted)
@@ -74,6 +104,8 @@ class ModuleTargets:
             for targets in self._targets.values():
                 for address in [address for address, (_, target) in targets.items() if target.name in gone]:
                     found.append(targets.pop(address)[1].name)
+            for name, answered in self._answered.items():
+                answered.intersection_update(self._targets.get(name, {}))
         return found
 
     def holds(self, target: "Target") -> bool:

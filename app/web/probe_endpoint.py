@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from app.config import AddressNotAllowed, ModuleRequestError, Target
 from app.errors import where_it_failed
 from app.probe.exporter import Exporter
+from app.probe.module_targets import ModuleFull
 from app.probe.prober import ClientGone, TooManyProbes
 from app.probe.results import ProbeResult
 from app.web.exposition import render_probe
@@ -143,6 +144,8 @@ class ProbeEndpoint:
             raise BadRequest(str(error), 403) from None
         except ModuleRequestError as error:
             raise BadRequest(str(error)) from None
+        except ModuleFull as error:
+            raise BadRequest(str(error), 503) from None
 
 
 # Rows a probe's answer may hold and still be rendered on the event loop (a few milliseconds' work).

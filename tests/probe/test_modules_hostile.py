@@ -21,7 +21,7 @@ from app.web.status_page import MAX_ROWS
 from tests.drivers.test_rotation import USER as ROTATING_USER
 from tests.drivers.test_rotation import rotating_user, set_password  # noqa: F401 - rotating_user is a fixture
 from tests.helpers import ITEMS_SET, client_for, parse_samples, value, wait_until
-from tests.probe.test_modules import connection_attempted, listener, write_modules
+from tests.probe.test_modules import connection_attempted, listener, mariadb_module, write_modules
 from tests.served import serve
 from tests.servers import MariaDB
 
@@ -256,3 +256,50 @@ def test_a_deeply_nested_json_inventory_file_is_an_invalid_file_and_the_other_fi
     assert checked.returncode != 0
     assert "Traceback" not in checked.stderr
     assert f"{inventory / 'a.json'}: invalid JSON: nested too deeply" in checked.stdout + checked.stderr
+
+
+def test_clients_cycling_through_allowed_addresses_do_not_evict_a_target_that_answers(
+    tmp_path: Path, fleet: list[MariaDB]
+) -> None:
+    # With allow 127.0.0.0/8 and max_targets 4, addresses that never answer took the healthy target's place: its
+    # probes failed ("the target was removed while this probe waited") and its series and pooled session were reset.
+    server = fleet[1]
+    healthy = f"127.0.0.1:{server.port}"
+    module = mariadb_module(tmp_path, server, [f"127.0.0.0/8:{server.port}"], max_targets=4, timeout="2s")
+    config = write_modules(tmp_path, {"m": module}, {"items": ITEMS_SET})
+    outcomes = []
+    with client_for(config) as client:
+        client.get("/probe", params={"target": healthy, "module": "m"})
+        sessions = {session for session, *_ in server.exporter_sessions()}
+        for round_ in range(10):  # four other loopback addresses a round: nothing listens there on that port
+            for index in range(4):
+                address = f"127.0.{round_ + 1}.{index + 1}:{server.port}"
+                client.get("/probe", params={"target": address, "module": "m"})
+            answer = client.get("/probe", params={"target": healthy, "module": "m"})
+            outcomes.append(value(parse_samples(answer.text), "probe_success"))
+        kept = {session for session, *_ in server.exporter_sessions()}
+        own = parse_samples(client.get("/metrics").text)
+    assert outcomes == [1.0] * 10
+    assert kept == sessions  # the same pooled session all along: its engine was never let go
+    assert value(own, "sqlprobe_probes_total", target=f"m/{healthy}", result="success") == 11.0
+    assert value(own, "sqlprobe_engines") == 4
+
+
+def test_a_new_address_gets_503_when_every_kept_target_of_its_module_answers(
+    tmp_path: Path, fleet: list[MariaDB]
+) -> None:
+    server = fleet[1]
+    healthy, other = f"127.0.0.1:{server.port}", f"127.0.0.2:{server.port}"
+    module = mariadb_module(tmp_path, server, [f"127.0.0.0/8:{server.port}"], max_targets=1)
+    config = write_modules(tmp_path, {"m": module}, {"items": ITEMS_SET})
+    with client_for(config) as client:
+        first = client.get("/probe", params={"target": healthy, "module": "m"})
+        refused = client.get("/probe", params={"target": other, "module": "m"})
+        again = client.get("/probe", params={"target": healthy, "module": "m"})
+    assert value(parse_samples(first.text), "probe_success") == 1.0
+    assert refused.status_code == 503
+    assert refused.text == (
+        f"module 'm' keeps 1 targets (its max_targets), and every one of them answers: {other} is not probed in"
+        " place of one (raise max_targets for more)\n"
+    )
+    assert value(parse_samples(again.text), "probe_success") == 1.0
