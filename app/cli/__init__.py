@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run sqlprobe; the exit status is 1 for an invalid config."""
     args = build_parser().parse_args(argv)
     if args.queries is None:
-        args.queries = default_queries()
+        args.queries = default_queries(args.targets)
     configure_logging(args.log_level, args.log_format)
     try:
         config, web_config = load_configs(args)

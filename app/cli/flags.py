@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--queries",
         type=Path,
-        help="queries file (default: queries.yml in the working directory if there is one, else the shipped library)",
+        help="queries file (default: queries.yml beside the targets file if there is one, else the shipped library)",
     )
     parser.add_argument(
         "--bind", type=parse_bind, default=("0.0.0.0", 9104), help="HOST:PORT to listen on (default: 0.0.0.0:9104)"

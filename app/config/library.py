@@ -14,7 +14,8 @@ def shipped_queries() -> Path:
         return Path(path)
 
 
-def default_queries() -> Path:
-    """queries.yml in the working directory if there is one, else the shipped library."""
-    local = Path("queries.yml")
-    return local if local.exists() else shipped_queries()
+def default_queries(targets: Path) -> Path:
+    """queries.yml beside ``targets`` (the targets file) if there is one, else the shipped library: relative paths in
+    targets.yml start at its directory too, and a working directory elsewhere must not pick another file."""
+    beside = targets.parent / "queries.yml"
+    return beside if beside.exists() else shipped_queries()

@@ -354,7 +354,7 @@ def test_without_a_queries_yml_in_the_working_directory_the_shipped_library_is_u
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"sqlprobe: configuration OK: 1 targets, {shipped_sets} query sets (targets.yml, ")
     assert result.stdout.rstrip().endswith("app/config/queries.yml)")
-    # A queries.yml of the working directory comes first.
+    # A queries.yml beside targets.yml (here the working directory's) comes first.
     (tmp_path / "queries.yml").write_text(
         "query_sets:\n  sqlite_demo:\n    up: {query: 'select 1 as up', type: gauge, description: up, value: up}\n"
     )
@@ -390,6 +390,23 @@ def test_a_default_with_a_url_delimiter_leaves_the_password_escaped_as_it_is(tmp
         assert (config.targets["one"].url.password, config.targets["one"].url.host) == (password, "db1")
     unset = load_config(tmp_path / "targets.yml", CONFIGS / "queries.yml", environ={})
     assert (unset.targets["one"].url.password, unset.targets["one"].url.host) == (default, "db1")
+
+
+def test_the_default_queries_yml_is_the_one_beside_the_targets_file_not_the_working_directorys(tmp_path: Path) -> None:
+    # sqlprobe --targets /etc/sqlprobe/targets.yml run from another directory read that directory's queries.yml.
+    etc, home = tmp_path / "etc", tmp_path / "home"
+    etc.mkdir()
+    home.mkdir()
+    (etc / "targets.yml").write_text('targets:\n  demo: {dsn: "sqlite://", query_sets: [mine]}\n')
+    (etc / "queries.yml").write_text(
+        "query_sets:\n  mine:\n    up: {query: 'select 1 as up', type: gauge, description: up, value: up}\n"
+    )
+    (home / "queries.yml").write_text("query_sets: {}\n")  # not a valid queries.yml: must not be read
+    result = _check_config("--targets", str(etc / "targets.yml"), cwd=home, env={"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"sqlprobe: configuration OK: 1 targets, 1 query sets ({etc / 'targets.yml'}, {etc / 'queries.yml'})\n"
+    )
 
 
 def test_check_config_prints_every_problem_and_exits_1() -> None:
