@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.cli import build_parser
+from app.cli.flags import build_parser
 from app.probe.history import History, TargetKey
 from tests.config.test_inventory import write_inventory
 from tests.helpers import ITEMS_SET, client_for, metric, target, wait_until, write_config
