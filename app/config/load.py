@@ -1,5 +1,6 @@
 """Load targets.yml and queries.yml into one frozen Config, with every cross-file check in one place."""
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import replace
@@ -15,6 +16,7 @@ from app.config.model import BUILTIN_FAMILIES, Config, FamilyRule, Metric, Modul
 from app.config.parameters import ParameterSets
 from app.config.schema import MetricSpec, ModuleSpec, QueriesFile, TargetsFile, TargetSpec
 from app.config.secret_files import Digests, Locate, load_tls, with_password_file
+from app.config.session_settings import session_settings
 from app.config.statements import (
     backslash_codec,
     syntax_of,
@@ -162,7 +164,9 @@ def _compile_targets(
         charset = url.query.get("charset") if url is not None and syntax == "mysql" else None
         codec = backslash_codec(charset) if isinstance(charset, str) else None
         metrics = target_metrics(spec, doc, locate, query_sets, queries_doc, problems, syntax, codec)
-        if url is None or not tls_usable or metrics is None:
+        timeout_ms = math.ceil(spec.timeout * 1000)
+        settings = session_settings(spec.session_settings, syntax, timeout_ms, doc, locate, problems)
+        if url is None or not tls_usable or metrics is None or settings is None:
             return None
         return Target(
             name=name,
@@ -177,12 +181,13 @@ def _compile_targets(
             metrics=metrics,
             syntax=syntax,
             credentials=credentials,
+            session_settings=settings,
         )
 
     targets = {}
     for name, raw in targets_file.targets.items():
         locate = _locator("targets", name, raw, defaults)
-        spec = validate(TargetSpec, doc, locate, problems, {**defaults, **raw})
+        spec = validate(TargetSpec, doc, locate, problems, _merged(defaults, raw))
         if spec is not None:
             url = resolve_dsn(spec.dsn, doc, locate(("dsn",)), environ, problems)
             if (target := compile_target(spec, url, name, locate)) is not None:
@@ -190,7 +195,7 @@ def _compile_targets(
     modules = {}
     for name, raw in targets_file.modules.items():
         locate = _locator("modules", name, raw, defaults)
-        module_spec = validate(ModuleSpec, doc, locate, problems, {**defaults, **raw})
+        module_spec = validate(ModuleSpec, doc, locate, problems, _merged(defaults, raw))
         if module_spec is not None:
             url = dsn_template(module_spec.dsn, doc, locate(("dsn",)), environ, problems)
             template = compile_target(module_spec, url, name, locate)
@@ -208,10 +213,22 @@ def _compile_targets(
     return targets, modules
 
 
+def _merged(defaults: Mapping[str, object], raw: Mapping[str, object]) -> dict[str, object]:
+    """A target's or module's keys over the defaults'; session_settings merged name by name."""
+    merged = {**defaults, **raw}
+    own, common = raw.get("session_settings"), defaults.get("session_settings")
+    if isinstance(own, Mapping) and isinstance(common, Mapping):
+        merged["session_settings"] = {**common, **own}
+    return merged
+
+
 def _locator(section: str, name: str, raw: Mapping[str, object], defaults: Mapping[str, object]) -> Locate:
     def locate(path: KeyPath) -> KeyPath:
-        """Where a key of this target or module was written: in it, or in defaults."""
+        """Where a key of this target or module was written: in it, or in defaults (a session setting: by name)."""
         if path and path[0] not in raw and path[0] in defaults:
+            return ("defaults", *path)
+        own = raw.get("session_settings")
+        if len(path) > 1 and path[0] == "session_settings" and isinstance(own, Mapping) and path[1] not in own:
             return ("defaults", *path)
         return (section, name, *path)
 

@@ -13,6 +13,7 @@ from app.config.dsn_secrets import displayed, masked
 from app.config.parameters import ParameterSets
 from app.config.patterns import RowPattern
 from app.config.secret_files import TLS
+from app.config.session_settings import Settings
 from app.config.sql_lexer import Syntax
 
 # Families every probe answer carries besides the user's metrics.
@@ -117,6 +118,8 @@ class Target:
     syntax: Syntax = "standard"  # how its server reads a statement's text (app/config/statements.py)
     # Where its password (and perhaps user name) comes from instead of the DSN, each time it expires.
     credentials: CredentialsCommand | None = None
+    # Server variables its sessions take besides sqlprobe's own (session_settings:), names in lower case.
+    session_settings: Settings = ()
 
     @property
     def display_dsn(self) -> str:

@@ -3,10 +3,20 @@
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictBool, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    model_validator,
+)
 
 from app.config.parameters import ParameterSets, check_sql_names, parse_parameters
 from app.config.patterns import RowPattern, compile_row_pattern
+from app.config.session_settings import SettingValue, check_name, check_value
 
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -62,6 +72,13 @@ Argv = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_leng
 # How long credentials a command printed without a lifetime of their own stay good: up to a week.
 Lifetime = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, le=7 * 86400)]
 
+
+# A target's session_settings: server variables by name (which ones, checked at load per driver:
+# app/config/session_settings.py), each a number, true/false or a text of safe characters.
+SessionSettings = dict[
+    Annotated[str, AfterValidator(check_name)],
+    Annotated[SettingValue, PlainValidator(check_value)],
+]
 
 # Seconds a statement waits for a lock (a table another session locked) before it fails, as mysqld_exporter's.
 LOCK_WAIT_TIMEOUT = 2.0
@@ -231,6 +248,7 @@ class TargetDefaults(_Strict):
     credentials_ttl: Lifetime | None = None
     read_only: StrictBool | None = None
     lock_wait_timeout: Seconds | None = None
+    session_settings: SessionSettings | None = None
 
 
 class TargetSpec(_Strict):
@@ -247,6 +265,8 @@ class TargetSpec(_Strict):
     read_only: StrictBool = True
     # How long a statement waits for a lock before it fails; by default LOCK_WAIT_TIMEOUT, at most the timeout.
     lock_wait_timeout: Seconds | None = None
+    # Server variables its sessions take (merged name by name over the defaults' own).
+    session_settings: SessionSettings = {}
 
     @model_validator(mode="after")
     def _lock_wait_fits_the_timeout(self) -> "TargetSpec":

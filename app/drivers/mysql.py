@@ -17,6 +17,7 @@ import pymysql
 from pymysql.constants import COMMAND, ER, FIELD_TYPE
 
 from app.config import Target
+from app.config.session_settings import SettingValue
 from app.config.statements import (
     SEVERAL_STATEMENTS,
     as_the_server_reads,
@@ -105,10 +106,24 @@ def session_settings(target: Target) -> str:
     # MySQL has no such setting.
     idle = math.ceil(target.timeout + DEADLINE_GRACE)
     idle_setting = f" /*M!100300 , idle_readonly_transaction_timeout = {idle} */" if target.read_only else ""
+    # The target's own (session_settings:), in the same statement: no round trip of their own.
+    own = "".join(f", {name} = {_sql_value(value)}" for name, value in target.session_settings)
     return (
         f"{read_only}SET SESSION autocommit = 1, lock_wait_timeout = {wait}, innodb_lock_wait_timeout = {wait}"
-        f"{idle_setting}"
+        f"{own}{idle_setting}"
     )
+
+
+_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
+
+
+def _sql_value(value: SettingValue) -> str:
+    """A session setting's value in SQL: ON/OFF, a number, or a quoted text (checked at load: no quote in it)."""
+    if isinstance(value, bool):
+        return "ON" if value else "OFF"
+    if isinstance(value, int | float) or _NUMBER.match(value):
+        return str(value)
+    return f"'{value}'"
 
 
 # COM_RESET_CONNECTION (MySQL 5.7.3, MariaDB 10.2.4 on) gives a pooled session back as new: named locks, user

@@ -10,6 +10,7 @@ from psycopg.pq import TransactionStatus
 
 from app.config import Target
 from app.config.secret_files import TLS
+from app.config.session_settings import SettingValue
 from app.config.statements import refuse_unless_read
 from app.drivers.dialect import CANCEL_TIMEOUT, DEADLINE_GRACE, Dialect, Fetched
 from app.drivers.kills import Identity
@@ -40,6 +41,9 @@ def connect_args(target: Target) -> dict[str, Any]:
         f"-c statement_timeout={milliseconds}",
         f"-c lock_timeout={lock_wait}",
     ]
+    # The target's own (session_settings:): the session's defaults too, which RESET ALL comes back to. Last, so a
+    # statement_timeout of its own (never longer than the timeout: checked at load) has the last word.
+    options += [f"-c {name}={_option_value(value)}" for name, value in target.session_settings]
     if target.read_only:
         # A session cut off inside its read-only transaction (a partition) ends, and lets go of its table locks, soon.
         options += ["-c default_transaction_read_only=on", f"-c idle_in_transaction_session_timeout={milliseconds}"]
@@ -55,6 +59,13 @@ def connect_args(target: Target) -> dict[str, Any]:
         "keepalives_count": 3,
         "tcp_user_timeout": milliseconds,
     } | tls
+
+
+def _option_value(value: SettingValue) -> str:
+    """A session setting's value in libpq's options (checked at load: no blank or backslash in it)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def _libpq_tls(tls: TLS) -> dict[str, str]:

@@ -144,6 +144,22 @@ BAD_CASES = {
     "bad_timeout.targets.yml": ["5: targets.one.timeout: '10 seconds' is not a duration such as 500ms, 10s or 1m"],
     "bad_default.targets.yml": ["2: defaults.timeout: '-1s' is not a duration such as 500ms, 10s or 1m"],
     "lock_wait_above_timeout.targets.yml": ["2: targets.one: lock_wait_timeout: 6s is longer than the timeout (5s)"],
+    # Session settings go into SQL text and libpq's options: checked per driver, values of safe characters only.
+    "session_settings_bad.targets.yml": [
+        "4: defaults.session_settings.sql_log_off: 'sql_log_off' is not a setting sqlprobe lets a MySQL/MariaDB session take (docs/configuration.md lists them)",
+        "10: targets.mariadb.session_settings.autocommit: 'autocommit' is sqlprobe's own setting: each statement runs in a transaction of its own",
+        "11: targets.mariadb.session_settings.lock_wait_timeout: 'lock_wait_timeout' is sqlprobe's own setting: set by lock_wait_timeout:",
+        "12: targets.mariadb.session_settings.work_mem: 'work_mem' is not a setting sqlprobe lets a MySQL/MariaDB session take (docs/configuration.md lists them)",
+        "18: targets.quoted.session_settings.log_slow_query: \"OFF'; DROP TABLE t; --\": a text value holds letters, digits and _ . , : + / - only (no quotes, semicolons or blanks), at most 100",
+        "19: targets.quoted.session_settings.time_zone: give a number, true/false or a text",
+        "20: targets.quoted.session_settings.log statement: 'log statement' is not a server variable's name",
+    ],
+    "session_settings_other_drivers.targets.yml": [
+        "8: targets.postgres.session_settings.statement_timeout: '10s' is not within the target's timeout (5000ms), which sqlprobe's own follows",
+        "9: targets.postgres.session_settings.default_transaction_read_only: 'default_transaction_read_only' is sqlprobe's own setting: set by read_only:",
+        "10: targets.postgres.session_settings.long_query_time: 'long_query_time' is not a setting sqlprobe lets a PostgreSQL session take (docs/configuration.md lists them)",
+        "14: targets.lite.session_settings.jit: this driver takes no session settings (MySQL, MariaDB, PostgreSQL)",
+    ],
     "metric_timeout_zero.queries.yml": ["8: query_sets.basic.up.timeout: Input should be greater than 0"],
     "missing_dsn.targets.yml": ["2: targets.one.dsn: required key is missing"],
     "unknown_driver.targets.yml": [
