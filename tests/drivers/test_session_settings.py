@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.config import load_config
 from tests.helpers import client_for, metric, parse_samples, target, value, write_config
 from tests.postgres import PostgreSQL
 from tests.servers import MariaDB
@@ -73,8 +74,6 @@ def test_defaults_and_a_targets_own_session_settings_merge_name_by_name(
         "defaults:\n  session_settings: {long_query_time: 50, net_read_timeout: 40}\n"
         f"targets:\n  db:\n    dsn: {server.dsn!r}\n    query_sets: [s]\n    session_settings: {{net_read_timeout: 41}}\n"
     )
-    from app.config import load_config
-
     config = load_config(tmp_path / "targets.yml", tmp_path / "queries.yml", environ={})
     samples = _probes(config, "db", 1)[0]
     assert value(samples, "query_exporter_lqt") == 50.0
