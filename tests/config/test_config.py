@@ -150,7 +150,7 @@ BAD_CASES = {
         "10: targets.mariadb.session_settings.autocommit: 'autocommit' is sqlprobe's own setting: each statement runs in a transaction of its own",
         "11: targets.mariadb.session_settings.lock_wait_timeout: 'lock_wait_timeout' is sqlprobe's own setting: set by lock_wait_timeout:",
         "12: targets.mariadb.session_settings.work_mem: 'work_mem' is not a setting sqlprobe lets a MySQL/MariaDB session take (docs/configuration.md lists them)",
-        "18: targets.quoted.session_settings.log_slow_query: \"OFF'; DROP TABLE t; --\": a text value holds letters, digits and _ . , : + / - only (no quotes, semicolons or blanks), at most 100",
+        '18: targets.quoted.session_settings.log_slow_query: "OFF\'; DROP TABLE t; --": a text value holds letters, digits and _ . , : + / - only (no quotes, semicolons or blanks), at most 100',
         "19: targets.quoted.session_settings.time_zone: give a number, true/false or a text",
         "20: targets.quoted.session_settings.log statement: 'log statement' is not a server variable's name",
     ],
