@@ -6,7 +6,12 @@ import socket
 import ssl
 import traceback
 
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
 from app.config import Target
+from app.drivers.engine_cache import AnyDriver
+from app.errors import ConnectFailed
 
 # Characters of a server's or driver's message kept (in results, the history, /logs) and logged: a hostile or
 # broken server can send megabytes of it, for every target it answers.
@@ -86,3 +91,37 @@ def scrub(message: str, target: Target, error: BaseException | None = None) -> s
     if "Access denied" in message or "command denied" in message:
         message += f" (the exporter user and its grants: {GRANTS_DOC})"
     return message
+
+
+# MySQL's and MariaDB's error for a refused login; PostgreSQL's SQLSTATE for one.
+_REFUSED = (1045, "28P01")
+# What a checkout may raise besides the driver's own errors (its type's ``errors``).
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, PoolTimeoutError, SQLAlchemyError, OSError)
+
+
+def connect_failed(error: BaseException, driver: AnyDriver, target: Target) -> ConnectFailed:
+    """What a probe reports of a failed checkout (``error``: the driver's, or one of CONNECT_ERRORS); leased
+    credentials the server refused are fetched again early, and the error's frames are let go of."""
+    if isinstance(error, PoolTimeoutError):
+        return ConnectFailed("no free connection in the target's pool (too many probes of it at once)")
+    if isinstance(error, DBAPIError):  # the driver's error, as SQLAlchemy's connect() wraps it
+        cause = error.orig or error
+        _refused(driver, cause)
+        failure = ConnectFailed(scrub(with_cause(cause), target, error.orig))
+    elif isinstance(error, driver.errors):  # raw_connection() leaves the driver's errors as they are
+        _refused(driver, error)
+        failure = ConnectFailed(scrub(with_cause(error), target, error))
+    elif isinstance(error, SQLAlchemyError):
+        failure = ConnectFailed(scrub(str(error), target))
+    else:  # the network, before the driver took it over (a name that does not resolve...)
+        failure = ConnectFailed(scrub(f"{type(error).__name__}: {error}", target))
+    let_go(error)
+    return failure
+
+
+def _refused(driver: AnyDriver, error: BaseException) -> None:
+    """Leased credentials the server refused are fetched again early (rate-limited by the source)."""
+    credentials = getattr(driver, "credentials", None)
+    code = error.args[0] if error.args else None
+    if credentials is not None and (code in _REFUSED or getattr(error, "sqlstate", None) in _REFUSED):
+        credentials.refused()

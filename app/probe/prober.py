@@ -10,8 +10,9 @@ from app.config import Target
 from app.drivers.dialect import DEADLINE_GRACE
 from app.drivers.driver import Session
 from app.drivers.engine_cache import AnyDriver, EngineCache
+from app.probe.kept_results import ResultCache
 from app.probe.results import ProbeResult
-from app.probe.run import ResultCache, Run
+from app.probe.run import Run
 
 log = logging.getLogger(__name__)
 

@@ -8,26 +8,20 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-
 from app.config import Query, Target
-from app.config.parameters import ParameterSets, bind
+from app.config.parameters import bind
 from app.drivers.dialect import DEADLINE_GRACE, Fetched
 from app.drivers.driver import Session, Stale
 from app.drivers.engine_cache import AnyDriver, EngineCache
 from app.errors import ConnectFailed, DeadlineExceeded, ProbeError, QueryFailed, QueryTimedOut, where_it_failed
-from app.probe.failures import let_go, scrub, unexpected_message, with_cause
+from app.probe.failures import CONNECT_ERRORS, connect_failed, let_go, scrub, unexpected_message
+from app.probe.kept_results import ResultCache, keep, kept_result
 from app.probe.results import ProbeResult, QueryResult, failed_query
 from app.probe.samples import metric_result
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Results of queries whose metrics set min_interval, by (target name, SQL, parameters): the target and the result.
-ResultCache = dict[tuple[str, str, ParameterSets], tuple[Target, QueryResult]]
-
 
 # The statement running: the driver and the connection it runs on.
 Running = tuple[AnyDriver, Session]
@@ -83,7 +77,7 @@ class Run:
         discard = True  # unless the run gets to its end
         try:
             for query in self._queries:
-                cached = self._cached(query)
+                cached = kept_result(self._cache, self.target, query)
                 if cached is not None:
                     if not self._finish(cached):
                         return
@@ -92,11 +86,7 @@ class Run:
                 ran = True
                 if not self._finish(result):
                     return  # its statement may have been stopped half-way: the connection is discarded below
-                if query.min_interval is not None and result.success:
-                    self._cache[self.target.name, query.sql, query.parameters] = (
-                        self.target,
-                        result,
-                    )  # never a failure
+                keep(self._cache, self.target, query, result)
             if not ran and self._queries:
                 # Every result was kept from an earlier probe: still, the server must answer in this one.
                 await self._ping(driver)
@@ -175,40 +165,13 @@ class Run:
         self._finished.append(result)
         return True
 
-    def _cached(self, query: Query) -> QueryResult | None:
-        """A successful result of ``query`` younger than its min_interval, for the metrics it feeds now."""
-        if query.min_interval is None:
-            return None
-        target, result = self._cache.get((self.target.name, query.sql, query.parameters), (None, None))
-        if target is not self.target or result is None or time.monotonic() - result.ran_at >= query.min_interval:
-            return None
-        by_key = {metric_result.metric.key: metric_result for metric_result in result.metrics}
-        if any(metric.key not in by_key for metric in query.metrics):
-            return None  # it ran for other query sets than this probe's
-        metrics = tuple(by_key[metric.key] for metric in query.metrics)
-        return result._replace(query=query, metrics=metrics, from_cache=True)
-
     async def _checkout(self, driver: AnyDriver) -> Session:
         if self._abandoned:
             raise _Abandoned
         try:
             return await driver.checkout(self._deadline)
-        except driver.errors as error:  # raw_connection() leaves the driver's errors as they are
-            _refused(driver, error)
-            failure = ConnectFailed(scrub(with_cause(error), self.target, error))
-            let_go(error)
-        except DBAPIError as error:  # the driver's error, as SQLAlchemy's connect() wraps it
-            _refused(driver, error.orig or error)
-            failure = ConnectFailed(scrub(with_cause(error.orig or error), self.target, error.orig))
-            let_go(error)
-        except PoolTimeoutError:
-            failure = ConnectFailed("no free connection in the target's pool (too many probes of it at once)")
-        except SQLAlchemyError as error:
-            failure = ConnectFailed(scrub(str(error), self.target))
-            let_go(error)
-        except OSError as error:  # the network, before the driver took it over (a name that does not resolve...)
-            failure = ConnectFailed(scrub(f"{type(error).__name__}: {error}", self.target))
-            let_go(error)
+        except CONNECT_ERRORS + driver.errors as error:
+            failure = connect_failed(error, driver, self.target)
         raise failure  # out here, with no link to the driver's error: the probe's result keeps it
 
     async def _run_query(self, driver: AnyDriver, query: Query) -> QueryResult:
@@ -317,18 +280,6 @@ class Run:
             finished.append(failed_query(unfinished[0], error, in_flight))
             finished.extend(failed_query(query, error) for query in unfinished[1:])
         return ProbeResult(self.target, budget, duration, tuple(finished), at=time.monotonic())
-
-
-# MySQL's and MariaDB's error for a refused login; PostgreSQL's SQLSTATE for one.
-_REFUSED = (1045, "28P01")
-
-
-def _refused(driver: AnyDriver, error: BaseException) -> None:
-    """Leased credentials the server refused are fetched again early (rate-limited by the source)."""
-    credentials = getattr(driver, "credentials", None)
-    code = error.args[0] if error.args else None
-    if credentials is not None and (code in _REFUSED or getattr(error, "sqlstate", None) in _REFUSED):
-        credentials.refused()
 
 
 class _Abandoned(Exception):
