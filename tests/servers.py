@@ -1,5 +1,6 @@
 """Real servers for the tests: throwaway MariaDB instances, a closed port, a socket that never answers."""
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -320,3 +321,25 @@ def unanswered_syn_port() -> Iterator[int]:
                 else:
                     raise RuntimeError(f"port {port} answered a SYN although its accept queue is full")
             yield port
+
+
+class LoopbackServer:
+    """A server on a free loopback port that handles each connection on a thread of its own (``handle``), until
+    closed. A subclass sets its own state first, then calls this __init__, which starts accepting."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def handle(self, connection: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self._listener.accept()
+                threading.Thread(target=self.handle, args=(connection,), daemon=True).start()

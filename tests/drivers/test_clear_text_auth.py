@@ -4,7 +4,6 @@ import contextlib
 import socket
 import ssl
 import struct
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from pymysql.constants import CLIENT
 
 from tests.drivers.test_tls import Certificates, certificates  # noqa: F401 - the fixture, shared with the TLS tests
 from tests.helpers import client_for, metric, probe_views, target, value, write_config
+from tests.servers import LoopbackServer
 
 PASSWORD = "opensesame42"
 REFUSED = "the server asked for the password in a form it can read (the mysql_clear_password plugin"
@@ -27,7 +27,7 @@ CAPABILITIES = (
 )  # no CLIENT.SSL: the session stays in clear text
 
 
-class FakeServer:
+class FakeServer(LoopbackServer):
     """Just enough of a MySQL server on loopback to collect a login: a greeting naming ``greeting_plugin``, then (if
     ``switch_to``) an AuthSwitchRequest to that plugin; it keeps every byte each client sent, then denies access."""
 
@@ -42,22 +42,11 @@ class FakeServer:
         self._denial = denial
         self._tls = tls
         self._switch_to = switch_to
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
         self.received = bytearray()
         self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def close(self) -> None:
-        self._listener.close()
-
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self._listener.accept()
-                threading.Thread(target=self._login, args=(client,), daemon=True).start()
-
-    def _login(self, connection: socket.socket) -> None:
+    def handle(self, connection: socket.socket) -> None:
         with connection, contextlib.suppress(OSError):
             self.connections += 1
             connection.settimeout(5)

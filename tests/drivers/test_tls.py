@@ -9,7 +9,6 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from tests.helpers import (
     write_config,
 )
 from tests.postgres import SYSTEM_USER, PostgreSQL
-from tests.servers import EXPORTER_USER, MariaDB, setup_schema
+from tests.servers import EXPORTER_USER, LoopbackServer, MariaDB, setup_schema
 
 X509_USER = "x509"
 
@@ -443,28 +442,17 @@ def test_a_driver_error_outside_its_own_exceptions_shows_its_message_not_only_it
     assert "probe_success 0" in response.text
 
 
-class TlsStripper:
+class TlsStripper(LoopbackServer):
     """A proxy in the middle, on loopback: it clears the TLS offer (CLIENT_SSL) from the server's greeting, and
     counts what the client sends after it (a login, its password hashed or in clear text)."""
 
     def __init__(self, backend: int) -> None:
         self._backend = backend
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
         self.sent_by_client = 0
         self.greetings = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def close(self) -> None:
-        self._listener.close()
-
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self._listener.accept()
-                threading.Thread(target=self._relay, args=(client,), daemon=True).start()
-
-    def _relay(self, client: socket.socket) -> None:
+    def handle(self, client: socket.socket) -> None:
         with client, socket.create_connection(("127.0.0.1", self._backend)) as server:
             header = _read_exactly(server, 4)
             payload = bytearray(_read_exactly(server, int.from_bytes(header[:3], "little")))
