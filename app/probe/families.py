@@ -38,7 +38,7 @@ def family_result(
     static_names = tuple(name for name, _ in metric.static_labels)
     count = 0
     for row in rows:
-        text = _label(row[name_at])  # NULL: ""
+        text = label_text(row[name_at])  # NULL: ""
         # Before the cache and any pattern: a long name is neither kept nor matched.
         reason = "empty_name" if not text else "name_too_long" if len(text) > MAX_ROW_NAME_LENGTH else None
         if reason is not None:
@@ -49,7 +49,7 @@ def family_result(
             continue
         value = number(row[value_at])
         name, kind, documentation, group_names, group_values = destination
-        labels = tuple(_label(row[position]) for position in label_at) + group_values + static
+        labels = tuple(label_text(row[position]) for position in label_at) + group_values + static
         if count >= metric.max_rows:
             reason = "max_rows"
         elif isinstance(value, str):
@@ -100,7 +100,8 @@ def _destination(name: str, kind: str, documentation: str, rules: tuple[FamilyRu
     return f"{name}_{row_name}", kind, documentation, (), ()
 
 
-def _label(raw: object) -> str:
+def label_text(raw: object) -> str:
+    """A cell as a label value: NULL as "", bytes decoded (undecodable bytes replaced)."""
     if raw is None:
         return ""
     if isinstance(raw, bytes | bytearray):

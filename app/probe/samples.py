@@ -8,7 +8,7 @@ from typing import Any
 
 from app.config import Metric
 from app.errors import ColumnAmbiguous, ColumnMissing, ProbeError
-from app.probe.families import family_result, mysqld_exporter_number
+from app.probe.families import family_result, label_text, mysqld_exporter_number
 from app.probe.results import LabelValues, MetricResult
 
 
@@ -93,7 +93,7 @@ def _add_sample(
     value = float(raw) if type(raw) in _NUMBER_TYPES else number(raw)
     if isinstance(value, str):
         return value
-    labels = tuple([_label(row[position]) for position in label_at]) if label_at else ()
+    labels = tuple([label_text(row[position]) for position in label_at]) if label_at else ()
     if labels and max(map(len, labels)) > max_label_length:
         return "label_too_long"
     if static:
@@ -119,7 +119,7 @@ def _add_row_samples(
     stamp = None if timestamp_at is None else _timestamp(row[timestamp_at])
     if isinstance(stamp, str):
         return [stamp]
-    labels = tuple([_label(row[position]) for position in label_at])
+    labels = tuple([label_text(row[position]) for position in label_at])
     if labels and max(map(len, labels)) > metric.max_label_length:
         return ["label_too_long"]
     # (value label, value or reason) per sample this row gives.
@@ -188,11 +188,3 @@ def _number(raw: object) -> float | str:
 
 def _mysqld_exporter_number(raw: object) -> float | str:
     return mysqld_exporter_number(raw, _number)
-
-
-def _label(raw: object) -> str:
-    if raw is None:
-        return ""
-    if isinstance(raw, bytes | bytearray):
-        return raw.decode("utf-8", "replace")
-    return str(raw)
