@@ -2,7 +2,7 @@
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from app.config import Target
 from app.drivers.kills import Identity
@@ -17,6 +17,17 @@ DEADLINE_GRACE = 1.0
 # A statement's column names and rows; None if it has no result set.
 Fetched = tuple[tuple[str, ...], Sequence[Sequence[Any]]] | None
 Arguments = Sequence[Any] | Mapping[str, Any]
+
+
+class Pipe(Protocol):
+    """The answers to one write of several statements (app/drivers/mysql_pipeline.py), read in order."""
+
+    ended: bool  # no answer left to read: the last was read, or the server stopped at a failed statement
+    failed: bool  # ended before sqlprobe's end of the transaction was read (a statement failed, the connection closed)
+
+    async def next(self) -> Fetched:
+        """The next statement's columns and rows (None without a result set); its error if it failed."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +69,8 @@ class Dialect:
     reset: Callable[[Any, str], Awaitable[None]] | None = None
     # The end for a connection's server, if it differs from ``end`` by the server's version.
     end_for: Callable[[Any], str] | None = None
+    # A probe's statements in one write (app/drivers/mysql_pipeline.py), where the dialect can: ``prepare`` turns a
+    # statement of queries.yml into the text the server gets (arguments bound, checked, time-limited: as fetch
+    # does), ``pipe`` sends the texts with sqlprobe's own statements around them and returns their answers' reader.
+    prepare: Callable[[Any, str, Arguments | None, bool, float | None], str] | None = None
+    pipe: Callable[[Any, bool, str, Sequence[str], Sequence[int], str, str], Awaitable[Pipe]] | None = None

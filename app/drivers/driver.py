@@ -4,7 +4,7 @@ connections told apart. Every wait is an await: the probe's deadline ends it by 
 import asyncio
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -15,7 +15,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from app.config import Target
 from app.config.statements import WriteRefused
 from app.drivers.credentials import CredentialSource
-from app.drivers.dialect import Arguments, Dialect, Fetched
+from app.drivers.dialect import Arguments, Dialect, Fetched, Pipe
 from app.drivers.kills import Identity
 
 T = TypeVar("T")
@@ -155,15 +155,59 @@ class Driver:
             session.in_transaction = False
         return fetched
 
+    @property
+    def pipes(self) -> bool:
+        """Whether a probe's statements go in one write (app/drivers/mysql_pipeline.py): read-only MySQL targets."""
+        return self._read_only and self._dialect.chain and self._dialect.pipe is not None
+
+    def prepare(self, session: Session, sql: str, arguments: Arguments | None, timeout: float | None) -> str:
+        """A statement of queries.yml as the server gets it in a pipe (the driver's errors, WriteRefused)."""
+        assert self._dialect.prepare is not None
+        return self._dialect.prepare(session.connection, sql, arguments, self._read_only, timeout)
+
+    async def pipe(self, session: Session, texts: Sequence[str], max_rows: Sequence[int]) -> Pipe:
+        """Send prepared ``texts`` in one write, each in its read-only transaction, the last followed by the end;
+        returns once sqlprobe's own first statements were answered (Stale as for execute)."""
+        dialect = self._dialect
+        assert dialect.pipe is not None
+        reset = session.reused and not session.sent and dialect.reset is not None
+        if reset:
+            prelude = self._after_reset
+        elif session.restart or not session.in_transaction:
+            prelude = dialect.restart if session.restart else dialect.begin
+        else:
+            prelude = ""
+        send = partial(dialect.pipe, session.connection, reset, prelude, texts, max_rows, dialect.begin)
+        try:
+            pipe = await self._own(session, lambda: send(self._end(session)))
+        except self.errors:
+            session.restart = session.in_transaction
+            raise
+        session.in_transaction, session.restart = True, False
+        return pipe
+
+    async def next(self, session: Session, pipe: Pipe) -> Fetched:
+        """The next statement's answer from ``pipe``; the driver's errors as for execute (a lost connection is
+        discarded first). Once the pipe's last answer was read, the transaction is ended."""
+        try:
+            fetched = await self._guarded(session, pipe.next())
+        except self.errors:
+            session.restart = session.in_transaction
+            raise
+        finally:
+            if pipe.ended and not pipe.failed:
+                session.in_transaction = False
+        return fetched
+
     async def ping(self, session: Session) -> None:
         """The cheapest round trip that proves the server answers (Stale as for execute)."""
         await self._own(session, partial(self._dialect.ping, session.connection))
 
-    async def _own(self, session: Session, step: Callable[[], Awaitable[None]]) -> None:
+    async def _own(self, session: Session, step: Callable[[], Awaitable[T]]) -> T:
         """One of sqlprobe's own round trips; Stale if it is the first on a reused connection and finds it dead."""
         first = not session.sent
         try:
-            await self._guarded(session, step())
+            return await self._guarded(session, step())
         except self.errors as error:
             if first and session.reused and not session.valid:
                 # The pool handed out a connection that had gone stale (server restarted, wait_timeout, session

@@ -26,9 +26,11 @@ from app.config.statements import (
     several_statements,
     without_trailing_semicolons,
 )
+from app.drivers import mysql_pipeline
 from app.drivers.dialect import CANCEL_TIMEOUT, DEADLINE_GRACE, Dialect, Fetched
 from app.drivers.kills import Identity, KillSkipped, read_identity
 from app.drivers.mysql_login import connect
+from app.drivers.mysql_pipeline import COM_RESET_CONNECTION
 from app.drivers.tls import preferred_tls_context, tls_context
 
 # Each statement of queries.yml runs in a read-only transaction of its own: a statement that commits implicitly
@@ -131,8 +133,6 @@ def _sql_value(value: SettingValue) -> str:
 # aiomysql nor PyMySQL has a public call for it, so it is sent with aiomysql's own protocol steps (the ones its
 # ping() and kill() use), pipelined with sqlprobe's first statements so that it costs no round trip. aiomysql is
 # pinned in pyproject.toml; without these steps (a later aiomysql), a probe takes a new connection instead.
-# The command's number in the protocol (PyMySQL's constants stop at COM_BINLOG_DUMP_GTID).
-COM_RESET_CONNECTION = 0x1F
 _PROTOCOL_STEPS = ("_execute_command", "_read_ok_packet", "next_result")
 RESET_AVAILABLE = all(callable(getattr(aiomysql.Connection, step, None)) for step in _PROTOCOL_STEPS)
 
@@ -188,15 +188,7 @@ async def fetch(
     runs nothing after it.
     """
     cursor = await connection.cursor(aiomysql.SSCursor)
-    # Checked as the server gets it, the values bound: under some charsets a value can end its string (in sjis and
-    # ujis, Python writes the yen sign as a backslash's byte, which escapes the quote escaping put after it).
-    text = one_statement(cursor.mogrify(sql, arguments))
-    if reads_only:
-        # As the server reads it: in a charset that sends a character as a backslash's byte, that is a backslash.
-        codec = backslash_codec(connection.encoding)
-        refuse_unless_read(text if codec is None else as_the_server_reads(text, codec), "mysql")
-    if timeout is not None:
-        text = time_limited(text, timeout, "MariaDB" in connection.get_server_info())
+    text = prepare(connection, sql, arguments, reads_only, timeout)
     if after:
         # A comment that runs to the end of the line (#, -- ) must not swallow it: after one, on a line of its own
         # (only then: a session's statement, as SHOW PROCESSLIST tells it, is the query as written).
@@ -213,6 +205,33 @@ async def fetch(
         return columns, rows
     await cursor.close()
     return columns, rows
+
+
+def prepare(
+    connection: Any,
+    sql: str,
+    arguments: Sequence[Any] | Mapping[str, Any] | None,
+    reads_only: bool,
+    timeout: float | None,
+) -> str:
+    """``sql`` as the server gets it: ``arguments`` bound (by aiomysql's escaping), one statement, checked to only
+    read (with ``reads_only``: WriteRefused otherwise), time-limited by the server (``timeout``)."""
+    if arguments is not None:
+        escape = connection.escape
+        if isinstance(arguments, Mapping):
+            sql = sql % {key: escape(value) for key, value in arguments.items()}
+        else:
+            sql = sql % tuple(escape(value) for value in arguments)
+    # Checked as the server gets it, the values bound: under some charsets a value can end its string (in sjis and
+    # ujis, Python writes the yen sign as a backslash's byte, which escapes the quote escaping put after it).
+    text = one_statement(sql)
+    if reads_only:
+        # As the server reads it: in a charset that sends a character as a backslash's byte, that is a backslash.
+        codec = backslash_codec(connection.encoding)
+        refuse_unless_read(text if codec is None else as_the_server_reads(text, codec), "mysql")
+    if timeout is not None:
+        text = time_limited(text, timeout, "MariaDB" in connection.get_server_info())
+    return text
 
 
 _SELECT = re.compile(r"\s*select\b", re.IGNORECASE)
@@ -284,4 +303,6 @@ MYSQL = Dialect(
     end_for=end,
     stop=lambda connection, url_args, identity: kill_query(url_args, identity),
     chain=True,
+    prepare=prepare,
+    pipe=mysql_pipeline.send if mysql_pipeline.PIPELINE_AVAILABLE and RESET_AVAILABLE else None,
 )

@@ -11,6 +11,7 @@ from app.drivers.dialect import DEADLINE_GRACE
 from app.drivers.driver import Session
 from app.drivers.engine_cache import AnyDriver, EngineCache
 from app.probe.kept_results import ResultCache
+from app.probe.pipelined import PipedRun
 from app.probe.results import ProbeResult
 from app.probe.run import Run
 
@@ -156,7 +157,7 @@ class Prober:
         key = (target.name, query_sets)
         flight = self._flights.get(key)
         if flight is None or flight.run.target is not target or flight.landed or flight.run.abandoned:
-            run = Run(target, target.queries_for(query_sets), self._engines, self._cache, started + budget)
+            run = PipedRun(target, target.queries_for(query_sets), self._engines, self._cache, started + budget)
             flight = self._flights[key] = _Flight(run)
             run.task = loop.create_task(run.execute())
             run.task.add_done_callback(flight.land)
