@@ -131,8 +131,11 @@ def _install(server: MariaDB, installer: str, tmpdir: Path) -> None:
 
 
 @contextmanager
-def exporter(directory: Path, dsns: Mapping[str, str], options: Sequence[str]) -> Iterator[Exporter]:
-    """`sqlprobe --targets … --queries … --bind …` as a user starts it, ready to serve; stopped after."""
+def exporter(
+    directory: Path, dsns: Mapping[str, str], options: Sequence[str], wrapper: Sequence[str] = (), start_s: float = 60
+) -> Iterator[Exporter]:
+    """`sqlprobe --targets … --queries … --bind …` as a user starts it (after ``wrapper``: valgrind, say), ready to
+    serve within ``start_s`` seconds; stopped after."""
     targets_file, queries_file = directory / "targets.yml", directory / "queries.yml"
     targets_file.write_text(
         yaml.safe_dump(
@@ -146,6 +149,7 @@ def exporter(directory: Path, dsns: Mapping[str, str], options: Sequence[str]) -
     host, port = "127.0.0.1", free_port()
     log = directory / "sqlprobe.log"
     command = [
+        *wrapper,
         str(Path(sys.executable).parent / "sqlprobe"),
         "--targets", str(targets_file),
         "--queries", str(queries_file),
@@ -156,7 +160,7 @@ def exporter(directory: Path, dsns: Mapping[str, str], options: Sequence[str]) -
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_s
         while not _ready(f"http://{host}:{port}/-/ready"):
             if process.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"bench: sqlprobe did not start:\n{log.read_text(errors='replace')[-3000:]}")
