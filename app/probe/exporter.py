@@ -16,6 +16,7 @@ from app.config.secret_files import changed_files
 from app.drivers.dialect import CANCEL_TIMEOUT
 from app.drivers.engine_cache import EngineCache
 from app.errors import ConfigError
+from app.probe.frozen import Freezer
 from app.probe.history import DEFAULT_HISTORY_LIMIT, History, Selection, TargetKey
 from app.probe.module_targets import ModuleTargets
 from app.probe.prober import DEFAULT_PROBE_LIMITS, ProbeLimits, Prober
@@ -46,6 +47,8 @@ class Exporter:
         probe_limits: ProbeLimits = DEFAULT_PROBE_LIMITS,
     ) -> None:
         self.config = config
+        # Started by the app's lifespan; told when engines or a config become garbage.
+        self.freezer = Freezer()
         self.history = History(history_limit)
         # Engines only for the targets served now: a run queued before a reload must not build one for its old config.
         self.engines = EngineCache(self._served_now, max_workers)
@@ -113,6 +116,7 @@ class Exporter:
 
     def _let_go(self, names: list[str]) -> None:
         """Module targets let go: their engines, kept results and /metrics series go with them."""
+        self.freezer.thaw()
         self.engines.forget(names)
         self.prober.forget_targets(names)
         self.telemetry.forget_targets(names)
@@ -147,6 +151,8 @@ class Exporter:
     def dispose_idle(self, idle_for: float) -> list[str]:
         """Dispose the engines no probe used for ``idle_for`` seconds; module targets among them are let go."""
         disposed = self.engines.dispose_idle(idle_for)
+        if disposed:
+            self.freezer.thaw()
         let_go = self.module_targets.forget(disposed)
         self.prober.forget_targets(let_go)
         self.telemetry.forget_targets(let_go)
@@ -179,6 +185,7 @@ class Exporter:
             if config == current:
                 return self._unchanged(current, "nothing changed")
             self.config = config
+            self.freezer.thaw()  # the old config and the engines retired below
             module_targets, let_go = self._refresh_inventory(config)
             disposed = let_go + self.engines.retain({**config.targets, **module_targets})
             # Removed targets' series leave /metrics (module targets let go already lost theirs).

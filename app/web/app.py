@@ -77,9 +77,11 @@ def create_app(
         sweeper = asyncio.create_task(_dispose_idle_engines(exporter, idle_engine_timeout))
         refresher = asyncio.create_task(_refresh_files(exporter, refresh_interval))
         pauses.start()
+        exporter.freezer.start()
         watcher = asyncio.create_task(pauses.watch())
         yield
         watcher.cancel()
+        exporter.freezer.stop()
         pauses.stop()
         sweeper.cancel()
         refresher.cancel()
