@@ -1,6 +1,7 @@
 """The bench's fleet: throwaway MariaDB servers, a database user per target, and sqlprobe serving them."""
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -45,6 +46,8 @@ QUERIES: Mapping[str, Any] = {
 QUERIES_PER_PROBE = len(QUERIES)
 # sqlprobe's engines hold at most pool_size + max_overflow connections per target (app/drivers/engine_cache.py: 2 + 2).
 CONNECTIONS_PER_TARGET = 4
+# Users created by one CREATE USER statement while the fleet is set up (10,000 targets: 10,000 or 20,000 users).
+USERS_PER_STATEMENT = 500
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,22 @@ def target_name(index: int) -> str:
 
 
 @contextmanager
-def database_fleet(servers: int, targets: int, root: Path) -> Iterator[tuple[Sequence[MariaDB], dict[str, str]]]:
-    """``servers`` MariaDB servers with one user per target (targets dealt round-robin); yields them and the DSNs."""
+def database_fleet(
+    servers: int, targets: int, root: Path, users_per_target: int = 1
+) -> Iterator[tuple[Sequence[MariaDB], dict[str, str]]]:
+    """``servers`` MariaDB servers with one user per target (targets dealt round-robin); yields them and the DSNs.
+
+    With ``users_per_target`` 2, each target has a second user (``g…``, for the Go comparison), and the servers
+    count statements per user (``--userstat``).
+    """
     binaries = mariadb_binaries()
     if binaries is None:
         sys.exit("bench: MariaDB is not installed (no mariadbd / mariadb-install-db): apt-get install mariadb-server")
     server_binary, installer = binaries
     per_server = -(-targets // servers)
-    options = [f"--max-connections={per_server * CONNECTIONS_PER_TARGET + 100}", "--max-connect-errors=1000000"]
+    options = server_options(per_server * (CONNECTIONS_PER_TARGET + users_per_target - 1))
+    if users_per_target > 1:
+        options.append("--userstat=1")
     fleet = [
         MariaDB(f"db{index}", root / f"db{index}", options=[*options, f"--tmpdir={root / f'tmp{index}'}"])
         for index in range(servers)
@@ -85,13 +96,16 @@ def database_fleet(servers: int, targets: int, root: Path) -> Iterator[tuple[Seq
         server = fleet[index]
         server.start(server_binary)
         setup_schema(server, scale=index + 1)
-        users = [target_name(number) for number in range(index, targets, servers)]
+        names = [target_name(number) for number in range(index, targets, servers)]
+        users = [prefix + name[1:] for name in names for prefix in "tg"[:users_per_target]]
         connection = server.root_connection()
+        password = connection.escape(server.password)
         try:
             with connection.cursor() as cursor:
-                for user in users:
-                    cursor.execute(f"create user '{user}'@'127.0.0.1' identified by '{server.password}'")
-                    cursor.execute(f"grant select, process on *.* to '{user}'@'127.0.0.1'")
+                for start in range(0, len(users), USERS_PER_STATEMENT):
+                    chunk = [f"'{user}'@'127.0.0.1'" for user in users[start : start + USERS_PER_STATEMENT]]
+                    cursor.execute(f"create user {', '.join(f'{u} identified by {password}' for u in chunk)}")
+                    cursor.execute(f"grant select, process on *.* to {', '.join(chunk)}")
         finally:
             connection.close()
 
@@ -109,6 +123,21 @@ def database_fleet(servers: int, targets: int, root: Path) -> Iterator[tuple[Seq
     finally:
         for server in fleet:
             server.stop()
+
+
+def server_options(connections: int) -> list[str]:
+    """mariadbd's options for a bench server that holds up to ``connections`` exporters' sessions.
+
+    The thread pool runs thousands of sessions on a few threads, where one thread per connection would be 2,500
+    threads per server at 10,000 targets on 4 servers; its queue takes the bursts of connections at start.
+    """
+    return [
+        f"--max-connections={connections + 100}",
+        "--max-connect-errors=1000000",
+        "--thread-handling=pool-of-threads",
+        f"--open-files-limit={connections + 1000}",
+        f"--back-log={min(connections, 4096)}",
+    ]
 
 
 def _install(server: MariaDB, installer: str, tmpdir: Path) -> None:
@@ -180,10 +209,29 @@ def _ready(url: str) -> bool:
 
 
 @contextmanager
-def bench_setup(servers: int, targets: int, options: Sequence[str]) -> Iterator[tuple[Exporter, Sequence[MariaDB]]]:
-    """The whole fleet and sqlprobe in a temporary directory, removed after."""
+def bench_setup(
+    servers: int, targets: int, options: Sequence[str], users_per_target: int = 1
+) -> Iterator[tuple[Exporter, Sequence[MariaDB], Path]]:
+    """The whole fleet and sqlprobe in a temporary directory (yielded too), removed after."""
+    _raise_open_files(targets * (CONNECTIONS_PER_TARGET + users_per_target) + 10_000)
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sqlprobe-bench-")))
-        fleet, dsns = stack.enter_context(database_fleet(servers, targets, root))
+        fleet, dsns = stack.enter_context(database_fleet(servers, targets, root, users_per_target))
         running = stack.enter_context(exporter(root, dsns, options))
-        yield running, fleet
+        yield running, fleet, root
+
+
+def _raise_open_files(wanted: int) -> None:
+    """Raise this process's open-file limits towards ``wanted``, for the servers and exporters it starts to inherit.
+
+    sqlprobe may hold 4 connections per target (and warns when its limit is below that); the Go exporter one; a
+    server one per session. Raising the hard limit needs root (CAP_SYS_RESOURCE); without it the bench goes on with
+    the limit it has.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+    target = min(max(wanted, soft), ceiling)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(target, hard)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, hard), hard))
