@@ -24,7 +24,7 @@ import uvloop
 
 from tests.bench.client import Connection, Probes, probe_request
 from tests.bench.figures import per, percentile, summarize
-from tests.bench.fleet import QUERIES_PER_PROBE, Exporter, bench_setup
+from tests.bench.fleet import QUERIES_PER_PROBE, Exporter, bench_setup, default_servers
 from tests.bench.go_exporter import GoExporter, go_exporter, go_results, installed, queries_by_user, scrape_every
 from tests.bench.procstat import Snapshot, rss_bytes
 from tests.bench.report import compare, machine, print_table
@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         compare(*(json.loads(Path(path).read_text()) for path in args.compare))
         return
     started = datetime.datetime.now(datetime.UTC)
+    args.servers = args.servers or default_servers(args.targets)
     config = {
         "mode": args.mode,
         "targets": args.targets,
@@ -55,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "warmup_s": args.warmup if args.warmup is not None else args.interval,
         "duration_s": args.duration,
         "scrape_timeout_s": args.scrape_timeout,
-        "max_in_flight": args.max_in_flight,
+        # Enough keep-alive connections for every probe due within 2 s, each then reused before uvicorn's 5 s idle
+        # timeout closes it: Prometheus does not hold a probe back because others are in flight, nor should we.
+        "max_in_flight": args.max_in_flight or max(128, math.ceil(args.targets / args.interval * 2)),
         "concurrency": args.concurrency,
         "step_s": args.step,
         "p99_bound_ms": args.p99_bound_ms,
@@ -102,12 +105,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["open", "saturation"], default="open")
     parser.add_argument("--targets", type=int, default=200, help="targets, dealt round-robin over the servers")
-    parser.add_argument("--servers", type=int, default=4, help="throwaway MariaDB servers")
+    parser.add_argument(
+        "--servers", type=int, help="throwaway MariaDB servers (default 4, or one per 250 targets above 1,000)"
+    )
     parser.add_argument("--interval", type=float, default=5, help="seconds between two probes of one target (open)")
     parser.add_argument("--warmup", type=float, help="seconds of load before measuring (default: one interval)")
     parser.add_argument("--duration", type=float, default=60, help="seconds measured (open)")
     parser.add_argument("--scrape-timeout", type=float, default=10, help="X-Prometheus-Scrape-Timeout-Seconds")
-    parser.add_argument("--max-in-flight", type=int, default=128, help="probes in flight at most (open)")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        help="probes in flight at most (open; default 128, or the probes due in 2 s when more: 667 for 10,000 "
+        "targets every 30 s)",
+    )
     parser.add_argument(
         "--concurrency",
         type=lambda text: [int(step) for step in text.split(",")],
