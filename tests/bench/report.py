@@ -90,6 +90,8 @@ def print_table(report: Mapping[str, Any]) -> None:
                 f"  {'full collections in the window':34} {results['gc_full_collections']:.0f}, "
                 f"longest ≤ {results['gc_pause_window_max_bucket_ms']:g} ms"
             )
+        if "own_metrics_answer_max_s" in results:
+            print(f"  {'its /metrics answered within s':34} {results['own_metrics_answer_max_s']:.2f}")
         if "go_queries" in results:
             _print_go(results)
     else:

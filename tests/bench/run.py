@@ -180,6 +180,7 @@ async def open_loop(
     snapshots: list[Snapshot] = []
     counted: list[dict[str, float]] = []  # queries by each exporter's users, from MariaDB, at the window's ends
     pauses: list[Samples] = []
+    metrics_seconds: list[float] = []  # how long sqlprobe's own /metrics took to answer, at each end
     go_pid = go.process.pid if go is not None else None
 
     async def take_window_ends() -> None:  # apart from the schedule, which it must not delay
@@ -187,7 +188,9 @@ async def open_loop(
             await asyncio.sleep(moment - time.monotonic())
             snapshots.append(Snapshot.take(running.process.pid, database_pids, go_pid))
             counted.append(await asyncio.to_thread(queries_by_user, servers) if go is not None else {})
-            pauses.append(await asyncio.to_thread(own_metrics, running))
+            samples, took = await asyncio.to_thread(own_metrics, running)
+            pauses.append(samples)
+            metrics_seconds.append(took)
 
     window_ends = asyncio.create_task(take_window_ends())
     scrapes = asyncio.create_task(scrape_every(go, interval, window_end)) if go is not None else None
@@ -219,6 +222,7 @@ async def open_loop(
     results["probes_not_started"] = backlog
     results["loop_lag_max_ms"] = pauses[-1].get(("sqlprobe_event_loop_lag_max_seconds", "", ""), math.nan) * 1000
     results |= pauses_within(pauses[0], pauses[1])
+    results["own_metrics_answer_max_s"] = max(metrics_seconds)
     if go is not None and scrapes is not None:
         queries = {user: counted[1][user] - counted[0][user] for user in counted[0]}
         results |= go_results(go, window, queries, await scrapes, results["queries"])
