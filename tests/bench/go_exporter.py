@@ -210,4 +210,7 @@ def go_results(
         "go_metrics_scrape_max_ms": max(scrapes, default=0.0) * 1000,
         # sqlprobe's queries as MariaDB counted them, to check the count against the bench's own.
         "exporter_queries_counted_by_mariadb": round(counted["t"]),
+        # Its CPU over the queries it executed, answered in time or not: when probes time out (an overloaded
+        # fleet), it still runs their queries, which the bench's count (3 per probe finished in the window) misses.
+        "exporter_cpu_us_per_executed_query": per(window["exporter_cpu_s"] * 1e6, round(counted["t"])),
     }

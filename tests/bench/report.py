@@ -129,7 +129,8 @@ def _print_go(results: Mapping[str, Any]) -> None:
         f"  {'Go targets reporting / failing':34} {results['go_targets_reporting']} / {results['go_targets_failing']}\n"
         f"  {'Go /metrics scrapes (longest ms)':34} {results['go_metrics_scrapes']} "
         f"({results['go_metrics_scrape_max_ms']:.1f})\n"
-        f"  {'sqlprobe queries, by MariaDB':34} {results['exporter_queries_counted_by_mariadb']}"
+        f"  {'sqlprobe queries, by MariaDB':34} {results['exporter_queries_counted_by_mariadb']} "
+        f"({results['exporter_cpu_us_per_executed_query']:.0f} µs of its CPU each)"
     )
 
 
