@@ -75,6 +75,11 @@ def target_name(index: int) -> str:
     return f"t{index:04d}"
 
 
+def go_user(target: str) -> str:
+    """The database user the Go comparison logs in as for ``target`` (sqlprobe's user is the target's name)."""
+    return "g" + target[1:]
+
+
 @contextmanager
 def database_fleet(
     servers: int, targets: int, root: Path, users_per_target: int = 1
@@ -102,7 +107,7 @@ def database_fleet(
         server.start(server_binary)
         setup_schema(server, scale=index + 1)
         names = [target_name(number) for number in range(index, targets, servers)]
-        users = [prefix + name[1:] for name in names for prefix in "tg"[:users_per_target]]
+        users = [*names, *map(go_user, names)] if users_per_target > 1 else names
         connection = server.root_connection()
         password = connection.escape(server.password)
         try:

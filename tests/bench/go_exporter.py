@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.bench.client import Connection
 from tests.bench.figures import per
-from tests.bench.fleet import QUERIES, QUERIES_PER_PROBE
+from tests.bench.fleet import QUERIES, QUERIES_PER_PROBE, go_user
 from tests.servers import MariaDB, free_port, stop_process
 
 PACKAGE = "prometheus-sql-exporter"
@@ -48,11 +48,6 @@ class GoExporter:
     host: str
     port: int
     log: Path
-
-
-def go_user(target: str) -> str:
-    """The database user the Go exporter logs in as for ``target`` (sqlprobe's user is the target's name)."""
-    return "g" + target[1:]
 
 
 def installed() -> str | None:
