@@ -1,6 +1,8 @@
 """The bench's fleet: throwaway MariaDB servers, a database user per target, and sqlprobe serving them."""
 
 import os
+import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +47,12 @@ QUERIES: Mapping[str, Any] = {
 QUERIES_PER_PROBE = len(QUERIES)
 # sqlprobe's engines hold at most pool_size + max_overflow connections per target (app/drivers/engine_cache.py: 2 + 2).
 CONNECTIONS_PER_TARGET = 4
+# Sessions per server the bench aims at when not told how many servers: every probe's processlist query reads all
+# of its server's sessions (a real target has a handful), so 2,500 per server (10,000 targets on 4) made MariaDB,
+# not the exporter, the bottleneck.
+SESSIONS_PER_SERVER = 250
+# Users created by one CREATE USER statement while the fleet is set up (10,000 targets: 10,000 or 20,000 users).
+USERS_PER_STATEMENT = 500
 
 
 @dataclass(frozen=True)
@@ -67,15 +75,28 @@ def target_name(index: int) -> str:
     return f"t{index:04d}"
 
 
+def go_user(target: str) -> str:
+    """The database user the Go comparison logs in as for ``target`` (sqlprobe's user is the target's name)."""
+    return "g" + target[1:]
+
+
 @contextmanager
-def database_fleet(servers: int, targets: int, root: Path) -> Iterator[tuple[Sequence[MariaDB], dict[str, str]]]:
-    """``servers`` MariaDB servers with one user per target (targets dealt round-robin); yields them and the DSNs."""
+def database_fleet(
+    servers: int, targets: int, root: Path, users_per_target: int = 1
+) -> Iterator[tuple[Sequence[MariaDB], dict[str, str]]]:
+    """``servers`` MariaDB servers with one user per target (targets dealt round-robin); yields them and the DSNs.
+
+    With ``users_per_target`` 2, each target has a second user (``g…``, for the Go comparison), and the servers
+    count statements per user (``--userstat``).
+    """
     binaries = mariadb_binaries()
     if binaries is None:
         sys.exit("bench: MariaDB is not installed (no mariadbd / mariadb-install-db): apt-get install mariadb-server")
     server_binary, installer = binaries
     per_server = -(-targets // servers)
-    options = [f"--max-connections={per_server * CONNECTIONS_PER_TARGET + 100}", "--max-connect-errors=1000000"]
+    options = server_options(per_server * (CONNECTIONS_PER_TARGET + users_per_target - 1))
+    if users_per_target > 1:
+        options.append("--userstat=1")
     fleet = [
         MariaDB(f"db{index}", root / f"db{index}", options=[*options, f"--tmpdir={root / f'tmp{index}'}"])
         for index in range(servers)
@@ -85,20 +106,25 @@ def database_fleet(servers: int, targets: int, root: Path) -> Iterator[tuple[Seq
         server = fleet[index]
         server.start(server_binary)
         setup_schema(server, scale=index + 1)
-        users = [target_name(number) for number in range(index, targets, servers)]
+        names = [target_name(number) for number in range(index, targets, servers)]
+        users = [*names, *map(go_user, names)] if users_per_target > 1 else names
         connection = server.root_connection()
+        password = connection.escape(server.password)
         try:
             with connection.cursor() as cursor:
-                for user in users:
-                    cursor.execute(f"create user '{user}'@'127.0.0.1' identified by '{server.password}'")
-                    cursor.execute(f"grant select, process on *.* to '{user}'@'127.0.0.1'")
+                for start in range(0, len(users), USERS_PER_STATEMENT):
+                    chunk = [f"'{user}'@'127.0.0.1'" for user in users[start : start + USERS_PER_STATEMENT]]
+                    cursor.execute(f"create user {', '.join(f'{u} identified by {password}' for u in chunk)}")
+                    cursor.execute(f"grant select, process on *.* to {', '.join(chunk)}")
         finally:
             connection.close()
 
     try:
-        for index, server in enumerate(fleet):
-            _install(server, installer, root / f"tmp{index}")
-        with ThreadPoolExecutor(servers) as pool:
+        _install(fleet[0], installer, root / "tmp0")
+        for index, server in enumerate(fleet[1:], start=1):  # a copy of the first one's: seconds, not minutes
+            (root / f"tmp{index}").mkdir()
+            shutil.copytree(fleet[0].root / "data", server.root / "data", symlinks=True)
+        with ThreadPoolExecutor(min(servers, 16)) as pool:
             list(pool.map(start, range(servers)))
         dsns = {}
         for number in range(targets):
@@ -109,6 +135,26 @@ def database_fleet(servers: int, targets: int, root: Path) -> Iterator[tuple[Seq
     finally:
         for server in fleet:
             server.stop()
+
+
+def default_servers(targets: int) -> int:
+    """How many servers a fleet of ``targets`` gets unless told: 4, or more to keep ``SESSIONS_PER_SERVER``."""
+    return max(4, -(-targets // SESSIONS_PER_SERVER))
+
+
+def server_options(connections: int) -> list[str]:
+    """mariadbd's options for a bench server that holds up to ``connections`` exporters' sessions.
+
+    The thread pool runs thousands of sessions on a few threads, where one thread per connection would be 2,500
+    threads per server at 10,000 targets on 4 servers; its queue takes the bursts of connections at start.
+    """
+    return [
+        f"--max-connections={connections + 100}",
+        "--max-connect-errors=1000000",
+        "--thread-handling=pool-of-threads",
+        f"--open-files-limit={connections + 1000}",
+        f"--back-log={min(connections, 4096)}",
+    ]
 
 
 def _install(server: MariaDB, installer: str, tmpdir: Path) -> None:
@@ -184,10 +230,29 @@ def _ready(url: str) -> bool:
 
 
 @contextmanager
-def bench_setup(servers: int, targets: int, options: Sequence[str]) -> Iterator[tuple[Exporter, Sequence[MariaDB]]]:
-    """The whole fleet and sqlprobe in a temporary directory, removed after."""
+def bench_setup(
+    servers: int, targets: int, options: Sequence[str], users_per_target: int = 1
+) -> Iterator[tuple[Exporter, Sequence[MariaDB], Path]]:
+    """The whole fleet and sqlprobe in a temporary directory (yielded too), removed after."""
+    _raise_open_files(targets * (CONNECTIONS_PER_TARGET + users_per_target) + 10_000)
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sqlprobe-bench-")))
-        fleet, dsns = stack.enter_context(database_fleet(servers, targets, root))
+        fleet, dsns = stack.enter_context(database_fleet(servers, targets, root, users_per_target))
         running = stack.enter_context(exporter(root, dsns, options))
-        yield running, fleet
+        yield running, fleet, root
+
+
+def _raise_open_files(wanted: int) -> None:
+    """Raise this process's open-file limits towards ``wanted``, for the servers and exporters it starts to inherit.
+
+    sqlprobe may hold 4 connections per target (and warns when its limit is below that); the Go exporter one; a
+    server one per session. Raising the hard limit needs root (CAP_SYS_RESOURCE); without it the bench goes on with
+    the limit it has.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+    target = min(max(wanted, soft), ceiling)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(target, hard)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, hard), hard))

@@ -42,9 +42,10 @@ class Snapshot:
     databases: float
     generator: float
     machine: float
+    comparison: float  # the Go exporter's, when it runs beside sqlprobe (tests/bench/go_exporter.py); else 0
 
     @classmethod
-    def take(cls, exporter_pid: int, database_pids: Sequence[int]) -> "Snapshot":
+    def take(cls, exporter_pid: int, database_pids: Sequence[int], comparison_pid: int | None = None) -> "Snapshot":
         """Read every counter now."""
         return cls(
             wall=time.monotonic(),
@@ -52,6 +53,7 @@ class Snapshot:
             databases=sum(cpu_seconds(pid) for pid in database_pids),
             generator=time.process_time(),
             machine=machine_busy_seconds(),
+            comparison=cpu_seconds(comparison_pid) if comparison_pid is not None else 0.0,
         )
 
     def until(self, later: "Snapshot") -> Mapping[str, float]:
@@ -62,4 +64,5 @@ class Snapshot:
             "db_cpu_s": later.databases - self.databases,
             "generator_cpu_s": later.generator - self.generator,
             "machine_cpu_s": later.machine - self.machine,
+            "go_cpu_s": later.comparison - self.comparison,
         }

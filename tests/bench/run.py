@@ -1,6 +1,6 @@
 """`make bench`: probe sqlprobe the way Prometheus does and measure it from outside its process.
 
-python -m tests.bench.run [--targets 200] [--servers 4] [--interval 5] [--duration 60]
+python -m tests.bench.run [--targets 200] [--servers 4] [--interval 5] [--duration 60] [--go]
 python -m tests.bench.run --mode saturation [--concurrency 1,2,4,8,16,32,64] [--step 10] [--p99-bound-ms 50]
 python -m tests.bench.run --compare before.json after.json
 """
@@ -8,28 +8,28 @@ python -m tests.bench.run --compare before.json after.json
 import argparse
 import asyncio
 import datetime
-import hashlib
 import itertools
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import uvloop
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.bench.client import Connection, Outcome, Probes, probe_request
-from tests.bench.fleet import QUERIES_PER_PROBE, Exporter, bench_setup
+from tests.bench.client import Connection, Probes, probe_request
+from tests.bench.figures import per, percentile, summarize
+from tests.bench.fleet import QUERIES_PER_PROBE, Exporter, bench_setup, default_servers
+from tests.bench.go_exporter import GoExporter, go_exporter, go_results, installed, queries_by_user, scrape_every
 from tests.bench.procstat import Snapshot, rss_bytes
+from tests.bench.report import compare, machine, print_table
+from tests.bench.stalls import Samples, own_metrics, pauses_within
+from tests.servers import MariaDB
 
 RESULTS_DIRECTORY = Path("bench-results")
 # Seconds the exporter is watched before the first probe: its CPU when nobody asks anything.
@@ -38,11 +38,15 @@ IDLE_SECONDS = 3
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the bench (or compare two runs) as the command line asks."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.go and args.mode != "open":
+        parser.error("--go compares the two exporters in open mode only")
     if args.compare:
         compare(*(json.loads(Path(path).read_text()) for path in args.compare))
         return
     started = datetime.datetime.now(datetime.UTC)
+    args.servers = args.servers or default_servers(args.targets)
     config = {
         "mode": args.mode,
         "targets": args.targets,
@@ -52,14 +56,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         "warmup_s": args.warmup if args.warmup is not None else args.interval,
         "duration_s": args.duration,
         "scrape_timeout_s": args.scrape_timeout,
-        "max_in_flight": args.max_in_flight,
+        # Enough keep-alive connections for every probe due within 2 s, each then reused before uvicorn's 5 s idle
+        # timeout closes it: Prometheus does not hold a probe back because others are in flight, nor should we.
+        "max_in_flight": args.max_in_flight or max(128, math.ceil(args.targets / args.interval * 2)),
         "concurrency": args.concurrency,
         "step_s": args.step,
         "p99_bound_ms": args.p99_bound_ms,
         "exporter_args": args.exporter_arg,
     }
+    go_binary = installed() if args.go else None
+    config["go"] = go_binary is not None
     print(f"bench: starting {args.servers} MariaDB servers, {args.targets} targets and sqlprobe ...", file=sys.stderr)
-    with bench_setup(args.servers, args.targets, args.exporter_arg) as (running, fleet):
+    with ExitStack() as stack:
+        running, fleet, root = stack.enter_context(
+            bench_setup(args.servers, args.targets, args.exporter_arg, users_per_target=2 if go_binary else 1)
+        )
+        go = None
+        if go_binary is not None:
+            print("bench: starting the Go sql_exporter beside it ...", file=sys.stderr)
+            go = stack.enter_context(go_exporter(go_binary, root, fleet, running.targets, args.interval))
         database_pids = [server.process.pid for server in fleet if server.process is not None]
         time.sleep(1)  # let the freshly started exporter settle before taking its idle memory and CPU
         idle = Snapshot.take(running.process.pid, database_pids)
@@ -67,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         idle_window = idle.until(Snapshot.take(running.process.pid, database_pids))
         idle_rss = rss_bytes(running.process.pid)
         if args.mode == "open":
-            results: dict[str, Any] = uvloop.run(open_loop(running, database_pids, config))
+            results: dict[str, Any] = uvloop.run(open_loop(running, database_pids, config, fleet, go))
         else:
             results = uvloop.run(saturation(running, database_pids, config))
         rss = rss_bytes(running.process.pid)
@@ -90,12 +105,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["open", "saturation"], default="open")
     parser.add_argument("--targets", type=int, default=200, help="targets, dealt round-robin over the servers")
-    parser.add_argument("--servers", type=int, default=4, help="throwaway MariaDB servers")
+    parser.add_argument(
+        "--servers", type=int, help="throwaway MariaDB servers (default 4, or one per 250 targets above 1,000)"
+    )
     parser.add_argument("--interval", type=float, default=5, help="seconds between two probes of one target (open)")
     parser.add_argument("--warmup", type=float, help="seconds of load before measuring (default: one interval)")
     parser.add_argument("--duration", type=float, default=60, help="seconds measured (open)")
     parser.add_argument("--scrape-timeout", type=float, default=10, help="X-Prometheus-Scrape-Timeout-Seconds")
-    parser.add_argument("--max-in-flight", type=int, default=128, help="probes in flight at most (open)")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        help="probes in flight at most (open; default 128, or the probes due in 2 s when more: 667 for 10,000 "
+        "targets every 30 s)",
+    )
     parser.add_argument(
         "--concurrency",
         type=lambda text: [int(step) for step in text.split(",")],
@@ -116,13 +138,28 @@ def _parser() -> argparse.ArgumentParser:
         help="then run the same queries on bare PyMySQL connections, on the same schedule (open) or back to back "
         "(saturation), and give sqlprobe's CPU per query as a multiple of that",
     )
+    parser.add_argument(
+        "--go",
+        action="store_true",
+        help="run Debian's prometheus-sql-exporter (Go; installed with apt-get if missing) beside sqlprobe on the "
+        "same servers, targets, queries and interval, and give both CPU per query (open)",
+    )
     parser.add_argument("--json", help="where to write the figures (default bench-results/<time>-<mode>.json)")
     parser.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="print B/A for two runs and exit")
     return parser
 
 
-async def open_loop(running: Exporter, database_pids: Sequence[int], config: Mapping[str, Any]) -> dict[str, Any]:
-    """Every target once per interval, start times spread evenly, at most ``max_in_flight`` at once."""
+async def open_loop(
+    running: Exporter,
+    database_pids: Sequence[int],
+    config: Mapping[str, Any],
+    servers: Sequence[MariaDB],
+    go: GoExporter | None,
+) -> dict[str, Any]:
+    """Every target once per interval, start times spread evenly, at most ``max_in_flight`` at once.
+
+    With ``go``, the Go exporter runs its own schedule meanwhile and is measured over the same window.
+    """
     requests = [probe_request(running.host, running.port, name, config["scrape_timeout_s"]) for name in running.targets]
     interval, warmup, duration = config["interval_s"], config["warmup_s"], config["duration_s"]
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
@@ -141,19 +178,35 @@ async def open_loop(running: Exporter, database_pids: Sequence[int], config: Map
     window_start, window_end = begin + warmup, begin + warmup + duration
     spacing = interval / len(requests)
     snapshots: list[Snapshot] = []
+    counted: list[dict[str, float]] = []  # queries by each exporter's users, from MariaDB, at the window's ends
+    pauses: list[Samples] = []
+    metrics_seconds: list[float] = []  # how long sqlprobe's own /metrics took to answer, at each end
+    go_pid = go.process.pid if go is not None else None
+
+    async def take_window_ends() -> None:  # apart from the schedule, which it must not delay
+        for moment in (window_start, window_end):
+            await asyncio.sleep(moment - time.monotonic())
+            snapshots.append(Snapshot.take(running.process.pid, database_pids, go_pid))
+            counted.append(await asyncio.to_thread(queries_by_user, servers) if go is not None else {})
+            samples, took = await asyncio.to_thread(own_metrics, running)
+            pauses.append(samples)
+            metrics_seconds.append(took)
+
+    window_ends = asyncio.create_task(take_window_ends())
+    scrapes = asyncio.create_task(scrape_every(go, interval, window_end)) if go is not None else None
     for slot_number in itertools.count():
         slot = begin + slot_number * spacing
         if slot >= window_end:
             break
-        if not snapshots and slot >= window_start:
-            await asyncio.sleep(window_start - time.monotonic())
-            snapshots.append(Snapshot.take(running.process.pid, database_pids))
         if (delay := slot - time.monotonic()) > 0:
             await asyncio.sleep(delay)
         queue.put_nowait((slot, requests[slot_number % len(requests)]))
-    await asyncio.sleep(window_end - time.monotonic())
-    snapshots.append(Snapshot.take(running.process.pid, database_pids))
+    await window_ends
     print("bench: measured; letting probes in flight finish ...", file=sys.stderr)
+    backlog = queue.qsize()  # probes due in the window that no worker had started: more than it could take
+    while not queue.empty():
+        queue.get_nowait()
+        queue.task_done()
     await queue.join()
     for worker in workers:
         worker.cancel()
@@ -161,22 +214,21 @@ async def open_loop(running: Exporter, database_pids: Sequence[int], config: Map
         probes.connection.close()
     outcomes = [o for p in probers for o in p.outcomes if window_start <= o.finished <= window_end]
     late = [lag for start, lag in lags if window_start <= start <= window_end]
-    results = summarize(outcomes, snapshots[0].until(snapshots[1]))
+    window = snapshots[0].until(snapshots[1])
+    results = summarize(outcomes, window)
     results["start_lag_p99_ms"] = percentile(late, 99) * 1000
     results["start_lag_max_ms"] = max(late, default=0) * 1000
     results["probes_expected"] = duration * len(requests) / interval
-    results["loop_lag_max_ms"] = _own_metric(running, "sqlprobe_event_loop_lag_max_seconds") * 1000
+    results["probes_not_started"] = backlog
+    results["loop_lag_max_ms"] = pauses[-1].get(("sqlprobe_event_loop_lag_max_seconds", "", ""), math.nan) * 1000
+    results |= pauses_within(pauses[0], pauses[1])
+    results["own_metrics_answer_max_s"] = max(metrics_seconds)
+    if go is not None and scrapes is not None:
+        queries = {user: counted[1][user] - counted[0][user] for user in counted[0]}
+        results |= go_results(go, window, queries, await scrapes, results["queries"])
+        # MariaDB's CPU served both exporters' queries in the window.
+        results["db_cpu_us_per_query"] = per(window["db_cpu_s"] * 1e6, results["queries"] + results["go_queries"])
     return results
-
-
-def _own_metric(running: Exporter, name: str) -> float:
-    """One sample of sqlprobe's own /metrics (its longest event-loop stall since start, say)."""
-    with urllib.request.urlopen(f"http://{running.host}:{running.port}/metrics", timeout=10) as answer:
-        for family in text_string_to_metric_families(answer.read().decode()):
-            for sample in family.samples:
-                if sample.name == name:
-                    return float(sample.value)
-    return math.nan
 
 
 async def saturation(running: Exporter, database_pids: Sequence[int], config: Mapping[str, Any]) -> dict[str, Any]:
@@ -255,8 +307,8 @@ def python_floor(running: Exporter, database_pids: Sequence[int], config: Mappin
     return {
         "floor_schedule": "every target once per interval" if open_mode else "back to back, one at a time",
         "floor_queries": queries,
-        "floor_cpu_us_per_query": _per(window["exporter_cpu_s"] * 1e6, queries),
-        "floor_db_cpu_us_per_query": _per(window["db_cpu_s"] * 1e6, queries),
+        "floor_cpu_us_per_query": per(window["exporter_cpu_s"] * 1e6, queries),
+        "floor_db_cpu_us_per_query": per(window["db_cpu_s"] * 1e6, queries),
     }
 
 
@@ -269,179 +321,6 @@ def _ours(results: Mapping[str, Any]) -> float:
 def _probers(running: Exporter, config: Mapping[str, Any]) -> Probes:
     # A probe is abandoned a little after the scrape timeout, as Prometheus would.
     return Probes(Connection(running.host, running.port), timeout=config["scrape_timeout_s"] + 1)
-
-
-def summarize(outcomes: Sequence[Outcome], window: Mapping[str, float]) -> dict[str, Any]:
-    """The figures of one measured window: throughput, latency, failures and CPU per query."""
-    probes = len(outcomes)
-    queries = probes * QUERIES_PER_PROBE
-    latencies = [outcome.latency for outcome in outcomes]
-    failures = Counter(outcome.failure for outcome in outcomes if outcome.failure is not None)
-    others = window["machine_cpu_s"] - window["exporter_cpu_s"] - window["db_cpu_s"] - window["generator_cpu_s"]
-    return {
-        "probes": probes,
-        "queries": queries,
-        "probes_per_s": probes / window["wall_s"],
-        "latency_p50_ms": percentile(latencies, 50) * 1000,
-        "latency_p99_ms": percentile(latencies, 99) * 1000,
-        "latency_max_ms": max(latencies, default=0) * 1000,
-        "failed_probes": sum(failures.values()),
-        "failures": dict(failures),
-        **window,
-        "exporter_cpu_s_per_1000_queries": _per(window["exporter_cpu_s"] * 1000, queries),
-        "exporter_cpu_us_per_query": _per(window["exporter_cpu_s"] * 1e6, queries),
-        "exporter_cores": window["exporter_cpu_s"] / window["wall_s"],
-        "db_cpu_s_per_1000_queries": _per(window["db_cpu_s"] * 1000, queries),
-        "db_cpu_us_per_query": _per(window["db_cpu_s"] * 1e6, queries),
-        "generator_cpu_us_per_probe": _per(window["generator_cpu_s"] * 1e6, probes),
-        "generator_cores": window["generator_cpu_s"] / window["wall_s"],
-        "other_processes_cores": others / window["wall_s"],
-    }
-
-
-def _per(amount: float, count: int) -> float:
-    return amount / count if count else math.nan
-
-
-def percentile(values: Sequence[float], rank: float) -> float:
-    """The nearest-rank percentile of ``values`` (0 when there are none)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(rank / 100 * len(ordered)) - 1)]
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        # sqlprobe and the floor run on this interpreter too. How it was built moves every figure: on the VM of
-        # the README, pyenv's default build (libpython as a shared library, no PGO) costs 1.1-1.4x Debian's.
-        "python_executable": os.path.realpath(sys.executable),
-        "python_links_libpython": _links_libpython(),
-        "platform": platform.platform(),
-        "mariadb": _output(["mariadbd", "--version"]) or _output(["/usr/sbin/mariadbd", "--version"]),
-        "git_commit": _output(["git", "rev-parse", "HEAD"]),
-        "git_dirty": bool(_output(["git", "status", "--porcelain", "--untracked-files=no"])),
-        # Uncommitted changes to the exporter, so runs of different working trees are told apart.
-        "app_diff_sha256": hashlib.sha256(_output(["git", "diff", "HEAD", "--", "app"]).encode()).hexdigest()[:16],
-        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
-    }
-
-
-def _links_libpython() -> bool:
-    """True if this interpreter runs from a shared libpython (pyenv's default build) rather than a static one."""
-    maps = Path("/proc/self/maps")
-    return maps.exists() and "/libpython" in maps.read_text()
-
-
-def _output(command: Sequence[str]) -> str:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
-ROWS = [
-    ("probes/s", "probes_per_s", "{:.1f}"),
-    ("probes (failed)", None, ""),
-    ("latency p50 / p99 / max ms", None, ""),
-    ("exporter CPU µs per query", "exporter_cpu_us_per_query", "{:.0f}"),
-    ("exporter CPU s per 1,000 queries", "exporter_cpu_s_per_1000_queries", "{:.3f}"),
-    ("exporter cores busy", "exporter_cores", "{:.2f}"),
-    ("MariaDB CPU µs per query", "db_cpu_us_per_query", "{:.0f}"),
-    ("generator CPU µs per probe", "generator_cpu_us_per_probe", "{:.0f}"),
-    ("generator cores busy", "generator_cores", "{:.2f}"),
-    ("other processes' cores busy", "other_processes_cores", "{:.2f}"),
-]
-
-
-def print_table(report: Mapping[str, Any]) -> None:
-    """The figures of a run, for people."""
-    config, results = report["config"], report["results"]
-    print(
-        f"\nsqlprobe bench ({config['mode']}): {config['targets']} targets on {config['servers']} MariaDB servers, "
-        f"{config['queries_per_probe']} queries per probe, {report['machine']['cpu_count']} CPUs"
-    )
-    ran_on = report["machine"]
-    shared = ", shared libpython" if ran_on.get("python_links_libpython") else ""
-    print(f"Python {ran_on['python']} ({ran_on.get('python_executable', '?')}{shared})")
-    if config["mode"] == "open":
-        print(f"every target every {config['interval_s']:g} s, measured {config['duration_s']:g} s\n")
-        _print_figures(results)
-        print(f"  {'start lag p99 / max ms':34} {results['start_lag_p99_ms']:.1f} / {results['start_lag_max_ms']:.1f}")
-        print(f"  {'longest event-loop stall ms':34} {results.get('loop_lag_max_ms', math.nan):.1f}")
-    else:
-        print(f"closed loop, {config['step_s']:g} s per step, p99 bound {config['p99_bound_ms']:g} ms\n")
-        print(
-            f"  {'in flight':>9} {'probes/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'µs/query':>9} {'db µs/q':>8} {'gen µs/p':>9}"
-        )
-        for step in results["steps"]:
-            print(
-                f"  {step['concurrency']:>9} {step['probes_per_s']:>9.1f} {step['latency_p50_ms']:>8.1f} "
-                f"{step['latency_p99_ms']:>8.1f} {step['failed_probes']:>7} {step['exporter_cpu_us_per_query']:>9.0f} "
-                f"{step['db_cpu_us_per_query']:>8.0f} {step['generator_cpu_us_per_probe']:>9.0f}"
-            )
-        print(f"\n  {'max probes/s within bound':34} {results['max_probes_per_s']:.1f}")
-    print(f"  {'exporter cores busy when idle':34} {results['exporter_idle_cores']:.3f}")
-    if "floor_cpu_us_per_query" in results:
-        print(
-            f"  {'Python floor µs per query':34} {results['floor_cpu_us_per_query']:.0f} "
-            f"(bare PyMySQL, {results['floor_schedule']}; MariaDB {results['floor_db_cpu_us_per_query']:.0f})\n"
-            f"  {'exporter / floor':34} {results['exporter_to_floor']:.2f}"
-        )
-    print(
-        f"  {'RSS total / idle MiB':34} {results['rss_mib']:.1f} / {results['rss_idle_mib']:.1f}\n"
-        f"  {'RSS per target KiB':34} {results['rss_per_target_kib']:.0f}"
-    )
-
-
-def _print_figures(results: Mapping[str, Any]) -> None:
-    for label, key, form in ROWS:
-        if key is not None:
-            value = form.format(results[key])
-        elif label.startswith("probes"):
-            value = f"{results['probes']} ({results['failed_probes']})"
-            if results["failures"]:
-                value += f" {results['failures']}"
-        else:
-            value = " / ".join(f"{results[k]:.1f}" for k in ("latency_p50_ms", "latency_p99_ms", "latency_max_ms"))
-        print(f"  {label:34} {value}")
-
-
-def compare(before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
-    """Every figure of two runs side by side, with after/before."""
-    for part in ("config", "machine"):
-        differ = {k: (before[part].get(k), v) for k, v in after[part].items() if before[part].get(k) != v}
-        if differ:
-            print(f"{part} differs: " + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in differ.items()))
-    first, second = dict(_numbers(before["results"])), dict(_numbers(after["results"]))
-    print(f"\n  {'figure':40} {'A':>12} {'B':>12} {'B/A':>8}")
-    for key, value in first.items():
-        if key in second:
-            ratio = f"{second[key] / value:.2f}" if value else "-"
-            print(f"  {key:40} {value:>12.4g} {second[key]:>12.4g} {ratio:>8}")
-
-
-def _numbers(results: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
-    for key, value in results.items():
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int | float):
-            yield prefix + key, float(value)
-        elif key == "steps":
-            for step in value:
-                yield from _numbers({k: v for k, v in step.items() if k != "concurrency"}, f"c{step['concurrency']}.")
 
 
 if __name__ == "__main__":
