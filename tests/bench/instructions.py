@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,6 @@ from pathlib import Path
 
 from tests.bench.client import Connection, probe_request
 from tests.bench.fleet import QUERIES_PER_PROBE, database_fleet, exporter
-from tests.bench.run import _output
 
 WARM_UP_ROUNDS = 5
 
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--targets", type=int, default=20, help="targets on one throwaway MariaDB server")
     parser.add_argument("--base", help="a commit to compare with (its app/)")
     args = parser.parse_args(argv)
-    if not _output(["valgrind", "--version"]):
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("bench: valgrind is not installed (apt-get install valgrind)")
     counts: dict[str, int] = {}
     with ExitStack() as stack:
