@@ -57,11 +57,15 @@ def _run(bench: Sequence[str], base: Path | None, directory: Path) -> Mapping[st
     results: dict[str, Any] = json.loads(output.read_text())["results"]
     if "steps" in results:
         return {f"{step['concurrency']} in flight": step["exporter_cpu_us_per_query"] for step in results["steps"]}
-    return {
+    figures = {
         "open loop": results["exporter_cpu_us_per_query"],
         "RSS per target, KiB (not CPU)": results["rss_per_target_kib"],
         "p99 latency, ms (not CPU)": results["latency_p99_ms"],
     }
+    if "go_cpu_us_per_query" in results:  # --go: the Go exporter beside it, in the same window
+        figures["Go sql_exporter's CPU per query (not sqlprobe's)"] = results["go_cpu_us_per_query"]
+        figures["sqlprobe / Go, same run"] = results["exporter_cpu_us_per_query"] / results["go_cpu_us_per_query"]
+    return figures
 
 
 def _print(base: str, figures: Mapping[str, Sequence[Mapping[str, float]]]) -> None:
@@ -72,7 +76,7 @@ def _print(base: str, figures: Mapping[str, Sequence[Mapping[str, float]]]) -> N
         means = {side: statistics.fmean(values) for side, values in runs.items()}
         print(f"  {key}")
         for side in SIDES:
-            print(f"    {side:5} {' '.join(f'{value:6.0f}' for value in runs[side])}   mean {means[side]:6.0f}")
+            print(f"    {side:5} {' '.join(f'{value:8.2f}' for value in runs[side])}   mean {means[side]:8.2f}")
         print(f"    this/base {means['this'] / means['base']:.2f}")
 
 
