@@ -3,34 +3,13 @@ probe: counted statement by statement in the server's slow log (every statement 
 the general log has only the write's whole text."""
 
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tests.helpers import client_for, metric, parse_samples, target, value, write_config
 from tests.servers import MariaDB
-
-
-@contextmanager
-def statement_log(server: MariaDB) -> Iterator[None]:
-    """Every statement the server runs in mysql.slow_log (for the sessions opened while the block runs)."""
-    server.execute(
-        "set global log_output = 'TABLE'",
-        "truncate table mysql.slow_log",
-        "set global long_query_time = 0",
-        "set global slow_query_log = 1",
-    )
-    try:
-        yield
-    finally:
-        server.execute("set global slow_query_log = 0", "set global long_query_time = 10")
-
-
-def runs_of(server: MariaDB, marker: str) -> int:
-    """How many times the server ran a statement holding ``marker``."""
-    rows = server.root_query(f"select count(*) from mysql.slow_log where sql_text like '%{marker}%'")
-    return int(rows[0][0])
+from tests.statement_log import runs_of, statement_log
 
 
 def probe_once(tmp_path: Path, server: MariaDB, metrics: dict[str, Any]) -> dict[Any, Any]:
