@@ -37,3 +37,22 @@ def test_a_query_after_one_cut_at_its_rows_bound_runs_once(tmp_path: Path, fleet
     assert value(samples, "probe_success") == 1.0
     assert value(samples, "query_exporter_third") == 33.0
     assert runs == (1, 1)
+
+
+def test_queries_that_each_fit_the_servers_packet_bound_run_though_together_they_do_not(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[1]
+    # The bound MySQL 5.5 had by default; each query's text is 0.4 MiB, the three together more than the bound.
+    pad = "x" * (400 * 1024)
+    metrics = {
+        name: metric(f"select {number} as {name}_value, '{pad}' as pad", f"{name}_value")
+        for number, name in enumerate(("first", "second", "third"), start=1)
+    }
+    server.execute("set global max_allowed_packet = 1048576")
+    try:
+        samples = probe_once(tmp_path, server, metrics)
+    finally:
+        server.execute("set global max_allowed_packet = 16777216")
+    assert value(samples, "probe_success") == 1.0
+    assert [value(samples, f"query_exporter_{name}") for name in ("first", "second", "third")] == [1.0, 2.0, 3.0]
