@@ -52,6 +52,35 @@ class ShapingRelay(LoopbackServer):
             sink.shutdown(socket.SHUT_WR)
 
 
+class ResetRefusingRelay(ShapingRelay):
+    """Loopback TCP to ``upstream`` that answers COM_RESET_CONNECTION itself with the error an older server (MySQL
+    before 5.7.3, MariaDB before 10.2.4) or a proxy without it gives, and passes the rest on."""
+
+    def __init__(self, upstream: int) -> None:
+        self.refused = threading.Event()
+        super().__init__(upstream)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        if not from_client:
+            super()._pump(source, sink, from_client)
+            return
+        pending = b""
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                pending += data
+                while len(pending) >= 4 and len(pending) >= 4 + int.from_bytes(pending[:3], "little"):
+                    size = int.from_bytes(pending[:3], "little")
+                    packet, pending = pending[: 4 + size], pending[4 + size :]
+                    if packet[3] == 0 and packet[4:] == bytes([0x1F]):
+                        self.refused.set()
+                        error = b"\xff" + (1047).to_bytes(2, "little") + b"#08S01Unknown command"
+                        source.sendall(len(error).to_bytes(3, "little") + b"\x01" + error)
+                        continue  # the server never hears of it
+                    sink.sendall(packet)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
 def relayed(server: MariaDB, relay: LoopbackServer) -> str:
     """The exporter's URL to ``server`` through ``relay``."""
     return server.dsn.replace(f":{server.port}/", f":{relay.port}/")
@@ -87,3 +116,29 @@ def test_a_stop_past_a_queries_timeout_lands_on_it_alone_when_its_answer_comes_l
     assert value(samples, "query_exporter_first") == 11.0
     assert value(samples, "query_exporter_third") == 0.0  # its sleep ran to its end
     assert third_runs == 1
+
+
+def test_a_servers_refusal_to_reset_a_pooled_session_runs_no_statement_twice(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[0]
+    first, second = f"f{secrets.token_hex(4)}", f"s{secrets.token_hex(4)}"
+    metrics = {
+        "first": metric(f"select 11 as first_value, '{first}' as marker", "first_value"),
+        "second": metric(f"select 22 as second_value, '{second}' as marker", "second_value"),
+    }
+    relay = ResetRefusingRelay(server.port)
+    config = write_config(tmp_path, {"db": target(relayed(server, relay), "set")}, {"set": metrics})
+    try:
+        with statement_log(server), client_for(config) as client:
+            # The second probe takes the first one's pooled connection, whose reset the relay refuses: the probe
+            # takes a new connection instead (docs/correctness.md), and its statements run there, once.
+            probes = [parse_samples(client.get("/probe", params={"target": "db"}).text) for _ in range(2)]
+            runs = runs_of(server, first), runs_of(server, second)
+    finally:
+        relay.close()
+    assert relay.refused.is_set()
+    for samples in probes:
+        assert value(samples, "probe_success") == 1.0
+        assert value(samples, "query_exporter_second") == 22.0
+    assert runs == (2, 2)
