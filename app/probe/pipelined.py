@@ -26,6 +26,11 @@ from app.probe.results import QueryResult, failed_query
 from app.probe.run import Run
 from app.probe.samples import metric_result
 
+# A write's statements, in bytes, past which the next query goes in a write of its own: a server refuses a packet
+# above its max_allowed_packet (1 MiB on MySQL 5.5 by default) whole, where each statement alone would have fitted.
+# A query's statements (one per parameter set) stay in one write; at least one query goes in each.
+WRITE_BUDGET = 64 * 1024
+
 
 @dataclass(slots=True)
 class _Sent:
@@ -89,6 +94,7 @@ class PipedRun(Run):
         async def send(session: Session) -> _Sent:
             texts: list[str] = []
             max_rows: list[int] = []
+            size = 0
             sent = _Sent(session, None, {})
             for later in range(number, len(self._queries)):
                 if kept[later] is not None:
@@ -101,6 +107,9 @@ class PipedRun(Run):
                 except driver.errors as error:
                     sent.refused[later] = error
                     continue
+                size += sum(len(text.encode("utf-8", "surrogateescape")) for text in prepared)
+                if texts and size > WRITE_BUDGET:
+                    break  # this query and the ones after it go in a later write
                 texts.extend(prepared)
                 max_rows.extend([query.row_limit] * len(prepared))
                 sent.statements[later] = len(prepared)
