@@ -86,6 +86,7 @@ class Driver:
         # What a reused connection runs after its reset: the settings it was made with, and the begin.
         settings = "" if dialect.settings is None else dialect.settings(target)
         self._after_reset = ";".join(text for text in (settings, dialect.begin if self._read_only else "") if text)
+        self._reset_answered = False  # the server has answered a reset: later ones go in the probe's write
 
     async def checkout(self, deadline: float) -> Session:
         """A connection from the pool, or a new one set up; the driver's and SQLAlchemy's errors as is. Leased
@@ -171,6 +172,13 @@ class Driver:
         dialect = self._dialect
         assert dialect.pipe is not None
         reset = session.reused and not session.sent and dialect.reset is not None
+        if reset and not self._reset_answered and dialect.reset is not None:
+            # Until the target's server has answered a reset once, it goes in a write of its own (with the settings
+            # and the begin): a server or proxy that refuses it would still run statements sent with it, in the
+            # session it did not reset, and they would run again on the new connection the refusal leads to.
+            await self._own(session, partial(dialect.reset, session.connection, self._after_reset))
+            self._reset_answered = True
+            session.in_transaction, session.restart, reset = self._read_only, False, False
         if reset:
             prelude = self._after_reset
         elif session.restart or not session.in_transaction:

@@ -31,8 +31,11 @@ COM_RESET_CONNECTION = 0x1F
 # One protocol packet carries at most 2**24 - 2 bytes of a command's text (PyMySQL's MAX_PACKET_LEN, less the
 # command's byte): a longer text is sent as aiomysql's own query() sends it, in several packets.
 _MAX_PAYLOAD = 2**24 - 2
-_CONNECTION_STEPS = ("_write_bytes", "_read_ok_packet", "_read_query_result", "_execute_command")
-_RESULT_STEPS = ("_read_rowdata_packet_unbuffered",)
+_CONNECTION_STEPS = ("_write_bytes", "_read_ok_packet", "_read_query_result", "_execute_command", "_read_packet")
+_RESULT_STEPS = ("_read_rowdata_packet_unbuffered", "_check_packet_is_eof")
+# Bytes of a result cut at its rows' bound that are read (and dropped) to keep the connection in step; past them,
+# the connection is closed (app/drivers/mysql_pipeline.py: Pipe._drained).
+DRAIN_BYTES = 256 * 1024
 PIPELINE_AVAILABLE = all(callable(getattr(aiomysql.Connection, step, None)) for step in _CONNECTION_STEPS) and all(
     callable(getattr(getattr(aiomysql.connection, "MySQLResult", None), step, None)) for step in _RESULT_STEPS
 )
@@ -84,7 +87,7 @@ class Pipe:
         except BaseException:
             self.ended = self.failed = True
             raise
-        if fetched is not None and len(fetched[1]) >= self._max_rows[number]:
+        if fetched is not None and len(fetched[1]) >= self._max_rows[number] and not await self._drained():
             self.ended = self.failed = True
             self._connection.close()  # the rest unread: the connection is out of step
             return fetched
@@ -98,6 +101,24 @@ class Pipe:
             return fetched
         self.ended = self._next == len(self._max_rows)
         return fetched
+
+    async def _drained(self) -> bool:
+        """Read what is left of a result cut at its rows' bound, unconverted, if it ends within DRAIN_BYTES; False
+        if it does not (the server may still be sending it: it has begun nothing after it).
+
+        A small result is sent whole at once, and the server goes on with the text's next statement before sqlprobe
+        has read the first rows: closing the connection then would leave that statement run, and it would be sent
+        again on a new connection.
+        """
+        result = self._connection._result
+        read = 0
+        while result is not None and result.unbuffered_active and read < DRAIN_BYTES:
+            packet = await self._connection._read_packet()
+            read += len(packet.get_all_data())
+            if result._check_packet_is_eof(packet):
+                result.unbuffered_active = False
+                return True
+        return result is None or not result.unbuffered_active
 
     async def _result(self, max_rows: int) -> Fetched:
         connection = self._connection

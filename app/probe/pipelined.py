@@ -113,6 +113,10 @@ class PipedRun(Run):
                 texts.extend(prepared)
                 max_rows.extend([query.row_limit] * len(prepared))
                 sent.statements[later] = len(prepared)
+                if query.timeout is not None:
+                    # Past its timeout, a KILL QUERY may be sent for it, by connection id: nothing of the probe's may
+                    # run after it on that connection, where the kill could land instead.
+                    break
             if texts:
                 sent.pipe = await self._tracked(session, driver, driver.pipe(session, texts, max_rows))
             sent.turn = time.monotonic()
