@@ -84,10 +84,12 @@ class Pipe:
         self._next += 1
         try:
             fetched = await self._result(self._max_rows[number])
+            # The rest of a result cut at its bound may still hold the statement's error, or the connection's loss.
+            drained = fetched is None or len(fetched[1]) < self._max_rows[number] or await self._drained()
         except BaseException:
             self.ended = self.failed = True
             raise
-        if fetched is not None and len(fetched[1]) >= self._max_rows[number] and not await self._drained():
+        if not drained:
             self.ended = self.failed = True
             self._connection.close()  # the rest unread: the connection is out of step
             return fetched
