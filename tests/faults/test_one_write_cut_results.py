@@ -124,8 +124,12 @@ def test_a_query_after_a_result_cut_past_what_sqlprobe_reads_on_runs_once(
         },
         "second": metric(f"select 22 as second_value, '{second}' as marker", "second_value"),
     }
-    with statement_log(server):
-        samples = probe_once(tmp_path, server.dsn, metrics)
+    config = write_config(tmp_path, {"db": target(server.dsn, "set")}, {"set": metrics})
+    with statement_log(server), client_for(config) as client:
+        # The second probe's write ends after the long result (sqlprobe learnt it): closed under it, unread.
+        probes = [parse_samples(client.get("/probe", params={"target": "db"}).text) for _ in range(2)]
         runs = runs_of(server, second)
-    assert value(samples, "query_exporter_second") == 22.0
-    assert runs == 1
+    for samples in probes:
+        assert value(samples, "query_exporter_first") == 1.0
+        assert value(samples, "query_exporter_second") == 22.0
+    assert runs == 2
