@@ -87,6 +87,9 @@ class Driver:
         settings = "" if dialect.settings is None else dialect.settings(target)
         self._after_reset = ";".join(text for text in (settings, dialect.begin if self._read_only else "") if text)
         self._reset_answered = False  # the server has answered a reset: later ones go in the probe's write
+        # Queries (their SQL) whose result, cut at its bound, ran on past what a pipe reads cheaply: each ends its
+        # write from then on, so that the connection may be closed under the rest (app/drivers/mysql_pipeline.py).
+        self.long_results: set[str] = set()
 
     async def checkout(self, deadline: float) -> Session:
         """A connection from the pool, or a new one set up; the driver's and SQLAlchemy's errors as is. Leased

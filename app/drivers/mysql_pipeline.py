@@ -34,7 +34,7 @@ _MAX_PAYLOAD = 2**24 - 2
 _CONNECTION_STEPS = ("_write_bytes", "_read_ok_packet", "_read_query_result", "_execute_command", "_read_packet")
 _RESULT_STEPS = ("_read_rowdata_packet_unbuffered", "_check_packet_is_eof")
 # Bytes of a result cut at its rows' bound that are read (and dropped) to keep the connection in step; past them,
-# the connection is closed (app/drivers/mysql_pipeline.py: Pipe._drained).
+# the connection is closed if nothing of the probe's follows in the write (Pipe._drained).
 DRAIN_BYTES = 256 * 1024
 PIPELINE_AVAILABLE = all(callable(getattr(aiomysql.Connection, step, None)) for step in _CONNECTION_STEPS) and all(
     callable(getattr(getattr(aiomysql.connection, "MySQLResult", None), step, None)) for step in _RESULT_STEPS
@@ -75,6 +75,8 @@ class Pipe:
         self.ended = not max_rows
         # Ended before sqlprobe's end of the transaction was read: a statement failed, or the connection was closed.
         self.failed = False
+        # The last result read was cut at its bound and ran on past DRAIN_BYTES: its query had better end its write.
+        self.overflowed = False
 
     async def next(self) -> Fetched:
         """The next statement's columns and rows (None without a result set); its error if it failed."""
@@ -82,6 +84,7 @@ class Pipe:
             raise pymysql.err.InterfaceError(0, "no statement left in this write")
         number = self._next
         self._next += 1
+        self.overflowed = False
         try:
             fetched = await self._result(self._max_rows[number])
             # The rest of a result cut at its bound may still hold the statement's error, or the connection's loss.
@@ -105,21 +108,24 @@ class Pipe:
         return fetched
 
     async def _drained(self) -> bool:
-        """Read what is left of a result cut at its rows' bound, unconverted, if it ends within DRAIN_BYTES; False
-        if it does not (the server may still be sending it: it has begun nothing after it).
+        """Read what is left of a result cut at its rows' bound, unconverted; False if it did not end within
+        DRAIN_BYTES and nothing of the probe's follows it in the write (the connection may be closed unread).
 
-        A small result is sent whole at once, and the server goes on with the text's next statement before sqlprobe
-        has read the first rows: closing the connection then would leave that statement run, and it would be sent
-        again on a new connection.
+        The server goes on with the text's next statement once it has written a result, and the socket buffers (a
+        proxy's too) may hold megabytes of it before sqlprobe has read the first rows: closing the connection
+        then would leave that statement run, and it would be sent again on a new connection. So a result with
+        statements after it is read to its end (the probe's deadline bounds the wait), and ``overflowed`` says
+        that its query had better end its write.
         """
         result = self._connection._result
         read = 0
-        while result is not None and result.unbuffered_active and read < DRAIN_BYTES:
+        last = self._next == len(self._max_rows)
+        while result is not None and result.unbuffered_active and (read < DRAIN_BYTES or not last):
             packet = await self._connection._read_packet()
             read += len(packet.get_all_data())
             if result._check_packet_is_eof(packet):
                 result.unbuffered_active = False
-                return True
+        self.overflowed = read >= DRAIN_BYTES
         return result is None or not result.unbuffered_active
 
     async def _result(self, max_rows: int) -> Fetched:

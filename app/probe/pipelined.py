@@ -113,9 +113,10 @@ class PipedRun(Run):
                 texts.extend(prepared)
                 max_rows.extend([query.row_limit] * len(prepared))
                 sent.statements[later] = len(prepared)
-                if query.timeout is not None:
+                if query.timeout is not None or query.sql in driver.long_results:
                     # Past its timeout, a KILL QUERY may be sent for it, by connection id: nothing of the probe's may
-                    # run after it on that connection, where the kill could land instead.
+                    # run after it on that connection, where the kill could land instead. A long result cut at its
+                    # bound is not read to its end where nothing follows it: the connection is closed.
                     break
             if texts:
                 sent.pipe = await self._tracked(session, driver, driver.pipe(session, texts, max_rows))
@@ -148,6 +149,8 @@ class PipedRun(Run):
                 if sent.pipe.ended:
                     break  # a run before was cut at the bound: the union is cut there
                 fetched = await self._tracked(sent.session, driver, driver.next(sent.session, sent.pipe), started)
+                if sent.pipe.overflowed:
+                    driver.long_results.add(query.sql)
                 if fetched is None:
                     without_result = True
                     continue
