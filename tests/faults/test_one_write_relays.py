@@ -54,10 +54,12 @@ class ShapingRelay(LoopbackServer):
 
 class ResetRefusingRelay(ShapingRelay):
     """Loopback TCP to ``upstream`` that answers COM_RESET_CONNECTION itself with the error an older server (MySQL
-    before 5.7.3, MariaDB before 10.2.4) or a proxy without it gives, and passes the rest on."""
+    before 5.7.3, MariaDB before 10.2.4) or a proxy without it gives, and passes the rest on; the first ``passed``
+    resets reach the server (a failover behind a proxy, to an older server, comes later)."""
 
-    def __init__(self, upstream: int) -> None:
+    def __init__(self, upstream: int, passed: int = 0) -> None:
         self.refused = threading.Event()
+        self._passed = passed
         super().__init__(upstream)
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
@@ -71,7 +73,9 @@ class ResetRefusingRelay(ShapingRelay):
                 while len(pending) >= 4 and len(pending) >= 4 + int.from_bytes(pending[:3], "little"):
                     size = int.from_bytes(pending[:3], "little")
                     packet, pending = pending[: 4 + size], pending[4 + size :]
-                    if packet[3] == 0 and packet[4:] == bytes([0x1F]):
+                    if packet[3] == 0 and packet[4:] == bytes([0x1F]) and self._passed:
+                        self._passed -= 1
+                    elif packet[3] == 0 and packet[4:] == bytes([0x1F]):
                         self.refused.set()
                         error = b"\xff" + (1047).to_bytes(2, "little") + b"#08S01Unknown command"
                         source.sendall(len(error).to_bytes(3, "little") + b"\x01" + error)
@@ -142,3 +146,28 @@ def test_a_servers_refusal_to_reset_a_pooled_session_runs_no_statement_twice(
         assert value(samples, "probe_success") == 1.0
         assert value(samples, "query_exporter_second") == 22.0
     assert runs == (2, 2)
+
+
+def test_a_servers_refusal_to_reset_after_it_once_answered_runs_no_statement_twice(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    server = fleet[1]
+    first, second = f"f{secrets.token_hex(4)}", f"s{secrets.token_hex(4)}"
+    metrics = {
+        "first": metric(f"select 11 as first_value, '{first}' as marker", "first_value"),
+        "second": metric(f"select 22 as second_value, '{second}' as marker", "second_value"),
+    }
+    # The second probe's reset (a write of its own) reaches the server; the third's, in the probe's write, is
+    # refused: the server behind the proxy changed.
+    relay = ResetRefusingRelay(server.port, passed=1)
+    config = write_config(tmp_path, {"db": target(relayed(server, relay), "set")}, {"set": metrics})
+    try:
+        with statement_log(server), client_for(config) as client:
+            probes = [parse_samples(client.get("/probe", params={"target": "db"}).text) for _ in range(3)]
+            runs = runs_of(server, first), runs_of(server, second)
+    finally:
+        relay.close()
+    assert relay.refused.is_set()
+    for samples in probes:
+        assert value(samples, "probe_success") == 1.0
+    assert runs == (3, 3)
