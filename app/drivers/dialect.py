@@ -25,6 +25,7 @@ class Pipe(Protocol):
     ended: bool  # no answer left to read: the last was read, or the server stopped at a failed statement
     failed: bool  # ended before sqlprobe's end of the transaction was read (a statement failed, the connection closed)
     overflowed: bool  # the last result read was cut at its bound and ran on past what is read cheaply to its end
+    reset_refused: bool  # the server refused the session's reset sent with the write, and ran the statements
 
     async def next(self) -> Fetched:
         """The next statement's columns and rows (None without a result set); its error if it failed."""

@@ -195,6 +195,8 @@ class Driver:
             session.restart = session.in_transaction
             raise
         session.in_transaction, session.restart = True, False
+        if pipe.reset_refused:
+            self._reset_answered = False  # the next reset goes alone again, and a new connection follows its refusal
         return pipe
 
     async def next(self, session: Session, pipe: Pipe) -> Fetched:

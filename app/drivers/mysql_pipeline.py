@@ -77,6 +77,7 @@ class Pipe:
         self.failed = False
         # The last result read was cut at its bound and ran on past DRAIN_BYTES: its query had better end its write.
         self.overflowed = False
+        self.reset_refused = False  # the server refused the reset sent with the write (and ran the statements)
 
     async def next(self) -> Fetched:
         """The next statement's columns and rows (None without a result set); its error if it failed."""
@@ -174,12 +175,22 @@ async def send(
                 await connection._execute_command(COM_RESET_CONNECTION, b"")
             await connection._execute_command(COMMAND.COM_QUERY, sql)
         connection._result = None
+        refused = False
         if reset:
-            await connection._read_ok_packet()
+            try:
+                await connection._read_ok_packet()
+            except pymysql.err.MySQLError as error:
+                if connection.closed or error.args[:1] == (2014,):  # lost, or an answer out of step
+                    raise
+                # The server (or a proxy: a failover to an older server) refused the reset and ran the text after
+                # it, in the session it did not reset: its answers are read, not sent again.
+                refused = True
             connection._next_seq_id = 1  # the query's answer is numbered from 1, as the reset's was (a new command)
         for _ in range(statement_count(prelude)):
             await connection.next_result()
     except BaseException:
         connection.close()
         raise
-    return Pipe(connection, max_rows, own_after)
+    pipe = Pipe(connection, max_rows, own_after)
+    pipe.reset_refused = refused
+    return pipe
