@@ -48,7 +48,7 @@ class Exporter:
     ) -> None:
         self.config = config
         # Started by the app's lifespan; told when engines or a config become garbage.
-        self.freezer = Freezer()
+        self.freezer = Freezer(lambda: self.prober.in_flight)
         self.history = History(history_limit)
         # Engines only for the targets served now: a run queued before a reload must not build one for its old config.
         self.engines = EngineCache(self._served_now, max_workers)

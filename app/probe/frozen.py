@@ -14,22 +14,36 @@ collection walks them too.
 """
 
 import gc
+from collections.abc import Callable
 
 # One full collection in this many walks the frozen objects as well (none is skipped for longer than that).
 THAW_EVERY = 16
+# And so does the next one once the frozen objects grew by this share since the last walk of them all: objects
+# that were alive only for a while may be garbage by now, and they cannot make up more than that share of what the
+# collector keeps (Python's own rule for full collections waits for a quarter, but holds no garbage back meanwhile).
+THAW_GROWTH = 0.10
+
+
+# Probes in flight at most for a full collection's survivors to be frozen: more, and many of the survivors are the
+# probes' own objects (2,000 probes waiting on silent hosts), soon garbage in cycles that frozen would stay.
+QUIET = 32
 
 
 class Freezer:
-    """The collector's hook from start() to stop(); thaw() may be called from any thread."""
+    """The collector's hook from start() to stop(); thaw() may be called from any thread. ``in_flight`` tells how
+    many probes are being answered."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_flight: Callable[[], int] = lambda: 0) -> None:
+        self._in_flight = in_flight
         self._thaw = False
         self._since_thawed = 0
+        self._frozen_when_thawed = 0  # objects frozen after the last collection that walked them all
 
     def start(self) -> None:
         """Freeze what is alive now (the config, the modules), and every full collection's survivors from now on."""
         gc.collect()
         gc.freeze()
+        self._frozen_when_thawed = gc.get_freeze_count()
         gc.callbacks.append(self._on_gc)
 
     def stop(self) -> None:
@@ -49,9 +63,12 @@ class Freezer:
             return
         if phase == "start":
             self._since_thawed += 1
-            if self._thaw or self._since_thawed >= THAW_EVERY:
+            grown = gc.get_freeze_count() > self._frozen_when_thawed * (1 + THAW_GROWTH)
+            if self._thaw or grown or self._since_thawed >= THAW_EVERY:
                 # Called before the collection starts: what is unfrozen now is collected by this very collection.
                 self._thaw, self._since_thawed = False, 0
                 gc.unfreeze()
-        else:
+        elif self._in_flight() <= QUIET:
             gc.freeze()  # the survivors: every unreachable object among them has just been freed
+            if self._since_thawed == 0:
+                self._frozen_when_thawed = gc.get_freeze_count()

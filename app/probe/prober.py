@@ -116,6 +116,11 @@ class Prober:
                 else:
                     del self._in_flight_by_module[target.module]
 
+    @property
+    def in_flight(self) -> int:
+        """Probes being answered now."""
+        return self._in_flight
+
     def _admit(self, module: str | None) -> None:
         """Count one more probe in flight, or refuse it with a sentence when a bound is reached."""
         refusal = None

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.probe.frozen import THAW_EVERY, Freezer
+from app.probe.frozen import QUIET, THAW_EVERY, THAW_GROWTH, Freezer
 
 
 class _Cycle:
@@ -62,3 +62,25 @@ def test_stopping_gives_every_frozen_object_back_to_the_collector() -> None:
     gc.collect()
     assert dead() is None
     assert gc.get_freeze_count() == 0
+
+
+def test_a_full_collections_survivors_are_not_frozen_while_many_probes_are_in_flight() -> None:
+    # 2,000 probes waiting on silent hosts: their objects survive the collection, and are garbage in cycles soon
+    # after; frozen, they would stay until a thaw (the silence test's memory grew by 4-9 MiB an outage).
+    freezer = Freezer(lambda: QUIET + 1)
+    freezer.start()
+    try:
+        dead = _garbage_cycle_frozen(freezer)
+        gc.collect()
+        assert dead() is None
+    finally:
+        freezer.stop()
+
+
+def test_frozen_objects_that_grew_by_a_tenth_are_walked_again_by_the_next_full_collection(freezer: Freezer) -> None:
+    dead = _garbage_cycle_frozen(freezer)
+    kept = [_Cycle() for _ in range(int(gc.get_freeze_count() * (THAW_GROWTH + 0.05)) + 1)]
+    gc.collect()  # they survive it, and are frozen: a tenth more than after the last walk of them all
+    gc.collect()
+    assert dead() is None
+    assert kept
