@@ -343,3 +343,30 @@ class LoopbackServer:
             while True:
                 connection, _ = self._listener.accept()
                 threading.Thread(target=self.handle, args=(connection,), daemon=True).start()
+
+
+class Relay(LoopbackServer):
+    """Loopback TCP to a server's ``upstream`` port: each client connection gets its own upstream connection, and
+    ``relay`` passes bytes between the two as the fault wants; close() shuts every socket down."""
+
+    def __init__(self, upstream: int) -> None:
+        self._upstream = upstream
+        self._sockets: list[socket.socket] = []
+        super().__init__()
+
+    def close(self) -> None:
+        super().close()
+        for sock in self._sockets:
+            # Shut down first: close() alone leaves the connection open while a pump thread waits in recv().
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def handle(self, connection: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self._upstream))
+        self._sockets += [connection, upstream]
+        self.relay(connection, upstream)
+
+    def relay(self, client: socket.socket, server: socket.socket) -> None:
+        """Pass bytes between ``client`` and ``server`` (on this connection's thread) until either ends."""
+        raise NotImplementedError

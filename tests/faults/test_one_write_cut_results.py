@@ -8,35 +8,23 @@ import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from tests.faults.test_one_write_relays import relayed
+from tests.faults.test_one_write_relays import probe_once, relayed
 from tests.helpers import client_for, metric, parse_samples, target, value, write_config
-from tests.servers import LoopbackServer, MariaDB
+from tests.servers import MariaDB, Relay
 from tests.statement_log import runs_of, statement_log
 
 
-class CuttingRelay(LoopbackServer):
+class CuttingRelay(Relay):
     """Loopback TCP to ``upstream`` that passes the server's bytes up to the row holding ``cut`` (its packet's
     first byte, no more) and closes both sides there."""
 
     def __init__(self, upstream: int, cut: bytes) -> None:
-        self._upstream = upstream
         self._cut = cut
-        self._sockets: list[socket.socket] = []
         self.cut = threading.Event()
-        super().__init__()
+        super().__init__(upstream)
 
-    def close(self) -> None:
-        super().close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def handle(self, connection: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self._upstream))
-        self._sockets += [connection, upstream]
+    def relay(self, connection: socket.socket, upstream: socket.socket) -> None:
         threading.Thread(target=self._to_server, args=(connection, upstream), daemon=True).start()
         with contextlib.suppress(OSError):
             while data := upstream.recv(65536):
@@ -53,12 +41,6 @@ class CuttingRelay(LoopbackServer):
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 sink.sendall(data)
-
-
-def probe_once(tmp_path: Path, dsn: str, metrics: dict[str, Any]) -> dict[Any, Any]:
-    config = write_config(tmp_path, {"db": target(dsn, "set")}, {"set": metrics})
-    with client_for(config) as client:
-        return parse_samples(client.get("/probe", params={"target": "db"}).text)
 
 
 def test_a_query_after_one_whose_cut_result_ends_in_an_error_runs_once(

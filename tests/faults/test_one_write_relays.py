@@ -12,34 +12,23 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import client_for, metric, parse_samples, target, value, write_config
-from tests.servers import LoopbackServer, MariaDB
+from tests.servers import LoopbackServer, MariaDB, Relay
 from tests.statement_log import runs_of, statement_log
 
 
-class ShapingRelay(LoopbackServer):
+class ShapingRelay(Relay):
     """Loopback TCP to ``upstream``; the server's first chunk of bytes holding ``late`` reaches the client
     ``delay`` seconds late (and what follows it with it)."""
 
     def __init__(self, upstream: int, late: bytes = b"", delay: float = 0.0) -> None:
-        self._upstream = upstream
         self._late = late
         self._delay = delay
         self.delayed = threading.Event()
-        self._sockets: list[socket.socket] = []
-        super().__init__()
+        super().__init__(upstream)
 
-    def close(self) -> None:
-        super().close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def handle(self, connection: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self._upstream))
-        self._sockets += [connection, upstream]
-        threading.Thread(target=self._pump, args=(connection, upstream, True), daemon=True).start()
-        self._pump(upstream, connection, False)
+    def relay(self, client: socket.socket, server: socket.socket) -> None:
+        threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+        self._pump(server, client, False)
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         with contextlib.suppress(OSError):
@@ -122,26 +111,34 @@ def test_a_stop_past_a_queries_timeout_lands_on_it_alone_when_its_answer_comes_l
     assert third_runs == 1
 
 
-def test_a_servers_refusal_to_reset_a_pooled_session_runs_no_statement_twice(
-    tmp_path: Path, fleet: Sequence[MariaDB]
-) -> None:
-    server = fleet[0]
+def probes_through_refusals(
+    tmp_path: Path, server: MariaDB, probes: int, passed: int = 0
+) -> tuple[list[dict[Any, Any]], tuple[int, int]]:
+    """``probes`` probes of two queries through a ResetRefusingRelay that lets ``passed`` resets through first;
+    their samples, and how often each query ran on the server (slow log)."""
     first, second = f"f{secrets.token_hex(4)}", f"s{secrets.token_hex(4)}"
     metrics = {
         "first": metric(f"select 11 as first_value, '{first}' as marker", "first_value"),
         "second": metric(f"select 22 as second_value, '{second}' as marker", "second_value"),
     }
-    relay = ResetRefusingRelay(server.port)
+    relay = ResetRefusingRelay(server.port, passed=passed)
     config = write_config(tmp_path, {"db": target(relayed(server, relay), "set")}, {"set": metrics})
     try:
         with statement_log(server), client_for(config) as client:
-            # The second probe takes the first one's pooled connection, whose reset the relay refuses: the probe
-            # takes a new connection instead (docs/correctness.md), and its statements run there, once.
-            probes = [parse_samples(client.get("/probe", params={"target": "db"}).text) for _ in range(2)]
+            samples = [parse_samples(client.get("/probe", params={"target": "db"}).text) for _ in range(probes)]
             runs = runs_of(server, first), runs_of(server, second)
     finally:
         relay.close()
     assert relay.refused.is_set()
+    return samples, runs
+
+
+def test_a_servers_refusal_to_reset_a_pooled_session_runs_no_statement_twice(
+    tmp_path: Path, fleet: Sequence[MariaDB]
+) -> None:
+    # The second probe takes the first one's pooled connection, whose reset the relay refuses: the probe takes a new
+    # connection instead (docs/correctness.md), and its statements run there, once.
+    probes, runs = probes_through_refusals(tmp_path, fleet[0], 2)
     for samples in probes:
         assert value(samples, "probe_success") == 1.0
         assert value(samples, "query_exporter_second") == 22.0
@@ -151,23 +148,9 @@ def test_a_servers_refusal_to_reset_a_pooled_session_runs_no_statement_twice(
 def test_a_servers_refusal_to_reset_after_it_once_answered_runs_no_statement_twice(
     tmp_path: Path, fleet: Sequence[MariaDB]
 ) -> None:
-    server = fleet[1]
-    first, second = f"f{secrets.token_hex(4)}", f"s{secrets.token_hex(4)}"
-    metrics = {
-        "first": metric(f"select 11 as first_value, '{first}' as marker", "first_value"),
-        "second": metric(f"select 22 as second_value, '{second}' as marker", "second_value"),
-    }
     # The second probe's reset (a write of its own) reaches the server; the third's, in the probe's write, is
     # refused: the server behind the proxy changed.
-    relay = ResetRefusingRelay(server.port, passed=1)
-    config = write_config(tmp_path, {"db": target(relayed(server, relay), "set")}, {"set": metrics})
-    try:
-        with statement_log(server), client_for(config) as client:
-            probes = [parse_samples(client.get("/probe", params={"target": "db"}).text) for _ in range(3)]
-            runs = runs_of(server, first), runs_of(server, second)
-    finally:
-        relay.close()
-    assert relay.refused.is_set()
+    probes, runs = probes_through_refusals(tmp_path, fleet[1], 3, passed=1)
     for samples in probes:
         assert value(samples, "probe_success") == 1.0
     assert runs == (3, 3)

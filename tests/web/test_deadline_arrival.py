@@ -6,7 +6,7 @@ import socket
 import time
 from pathlib import Path
 
-from tests.helpers import metric, parse_samples, target, value
+from tests.helpers import Samples, metric, parse_samples, target, value
 from tests.served import serve
 from tests.servers import silent_listener
 
@@ -28,11 +28,7 @@ def test_a_probe_whose_request_head_arrived_slowly_answers_by_the_deadline_count
                 client.sendall(
                     f"X-Prometheus-Scrape-Timeout-Seconds: {SCRAPE_TIMEOUT:g}\r\nConnection: close\r\n\r\n".encode()
                 )
-                answer = b""
-                while chunk := client.recv(65536):
-                    answer += chunk
-                received = time.monotonic()
-    samples = parse_samples(answer.partition(b"\r\n\r\n")[2].decode())
+                samples, received = _answer(client)
     assert value(samples, "probe_success") == 0.0
     # Before Prometheus's timeout, counted from the first bytes it sent: had the deadline been counted from the end
     # of the head, the answer would have come a second later, after Prometheus had given up.
@@ -62,12 +58,16 @@ def test_a_probe_read_late_by_a_stopped_process_answers_by_the_deadline_counted_
                     time.sleep(STOPPED)
                 finally:
                     os.kill(served.process.pid, signal.SIGCONT)
-                answer = b""
-                while chunk := client.recv(65536):
-                    answer += chunk
-                received = time.monotonic()
-    samples = parse_samples(answer.partition(b"\r\n\r\n")[2].decode())
+                samples, received = _answer(client)
     assert value(samples, "probe_success") == 0.0
     # Before Prometheus's timeout, counted from when it sent: had the deadline been counted from when the loop read
     # the request, the answer would have come 1.5 s later, after Prometheus had given up.
     assert received - sent < SCRAPE_TIMEOUT, received - sent
+
+
+def _answer(client: socket.socket) -> tuple[Samples, float]:
+    """The samples of the answer read to its end (sqlprobe closes: Connection: close), and when it ended."""
+    answer = b""
+    while chunk := client.recv(65536):
+        answer += chunk
+    return parse_samples(answer.partition(b"\r\n\r\n")[2].decode()), time.monotonic()
