@@ -40,8 +40,10 @@ class Freezer:
         self._frozen_when_thawed = 0  # objects frozen after the last collection that walked them all
 
     def start(self) -> None:
-        """Freeze what is alive now (the config, the modules), and every full collection's survivors from now on."""
-        gc.collect()
+        """Freeze what is alive now (the config, the modules), and every full collection's survivors from now on.
+
+        Without a collection first (a tenth of a second and more in a big process): start-up's garbage among them is
+        walked again by the first full collection that thaws (the frozen set grows by a tenth as engines come)."""
         gc.freeze()
         self._frozen_when_thawed = gc.get_freeze_count()
         gc.callbacks.append(self._on_gc)
