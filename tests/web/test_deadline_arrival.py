@@ -23,9 +23,7 @@ def test_a_probe_whose_request_head_arrived_slowly_answers_by_the_deadline_count
         sent = time.monotonic()
         client.sendall(b"GET /probe?target=hung HTTP/1.1\r\nHost: sqlprobe\r\n")
         time.sleep(HEAD_TAKES)
-        client.sendall(
-            f"X-Prometheus-Scrape-Timeout-Seconds: {SCRAPE_TIMEOUT:g}\r\nConnection: close\r\n\r\n".encode()
-        )
+        client.sendall(f"X-Prometheus-Scrape-Timeout-Seconds: {SCRAPE_TIMEOUT:g}\r\nConnection: close\r\n\r\n".encode())
         samples, received = _answer(client)
     assert value(samples, "probe_success") == 0.0
     # Before Prometheus's timeout, counted from the first bytes it sent: had the deadline been counted from the end
